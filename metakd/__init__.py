@@ -1,0 +1,3 @@
+"""metakd: few-shot meta-learning with knowledge distillation."""
+__version__ = "0.1.0"
+

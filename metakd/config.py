@@ -1,0 +1,274 @@
+"""Experiment configs: YAML files with inheritance, ``key=value`` overrides, and strict validation.
+
+A config is a nested dict whose sections and keys are fixed by ``SCHEMA`` (unknown keys and wrong
+types are errors naming the key and the valid choices). The ``options`` dicts of ``data``, ``model``
+and ``learner`` are passed to the registered component, which validates them itself.
+
+A YAML file may start with ``inherit: other.yaml`` (a path relative to it, or a config name in the
+configs folder); its keys override the parent's, section by section.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+import yaml
+
+from .errors import ConfigError
+
+ANY = object()  # a value of any type (free-form dicts)
+_NUM = (int, float)
+
+# section -> key -> (allowed types, default). ``None`` in the types means "may be null".
+SCHEMA: Dict[str, Dict[str, Tuple[tuple, Any]]] = {
+    "": {
+        "name": ((str,), "experiment"),
+        "seed": ((int,), 0),
+        "device": ((str,), "auto"),
+        "threads": ((int, None), None),
+        "output_dir": ((str, None), None),
+        "description": ((str,), ""),
+    },
+    "data": {
+        "dataset": ((str,), "glyphs"),
+        "root": ((str, None), None),
+        "image_size": ((int,), 84),
+        "normalize": ((str, list, None), None),
+        "train_split": ((str,), "train"),
+        "val_split": ((str,), "val"),
+        "test_split": ((str,), "test"),
+        "storage": ((str,), "auto"),
+        "options": ((dict,), {}),
+    },
+    "episodes": {
+        "n_way": ((int,), 5),
+        "train_n_way": ((int, None), None),
+        "k_shot": ((int,), 1),
+        "q_query": ((int,), 15),
+        "test_q_query": ((int,), 15),
+    },
+    "model": {
+        "backbone": ((str,), "conv4"),
+        "options": ((dict,), {}),
+    },
+    "learner": {
+        "name": ((str,), "maml"),
+        "options": ((dict,), {}),
+    },
+    "train": {
+        "iterations": ((int,), 60000),
+        "meta_batch": ((int,), 4),
+        "optimizer": ((str,), "adam"),
+        "lr": (_NUM, 1e-3),
+        "weight_decay": (_NUM, 0.0),
+        "momentum": (_NUM, 0.9),
+        "lr_schedule": ((str,), "constant"),
+        "lr_step": ((int,), 2000),
+        "lr_gamma": (_NUM, 0.5),
+        "grad_clip": ((int, float, None), None),
+        "val_every": ((int,), 1000),
+        "val_episodes": ((int,), 300),
+        "checkpoint_every": ((int,), 1000),
+        "log_every": ((int,), 50),
+    },
+    "eval": {
+        "episodes": ((int,), 600),
+        "seed": ((int,), 0),
+        "batch_size": ((int,), 8),
+        "checkpoint": ((str,), "best"),
+    },
+}
+
+VALID_CHOICES = {
+    ("", "device"): None,  # free: "auto", "cpu", "cuda", "cuda:1"
+    ("train", "optimizer"): ("adam", "adamw", "sgd"),
+    ("train", "lr_schedule"): ("constant", "cosine", "step"),
+    ("data", "storage"): ("auto", "host", "device"),
+    ("eval", "checkpoint"): None,
+}
+
+
+def defaults() -> Dict[str, Any]:
+    """The full default config as a nested dict."""
+    out: Dict[str, Any] = {}
+    for section, keys in SCHEMA.items():
+        target = out if section == "" else out.setdefault(section, {})
+        for key, (_, default) in keys.items():
+            target[key] = copy.deepcopy(default)
+    return out
+
+
+def config_dirs() -> List[Path]:
+    """Where config names are looked up: ./configs, then the configs folder next to the package."""
+    dirs = [Path.cwd() / "configs", Path(__file__).resolve().parents[1] / "configs"]
+    extra = os.environ.get("METAKD_CONFIGS")
+    if extra:
+        dirs.insert(0, Path(extra))
+    seen, out = set(), []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in seen:
+            seen.add(d.resolve())
+            out.append(d)
+    return out
+
+
+def available_configs() -> List[str]:
+    """Names of the config files shipped in the configs folders (without .yaml)."""
+    names = set()
+    for d in config_dirs():
+        names.update(p.stem for p in d.glob("*.yaml") if not p.stem.startswith("_"))
+    return sorted(names)
+
+
+def resolve_config_path(name_or_path: str, relative_to: Optional[Path] = None) -> Path:
+    """A path to an existing YAML file, or the name of one in the configs folders."""
+    p = Path(name_or_path)
+    candidates = []
+    if relative_to is not None and not p.is_absolute():
+        candidates += [relative_to / p, relative_to / f"{name_or_path}.yaml"]
+    candidates += [p, Path(f"{name_or_path}.yaml")]
+    for d in config_dirs():
+        candidates += [d / p, d / f"{name_or_path}.yaml"]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise ConfigError(
+        f"config {name_or_path!r} not found (looked for a file and in {', '.join(map(str, config_dirs())) or 'no configs folder'}); "
+        f"available configs: {', '.join(available_configs()) or '(none)'}"
+    )
+
+
+def _read_yaml(path: Path) -> Dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
+    return data
+
+
+def _load_raw(path: Path, chain: Tuple[Path, ...] = ()) -> Dict[str, Any]:
+    path = path.resolve()
+    if path in chain:
+        raise ConfigError(f"{path}: circular 'inherit' ({' -> '.join(map(str, chain + (path,)))})")
+    data = _read_yaml(path)
+    parent = data.pop("inherit", None)
+    if parent is None:
+        return data
+    parents = parent if isinstance(parent, list) else [parent]
+    merged: Dict[str, Any] = {}
+    for item in parents:
+        if not isinstance(item, str):
+            raise ConfigError(f"{path}: 'inherit' must be a config name or path, got {item!r}")
+        merge(merged, _load_raw(resolve_config_path(item, path.parent), chain + (path,)))
+    return merge(merged, data)
+
+
+def merge(base: Dict[str, Any], update: Dict[str, Any]) -> Dict[str, Any]:
+    """Recursively merge ``update`` into ``base`` (in place) and return ``base``."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def parse_overrides(items: Iterable[str]) -> Dict[str, Any]:
+    """``["train.lr=0.01", "learner.options.first_order=true"]`` -> a nested dict (values parsed as YAML)."""
+    out: Dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value (e.g. train.lr=0.01)")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise ConfigError(f"override {item!r} has an empty key")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with an earlier override of {p!r}")
+        node[parts[-1]] = value
+    return out
+
+
+def _type_name(types: tuple) -> str:
+    return " or ".join("null" if t is None else t.__name__ for t in types)
+
+
+def validate(cfg: Dict[str, Any], source: str = "config") -> Dict[str, Any]:
+    """Check every section and key against SCHEMA; return a full config (defaults filled in)."""
+    out = defaults()
+    sections = [s for s in SCHEMA if s]
+    for key, value in cfg.items():
+        if key in SCHEMA[""]:
+            out[key] = _check(source, key, value, SCHEMA[""][key], ("", key))
+        elif key in sections:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: section {key!r} must be a mapping, got {value!r}")
+            for sub, subval in value.items():
+                if sub not in SCHEMA[key]:
+                    raise ConfigError(
+                        f"{source}: unknown key '{key}.{sub}'; valid keys of '{key}': {', '.join(SCHEMA[key])}"
+                    )
+                out[key][sub] = _check(source, f"{key}.{sub}", subval, SCHEMA[key][sub], (key, sub))
+        else:
+            raise ConfigError(
+                f"{source}: unknown key {key!r}; valid top-level keys: {', '.join(list(SCHEMA['']) + sections)}"
+            )
+    for key in ("n_way", "train_n_way", "k_shot", "q_query", "test_q_query"):
+        if out["episodes"][key] is not None and out["episodes"][key] < 1:
+            raise ConfigError(f"{source}: episodes.{key} must be >= 1, got {out['episodes'][key]}")
+    for key in ("iterations", "meta_batch", "val_every", "checkpoint_every", "log_every"):
+        if out["train"][key] < 1:
+            raise ConfigError(f"{source}: train.{key} must be >= 1, got {out['train'][key]}")
+    if out["eval"]["episodes"] < 1 or out["eval"]["batch_size"] < 1:
+        raise ConfigError(f"{source}: eval.episodes and eval.batch_size must be >= 1")
+    return out
+
+
+def _check(source: str, key: str, value: Any, spec: Tuple[tuple, Any], where: Tuple[str, str]) -> Any:
+    types, _ = spec
+    if value is None:
+        if None in types:
+            return None
+        raise ConfigError(f"{source}: '{key}' may not be null; expected {_type_name(types)}")
+    real = tuple(t for t in types if t is not None)
+    ok = isinstance(value, real) and not (isinstance(value, bool) and bool not in real)
+    if not ok and float in real and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise ConfigError(f"{source}: '{key}' expected {_type_name(types)}, got {value!r} ({type(value).__name__})")
+    choices = VALID_CHOICES.get(where)
+    if choices and value not in choices:
+        raise ConfigError(f"{source}: '{key}' must be one of {', '.join(choices)}, got {value!r}")
+    return copy.deepcopy(value)
+
+
+def load_config(name_or_path: Optional[str] = None, overrides: Iterable[str] = ()) -> Dict[str, Any]:
+    """Load a config by name or path (or the defaults), apply ``key=value`` overrides, validate."""
+    raw: Dict[str, Any] = {}
+    source = "defaults"
+    if name_or_path:
+        path = resolve_config_path(name_or_path)
+        raw = _load_raw(path)
+        source = str(path)
+        raw.setdefault("name", path.stem)
+    overrides = list(overrides)
+    if overrides:
+        merge(raw, parse_overrides(overrides))
+    return validate(raw, source)
+
+
+def dump_config(cfg: Dict[str, Any]) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False)

@@ -1,0 +1,190 @@
+"""A decode-once disk cache of uint8 image arrays: atomic .npy writes, memory-mapped reads, shape checks.
+
+Typical use (decode slow PNG/JPEG data once, then memory-map it on every later run):
+
+    arr = cached_uint8_array(cache_dir / "name-<key>.npy", (N, 84, 84, 3), fill, desc="decoding once")
+
+``fill(out)`` receives a writable uint8 memory map of that shape (so building never needs the
+whole array in RAM) and writes every row. With ``shape=None``, ``build()`` takes no argument and
+returns the array. Either way the file is written to a temporary name in the same folder and
+moved into place with ``os.replace``, so an interrupted build never leaves a half-written cache;
+a cache whose header, dtype or shape is wrong is rebuilt. Put everything that should invalidate a
+cache (source file sizes and mtimes, image size, channels) into its file name with
+``fingerprint`` / ``files_fingerprint``.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+import numpy as np
+
+from ..errors import DataError
+
+log = logging.getLogger("metakd.data")
+
+CACHE_DIRNAME = ".metakd_cache"
+
+
+def _writable_dir(path: Path) -> bool:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def user_cache_base() -> Path:
+    """``$METAKD_CACHE`` if set, else ``$XDG_CACHE_HOME/metakd``, else ``~/.cache/metakd``."""
+    if os.environ.get("METAKD_CACHE"):
+        return Path(os.environ["METAKD_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "metakd"
+
+
+def default_cache_dir(root: str | os.PathLike) -> Path:
+    """``<root>/.metakd_cache`` if it can be written, else ``user_cache_base()/<root name>-<hash of root path>``."""
+    root = Path(root).expanduser().resolve()
+    local = root / CACHE_DIRNAME
+    if (local.is_dir() and os.access(local, os.W_OK | os.X_OK)) or (
+        not local.exists() and os.access(root, os.W_OK | os.X_OK)
+    ):
+        return local
+    return user_cache_base() / f"{root.name or 'root'}-{fingerprint(str(root))[:12]}"
+
+
+def resolve_cache_dir(root: str | os.PathLike, cache_dir: str | os.PathLike | None) -> Path:
+    """The folder caches of ``root`` go to: ``cache_dir`` if given, else ``default_cache_dir(root)``."""
+    return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(root)
+
+
+def fingerprint(*parts: object) -> str:
+    """A short stable hex digest of ``repr(parts)`` (use str/int/tuple parts only)."""
+    return hashlib.sha1(repr(parts).encode("utf-8")).hexdigest()[:16]
+
+
+def files_fingerprint(paths: Iterable[Path], base: Optional[Path] = None) -> str:
+    """Digest of each file's (path relative to ``base``, size, mtime): changes when a file is added, removed or edited."""
+    h = hashlib.sha1()
+    for p in paths:
+        st = os.stat(p)
+        name = os.path.relpath(p, base) if base is not None else str(p)
+        h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()[:16]
+
+
+def load_cached(path: str | os.PathLike, shape: Optional[Sequence[int]] = None) -> Optional[np.ndarray]:
+    """Memory-map a cached uint8 .npy read-only; None if missing, unreadable, not uint8 or not of ``shape``."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        return None
+    if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8:
+        return None
+    if shape is not None and tuple(arr.shape) != tuple(int(s) for s in shape):
+        return None
+    return arr
+
+
+def save_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write ``array`` to ``path`` as .npy via a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
+def _remove_quietly(path: str | os.PathLike) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def cached_uint8_array(
+    path: str | os.PathLike,
+    shape: Optional[Sequence[int]],
+    build: Callable[..., Optional[np.ndarray]],
+    desc: str = "",
+    stale_glob: Optional[str] = None,
+) -> np.ndarray:
+    """Return the uint8 array cached at ``path`` (read-only memory map), building it first if needed.
+
+    shape: the expected shape; a cached file of another shape is rebuilt. With a shape, ``build(out)``
+        fills the writable uint8 array ``out`` in place; with ``shape=None``, ``build()`` returns the array.
+    desc: what is being cached (for the log line and errors).
+    stale_glob: after a successful build, other files in the cache folder matching this pattern
+        (older versions of the same cache) are deleted.
+    """
+    path = Path(path)
+    want = tuple(int(s) for s in shape) if shape is not None else None
+    cached = load_cached(path, want)
+    if cached is not None:
+        return cached
+    if path.exists():
+        log.warning("cache %s is stale or unreadable; rebuilding it", path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise DataError(
+            f"cannot write the cache {str(path)!r} ({exc}); pass cache_dir= a writable folder"
+        ) from exc
+    log.info("%s -> %s", desc or "building cache", path)
+    try:
+        if want is None:
+            arr = build()
+            if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8:
+                raise DataError(f"{desc or path}: cache builder must return a uint8 array, got {type(arr).__name__}")
+            with open(tmp, "wb") as f:
+                np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
+        elif int(np.prod(want)) == 0:
+            with open(tmp, "wb") as f:
+                np.save(f, np.zeros(want, np.uint8), allow_pickle=False)
+        else:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=want)
+            build(out)
+            out.flush()
+            del out
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    if stale_glob:
+        for old in path.parent.glob(stale_glob):
+            if old != path and old.suffix == ".npy":
+                _remove_quietly(old)
+    result = load_cached(path, want)
+    if result is None:
+        raise DataError(f"cache {str(path)!r} could not be read back after writing it")
+    return result
+
+
+def root_tag(root: str | os.PathLike) -> str:
+    """8 hex chars identifying a dataset root, so roots sharing one cache_dir never clash."""
+    return fingerprint(str(Path(root).expanduser().resolve()))[:8]
+
+
+def cache_file(cache_dir: Path, stem: str, key: str) -> tuple[Path, str]:
+    """(``cache_dir/<stem>-<key>.npy``, a glob matching ``<stem>-<any 16-hex key>.npy``: its older versions).
+
+    stem names what is cached (dataset, root_tag, split, layout, size...); key (16 hex chars, from
+    ``fingerprint``) changes whenever the source does.
+    """
+    if len(key) != 16:
+        raise ValueError(f"cache key must be 16 hex characters, got {key!r}")
+    return Path(cache_dir) / f"{stem}-{key}.npy", f"{stem}-{'[0-9a-f]' * 16}.npy"

@@ -1,0 +1,94 @@
+"""From a validated config to the parts of a run: device, data splits, samplers, model, learner, optimiser."""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..data import load_split
+from ..data.base import ImageSplit
+from ..data.sampler import EpisodeSampler, channel_stats
+from ..errors import ConfigError
+from ..learners import build_learner
+from ..models import build_backbone
+
+Normalize = Optional[Tuple[Tuple[float, ...], Tuple[float, ...]]]
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> cuda when available, else cpu; otherwise the named device (checked to exist)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device {name!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available here; use device=cpu or device=auto")
+    return device
+
+
+def split_for(cfg: Dict[str, Any], which: str) -> ImageSplit:
+    """Load the split named by ``data.<which>_split`` (which: train / val / test)."""
+    data = cfg["data"]
+    return load_split(data["dataset"], data["root"], data[f"{which}_split"], image_size=data["image_size"], **data["options"])
+
+
+def normalization(cfg: Dict[str, Any], train_split: Optional[ImageSplit]) -> Normalize:
+    """Per-channel (mean, std) from ``data.normalize``: null, "dataset" (the training split's statistics,
+    applied to every split) or [mean, std] lists."""
+    spec = cfg["data"]["normalize"]
+    if spec is None:
+        return None
+    if spec == "dataset":
+        if train_split is None:
+            raise ConfigError("data.normalize=dataset needs the training split to compute its statistics")
+        mean, std = channel_stats(train_split)
+        return tuple(mean), tuple(std)
+    if isinstance(spec, list) and len(spec) == 2 and all(isinstance(v, (list, tuple)) for v in spec):
+        return tuple(float(v) for v in spec[0]), tuple(float(v) for v in spec[1])
+    raise ConfigError(f"data.normalize must be null, 'dataset' or [[mean...], [std...]], got {spec!r}")
+
+
+def storage_for(cfg: Dict[str, Any], device: torch.device) -> str:
+    """"auto": keep uint8 images on the GPU when training on CUDA, else gather on the host."""
+    storage = cfg["data"]["storage"]
+    if storage == "auto":
+        return "device" if device.type == "cuda" else "host"
+    return storage
+
+
+def make_sampler(cfg: Dict[str, Any], split: ImageSplit, *, q_query: int, device: torch.device,
+                 normalize: Normalize, seed: int = 0, training: bool = False) -> EpisodeSampler:
+    """Episodes of ``episodes.n_way`` classes (``train_n_way`` when set and ``training``, e.g. ProtoNet's
+    higher-way training episodes)."""
+    ep = cfg["episodes"]
+    n_way = ep["train_n_way"] if training and ep["train_n_way"] else ep["n_way"]
+    return EpisodeSampler(split, n_way, ep["k_shot"], q_query, seed=seed, device=device,
+                          storage=storage_for(cfg, device), normalize=normalize)
+
+
+def make_learner(cfg: Dict[str, Any], in_channels: int, image_size: int) -> nn.Module:
+    """Backbone from ``model`` wrapped in the learner from ``learner``."""
+    model = build_backbone(cfg["model"]["backbone"], cfg["episodes"]["n_way"], in_channels=in_channels,
+                           image_size=image_size, **cfg["model"]["options"])
+    return build_learner(cfg["learner"]["name"], model, **cfg["learner"]["options"])
+
+
+def make_optimizer(cfg: Dict[str, Any], params) -> torch.optim.Optimizer:
+    t = cfg["train"]
+    params = [p for p in params if p.requires_grad]
+    if t["optimizer"] == "adam":
+        return torch.optim.Adam(params, lr=t["lr"], weight_decay=t["weight_decay"])
+    if t["optimizer"] == "adamw":
+        return torch.optim.AdamW(params, lr=t["lr"], weight_decay=t["weight_decay"])
+    return torch.optim.SGD(params, lr=t["lr"], momentum=t["momentum"], weight_decay=t["weight_decay"], nesterov=True)
+
+
+def make_scheduler(cfg: Dict[str, Any], optimizer: torch.optim.Optimizer):
+    if cfg["train"]["lr_schedule"] == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg["train"]["iterations"])
+    if cfg["train"]["lr_schedule"] == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg["train"]["lr_step"], gamma=cfg["train"]["lr_gamma"])
+    return None

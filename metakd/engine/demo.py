@@ -1,0 +1,63 @@
+"""``metakd demo``: MAML and ProtoNet trained on the built-in glyph dataset, compared on the same
+fixed test episodes with 95% confidence intervals. A few minutes on a laptop CPU."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from ..config import load_config
+from ..errors import MetakdError
+from .evaluate_checkpoint import evaluate_checkpoint
+from .metrics import format_acc
+from .train import Trainer
+
+DEMO_CONFIGS = ("demo_maml", "demo_protonet")
+
+
+def results_table(rows: List[Dict[str, Any]]) -> str:
+    """Markdown table of demo results."""
+    lines = ["| method | backbone | task | train iterations | train time (s) | test accuracy (%) ± 95% CI | episodes |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['learner']} | {r['backbone']} | {r['n_way']}-way {r['k_shot']}-shot | {r['iterations']} | "
+                     f"{r['train_seconds']:.0f} | {format_acc(r['accuracy'], r['ci95'])} | {r['episodes']} |")
+    return "\n".join(lines)
+
+
+def run_demo(output_dir: Path = Path("runs/demo"), iterations: Optional[int] = None, episodes: int = 600,
+             device: str = "auto", progress: bool = True, configs=DEMO_CONFIGS) -> List[Dict[str, Any]]:
+    """Train each demo config from scratch, evaluate all on one fixed episode list, print the table."""
+    output_dir = Path(output_dir)
+    rows: List[Dict[str, Any]] = []
+    for name in configs:
+        overrides = [f"device={device}"] + ([f"train.iterations={iterations}"] if iterations else [])
+        cfg = load_config(name, overrides)
+        run_dir = output_dir / cfg["name"]
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        print(f"== {cfg['name']}: {cfg['learner']['name']} on {cfg['data']['dataset']} "
+              f"({cfg['train']['iterations']} meta-iterations)")
+        tic = time.perf_counter()
+        Trainer(cfg, output_dir=run_dir, progress=progress).fit()
+        train_seconds = time.perf_counter() - tic
+        res = evaluate_checkpoint(run_dir, episodes=episodes, device=device, progress=progress)
+        res["train_seconds"] = train_seconds
+        res["iterations"] = cfg["train"]["iterations"]
+        rows.append(res)
+    if len({r["episodes_fingerprint"] for r in rows}) != 1:
+        raise MetakdError("demo learners were evaluated on different episode lists; their configs must share the "
+                          "dataset, split, N-way, K-shot, queries and eval seed")
+    table = results_table(rows)
+    print()
+    print(f"Test episodes: {rows[0]['episodes']} fixed episodes (seed {rows[0]['episode_seed']}, "
+          f"fingerprint {rows[0]['episodes_fingerprint'][:12]}), device: {rows[0]['device']}")
+    print(table)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "results.md").write_text(table + "\n")
+    slim = [{k: v for k, v in r.items() if k != "config"} for r in rows]
+    (output_dir / "results.json").write_text(json.dumps(slim, indent=2))
+    print(f"\nwritten: {output_dir / 'results.md'}, {output_dir / 'results.json'}")
+    return rows

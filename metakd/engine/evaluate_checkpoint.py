@@ -1,0 +1,78 @@
+"""``metakd eval``: a trained checkpoint on the fixed test episodes, printed and written as JSON."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+from ..errors import MetakdError
+from .build import make_learner, make_sampler, resolve_device, split_for
+from .checkpoint import load_checkpoint
+from .evaluate import evaluate_episodes
+from .train import describe_device
+
+
+def find_checkpoint(path: Path, which: str = "best") -> Path:
+    """A checkpoint file, or ``<run dir>/<which>.pt`` for a run directory."""
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / f"{which}.pt"
+        if not candidate.is_file():
+            raise MetakdError(f"run directory {path} has no {which}.pt (found: {', '.join(sorted(p.name for p in path.glob('*.pt'))) or 'no checkpoints'})")
+        return candidate
+    return path
+
+
+def load_learner(path: Path, device: str = "auto") -> Tuple[Any, Dict[str, Any]]:
+    """Rebuild the learner a checkpoint holds (in eval mode) and return it with the checkpoint dict."""
+    ckpt = load_checkpoint(path, map_location="cpu")
+    info = ckpt.get("data", {})
+    learner = make_learner(ckpt["config"], info.get("in_channels", 3), info.get("image_size", 84))
+    learner.load_state_dict(ckpt["learner"])
+    learner.to(resolve_device(device)).eval()
+    return learner, ckpt
+
+
+def evaluate_checkpoint(path: Path, *, episodes: Optional[int] = None, seed: Optional[int] = None,
+                        split: str = "test", device: str = "auto", batch_size: Optional[int] = None,
+                        root: Optional[str] = None, out: Optional[Path] = None, progress: bool = True) -> Dict[str, Any]:
+    """Evaluate ``path`` (checkpoint or run directory) on ``episodes`` fixed episodes of ``split``.
+
+    Episode count, seed and batch size default to the config's ``eval`` section; ``root`` points at
+    the data when it moved since training. Writes ``eval_<split>_<episodes>ep_seed<seed>.json`` next
+    to the checkpoint (or to ``out``) and returns the same dict.
+    """
+    ckpt_path = find_checkpoint(Path(path))
+    dev = resolve_device(device)
+    learner, ckpt = load_learner(ckpt_path, device=str(dev))
+    cfg = ckpt["config"]
+    if root is not None:
+        cfg["data"]["root"] = root
+    episodes = episodes or cfg["eval"]["episodes"]
+    seed = cfg["eval"]["seed"] if seed is None else seed
+    if split not in ("train", "val", "test"):
+        raise MetakdError(f"split must be train, val or test, got {split!r}")
+    sampler = make_sampler(cfg, split_for(cfg, split), q_query=cfg["episodes"]["test_q_query"], device=dev,
+                           normalize=ckpt.get("normalize"))
+    fixed = sampler.fixed_episodes(episodes, seed)
+    start = time.perf_counter()
+    res = evaluate_episodes(learner, sampler, fixed, batch_size=batch_size or cfg["eval"]["batch_size"],
+                            progress=progress, desc=f"eval {cfg['name']}")
+    ep = cfg["episodes"]
+    result = {
+        "name": cfg["name"], "checkpoint": str(ckpt_path), "step": ckpt["step"], "split": split,
+        "dataset": cfg["data"]["dataset"], "learner": cfg["learner"]["name"], "backbone": cfg["model"]["backbone"],
+        "n_way": ep["n_way"], "k_shot": ep["k_shot"], "q_query": ep["test_q_query"],
+        "episodes": res["episodes"], "episode_seed": seed, "train_seed": cfg["seed"],
+        "episodes_fingerprint": res["fingerprint"], "accuracy": res["acc"], "ci95": res["ci95"],
+        "seconds": time.perf_counter() - start, "device": describe_device(dev), "config": cfg,
+    }
+    target = Path(out) if out is not None else ckpt_path.parent / f"eval_{split}_{episodes}ep_seed{seed}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, target)
+    result["output"] = str(target)
+    return result

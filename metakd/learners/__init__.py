@@ -1,0 +1,32 @@
+"""Meta-learners, registered by name in ``metakd.registry.LEARNERS``.
+
+    learner = build_learner("maml", model, inner_lr=0.01, train_steps=5)
+    loss, metrics = learner.meta_loss(batch)      # batch: metakd.data.episode.EpisodeBatch
+
+Built in: maml, fomaml, anil, boil, metasgd (gradient-based, see ``gradient.py``) and protonet.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from ..registry import LEARNERS
+from . import anil, boil, fomaml, maml, metasgd, protonet  # noqa: F401  (registers the learners)
+from .anil import ANIL
+from .base import MetaLearner
+from .boil import BOIL
+from .fomaml import FOMAML
+from .gradient import GradientLearner
+from .maml import MAML
+from .metasgd import MetaSGD
+from .protonet import ProtoNet
+
+
+def build_learner(name: str, model: nn.Module, **options: Any) -> MetaLearner:
+    """The learner registered as ``name`` around ``model``; unknown names/options raise ConfigError."""
+    return LEARNERS.build(name, model, **options)
+
+
+__all__ = ["ANIL", "BOIL", "FOMAML", "GradientLearner", "LEARNERS", "MAML", "MetaLearner", "MetaSGD", "ProtoNet",
+           "build_learner"]

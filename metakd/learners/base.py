@@ -1,0 +1,107 @@
+"""MetaLearner: the one abstract base of every learner. A new learner writes ``task_logits``."""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.episode import EpisodeBatch
+from ..errors import ConfigError, DataError
+
+
+class MetaLearner(nn.Module):
+    """model: nn.Module mapping (B,C,H,W) -> (B, n_way) logits (features for ProtoNet).
+
+    Subclasses set ``NAME`` (their registry name, used in messages) and ``OPTIONS`` (every option
+    they accept with its default); ``self.options`` holds the resolved values.
+    ``meta_loss`` and ``evaluate`` loop over the tasks of a batch and call ``task_logits`` on each.
+    """
+
+    NAME: ClassVar[str] = "meta-learner"
+    OPTIONS: ClassVar[Dict[str, Any]] = {}
+
+    def __init__(self, model: nn.Module, **options: Any):
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"learner {self.NAME!r} needs a torch.nn.Module as model, got {type(model).__name__}")
+        unknown = sorted(set(options) - set(self.OPTIONS))
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s) {', '.join(map(repr, unknown))} for learner {self.NAME!r}; "
+                f"valid options: {', '.join(sorted(self.OPTIONS)) or '(none)'}"
+            )
+        self.model = model
+        self.options: Dict[str, Any] = {**self.OPTIONS, **options}
+
+    def task_logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int,
+                    training: bool) -> Tensor:
+        """Logits (N*Q, n_way) of one task's query set, from its support set.
+
+        support_x (N*K, C, H, W), support_y (N*K,) in 0..n_way-1, query_x (N*Q, C, H, W).
+        ``training`` is True in ``meta_loss`` (the result must be differentiable w.r.t. the learner's
+        parameters) and False in ``evaluate``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement task_logits")
+
+    def _task_logits(self, batch: EpisodeBatch, t: int, training: bool) -> Tensor:
+        logits = self.task_logits(batch.support_x[t], batch.support_y[t], batch.query_x[t], batch.n_way, training)
+        if logits.shape != (batch.query_x.shape[1], batch.n_way):
+            raise ConfigError(
+                f"learner {self.NAME!r} produced query logits of shape {tuple(logits.shape)} for a "
+                f"{batch.n_way}-way episode with {batch.query_x.shape[1]} queries; expected "
+                f"({batch.query_x.shape[1]}, {batch.n_way}): build the backbone with n_way={batch.n_way}"
+            )
+        return logits
+
+    def meta_loss(self, batch: EpisodeBatch) -> Tuple[Tensor, Dict[str, float]]:
+        """Mean query cross-entropy over the batch's tasks (training=True), differentiable w.r.t.
+        ``self.parameters()``; metrics {"loss", "acc"} as python floats (acc: mean query accuracy)."""
+        check_batch(batch)
+        losses, accs = [], []
+        for t in range(batch.num_tasks):
+            logits = self._task_logits(batch, t, training=True)
+            losses.append(F.cross_entropy(logits, batch.query_y[t]))
+            accs.append((logits.detach().argmax(-1) == batch.query_y[t]).float().mean())
+        loss = torch.stack(losses).mean()
+        loss_value, acc_value = torch.stack([loss.detach(), torch.stack(accs).mean()]).tolist()
+        return loss, {"loss": loss_value, "acc": acc_value}
+
+    def evaluate(self, batch: EpisodeBatch) -> Tensor:
+        """Query accuracy of each task, shape (T,), with training=False (e.g. test_steps inner steps).
+
+        Runs in eval() mode (restored afterwards) and keeps no outer graph; an inner loop may still use
+        autograd (so do not call it under torch.inference_mode).
+        """
+        check_batch(batch)
+        was_training = self.training
+        self.eval()
+        try:
+            accs = []
+            with torch.no_grad():
+                for t in range(batch.num_tasks):
+                    logits = self._task_logits(batch, t, training=False)
+                    accs.append((logits.argmax(-1) == batch.query_y[t]).float().mean())
+        finally:
+            self.train(was_training)
+        return torch.stack(accs)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+
+
+def check_batch(batch: EpisodeBatch) -> None:
+    """DataError unless the batch's tensors have consistent episode shapes (no device sync)."""
+    sx, sy, qx, qy = batch.support_x, batch.support_y, batch.query_x, batch.query_y
+    if sx.dim() != 5 or qx.dim() != 5:
+        raise DataError(f"episode images must be (T, N*K, C, H, W); got support {tuple(sx.shape)}, query {tuple(qx.shape)}")
+    if sy.shape != sx.shape[:2] or qy.shape != qx.shape[:2]:
+        raise DataError(
+            f"episode labels must be (T, N*K) and (T, N*Q) matching the images; got support_y {tuple(sy.shape)} "
+            f"for support_x {tuple(sx.shape)}, query_y {tuple(qy.shape)} for query_x {tuple(qx.shape)}"
+        )
+    if qx.shape[0] != sx.shape[0] or qx.shape[2:] != sx.shape[2:]:
+        raise DataError(f"support {tuple(sx.shape)} and query {tuple(qx.shape)} differ in tasks or image shape")
+    if sy.dtype != torch.long or qy.dtype != torch.long:
+        raise DataError(f"episode labels must be int64, got {sy.dtype} / {qy.dtype}")

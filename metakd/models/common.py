@@ -1,0 +1,67 @@
+"""Pieces every built-in backbone shares: option checking, BatchNorm modes, image sizes.
+
+BatchNorm mode (option ``bn`` of every built-in backbone):
+
+- ``"transductive"`` (default): as in the original MAML, BatchNorm always normalises with the
+  statistics of the batch it is given (support and query alike, at training and test time) and
+  keeps no running statistics (``BatchNorm2d(track_running_stats=False)``, so the module has no
+  buffers). Published MAML-family numbers assume this mode.
+- ``"running"``: standard BatchNorm: batch statistics in ``train()`` mode, which also update the
+  running mean/variance buffers; running statistics in ``eval()`` mode.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, Mapping, Tuple
+
+from torch import nn
+
+from ..errors import ConfigError
+
+BN_MODES = ("transductive", "running")
+
+
+def check_options(kind: str, options: Mapping[str, Any], valid: Iterable[str]) -> None:
+    """Raise ConfigError naming every unknown key of ``options`` and the valid ones."""
+    valid = sorted(valid)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {', '.join(map(repr, unknown))} for {kind}; "
+            f"valid options: {', '.join(valid) or '(none)'}"
+        )
+
+
+def batch_norm(channels: int, mode: str) -> nn.BatchNorm2d:
+    """A BatchNorm2d for ``mode`` ("transductive" or "running"; see the module docstring)."""
+    if mode == "transductive":
+        return nn.BatchNorm2d(channels, track_running_stats=False)
+    if mode == "running":
+        return nn.BatchNorm2d(channels)
+    raise ConfigError(f"option bn={mode!r} is not a BatchNorm mode; expected one of {', '.join(BN_MODES)}")
+
+
+def positive_int(kind: str, key: str, value: Any) -> int:
+    """``value`` as an int >= 1, or ConfigError naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"option {key}={value!r} of {kind} must be a positive integer")
+    return value
+
+
+def image_hw(kind: str, image_size: Any) -> Tuple[int, int]:
+    """``image_size`` (an int or an (H, W) pair) as (H, W)."""
+    if isinstance(image_size, (tuple, list)) and len(image_size) == 2:
+        return positive_int(kind, "image_size", image_size[0]), positive_int(kind, "image_size", image_size[1])
+    size = positive_int(kind, "image_size", image_size)
+    return size, size
+
+
+def pooled(size: int, times: int) -> int:
+    """Spatial size after ``times`` 2x2 max-pools of stride 2 (floor division each time)."""
+    for _ in range(times):
+        size //= 2
+    return size
+
+
+def head_dims(kind: str, n_way: Any, in_channels: Any) -> Dict[str, int]:
+    """Validated ``n_way`` and ``in_channels``."""
+    return {"n_way": positive_int(kind, "n_way", n_way), "in_channels": positive_int(kind, "in_channels", in_channels)}

@@ -1,0 +1,57 @@
+"""Registries by name, so configs select parts by string and users register their own.
+
+    from metakd.registry import BACKBONES
+    @BACKBONES.register("my_net")
+    def my_net(n_way, in_channels, **kw): ...
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional
+
+from .errors import ConfigError
+
+
+class Registry:
+    """A name -> factory mapping for one kind of part (learner, backbone, dataset, loss)."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: Dict[str, Callable[..., Any]] = {}
+
+    def register(self, name: Optional[str] = None, obj: Optional[Callable[..., Any]] = None):
+        """Register ``obj`` under ``name`` (or its ``__name__``); usable as a decorator."""
+
+        def add(o: Callable[..., Any]) -> Callable[..., Any]:
+            key = (name or o.__name__).lower()
+            if key in self._items and self._items[key] is not o:
+                raise ConfigError(f"{self.kind} {key!r} is already registered")
+            self._items[key] = o
+            return o
+
+        return add(obj) if obj is not None else add
+
+    def get(self, name: str) -> Callable[..., Any]:
+        key = str(name).lower()
+        if key not in self._items:
+            raise ConfigError(
+                f"unknown {self.kind} {name!r}; registered {self.kind}s: {', '.join(self.names()) or '(none)'}"
+            )
+        return self._items[key]
+
+    def build(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return self.get(name)(*args, **kwargs)
+
+    def names(self) -> List[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: str) -> bool:
+        return str(name).lower() in self._items
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {self.names()})"
+
+
+LEARNERS = Registry("learner")
+BACKBONES = Registry("backbone")
+DATASETS = Registry("dataset")
+LOSSES = Registry("loss")

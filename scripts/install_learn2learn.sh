@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs learn2learn 0.2.0 (interop target and reference implementation, not a core dependency).
+#
+# Its PyPI release is source-only and its pre-generated Cython C files include `longintrepr.h`, which
+# Python >= 3.11 no longer has. We download the sdist, regenerate the C sources of the three
+# learn2learn/data/*.pyx files with a current Cython, build a wheel once (cached under
+# .cache/wheels/), and install it without its heavy optional dependencies (gsutil, qpth): only what
+# `import learn2learn` needs.
+#
+#   usage: scripts/install_learn2learn.sh [PYTHON]     (default: .venv/bin/python of this checkout)
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+py="${1:-$here/.venv/bin/python}"
+version=0.2.0
+wheels="$here/.cache/wheels"
+
+if "$py" -c "import learn2learn, sys; sys.exit(learn2learn.__version__ != '$version')" 2>/dev/null; then
+  echo "learn2learn $version already installed"
+  exit 0
+fi
+mkdir -p "$wheels"
+wheel="$(ls "$wheels"/learn2learn-$version-*.whl 2>/dev/null | head -n 1 || true)"
+if [ -z "$wheel" ]; then
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' EXIT
+  "$py" -m pip install -q "cython>=3" setuptools wheel numpy
+  "$py" -m pip download -q --no-deps --no-binary :all: "learn2learn==$version" -d "$work"
+  tar xzf "$work/learn2learn-$version.tar.gz" -C "$work"
+  src="$work/learn2learn-$version"
+  # Regenerate the C sources with the installed Cython (the shipped ones target CPython <= 3.10).
+  (cd "$src" && "$py" -m cython -3 --directive embedsignature=True learn2learn/data/*.pyx)
+  "$py" -m pip wheel -q --no-deps --no-build-isolation "$src" -w "$wheels"
+  wheel="$(ls "$wheels"/learn2learn-$version-*.whl | head -n 1)"
+fi
+"$py" -m pip install -q --no-deps "$wheel"
+# What `import learn2learn` imports (its gym, vision and data subpackages), without gsutil or qpth.
+"$py" -m pip install -q numpy scipy requests tqdm "gym>=0.26,<0.27"
+"$py" -c "import learn2learn; print('learn2learn', learn2learn.__version__, 'installed from', '$wheel')"
