@@ -18,9 +18,11 @@ Writes benchmarks/results/speed_<device>.json (atomically) and prints a table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import ctypes
 import gc
+import io
 import json
 import os
 import platform
@@ -48,7 +50,7 @@ WAYS, SHOTS, QUERIES, SIZE, TASKS, STEPS, INNER_LR, META_LR = 5, 1, 15, 84, 4, 5
 def load_learn2learn():
     """The learn2learn module, or None when it is not installed."""
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):  # gym's deprecation notice
             warnings.simplefilter("ignore")
             import learn2learn
         return learn2learn

@@ -90,10 +90,11 @@ VALID_CHOICES = {
 }
 
 
-def defaults() -> Dict[str, Any]:
-    """The full default config as a nested dict."""
+def defaults(schema: Optional[Dict[str, Dict[str, Tuple[tuple, Any]]]] = None) -> Dict[str, Any]:
+    """The full default config of ``schema`` (default: the few-shot SCHEMA) as a nested dict."""
+    schema = SCHEMA if schema is None else schema
     out: Dict[str, Any] = {}
-    for section, keys in SCHEMA.items():
+    for section, keys in schema.items():
         target = out if section == "" else out.setdefault(section, {})
         for key, (_, default) in keys.items():
             target[key] = copy.deepcopy(default)
@@ -206,26 +207,17 @@ def _type_name(types: tuple) -> str:
     return " or ".join("null" if t is None else t.__name__ for t in types)
 
 
-def validate(cfg: Dict[str, Any], source: str = "config") -> Dict[str, Any]:
-    """Check every section and key against SCHEMA; return a full config (defaults filled in)."""
-    out = defaults()
-    sections = [s for s in SCHEMA if s]
-    for key, value in cfg.items():
-        if key in SCHEMA[""]:
-            out[key] = _check(source, key, value, SCHEMA[""][key], ("", key))
-        elif key in sections:
-            if not isinstance(value, dict):
-                raise ConfigError(f"{source}: section {key!r} must be a mapping, got {value!r}")
-            for sub, subval in value.items():
-                if sub not in SCHEMA[key]:
-                    raise ConfigError(
-                        f"{source}: unknown key '{key}.{sub}'; valid keys of '{key}': {', '.join(SCHEMA[key])}"
-                    )
-                out[key][sub] = _check(source, f"{key}.{sub}", subval, SCHEMA[key][sub], (key, sub))
-        else:
-            raise ConfigError(
-                f"{source}: unknown key {key!r}; valid top-level keys: {', '.join(list(SCHEMA['']) + sections)}"
-            )
+def validate(cfg: Dict[str, Any], source: str = "config",
+             schema: Optional[Dict[str, Dict[str, Tuple[tuple, Any]]]] = None,
+             choices: Optional[Dict[Tuple[str, str], Any]] = None) -> Dict[str, Any]:
+    """Check every section and key against ``schema`` and return a full config (defaults filled in).
+
+    schema: section -> key -> (types, default); default the few-shot SCHEMA, whose range checks then
+    apply too. choices: (section, key) -> allowed values (default VALID_CHOICES with SCHEMA).
+    """
+    if schema is not None:
+        return _validate_keys(cfg, source, schema, choices or {})
+    out = _validate_keys(cfg, source, SCHEMA, VALID_CHOICES)
     for key in ("n_way", "train_n_way", "k_shot", "q_query", "test_q_query"):
         if out["episodes"][key] is not None and out["episodes"][key] < 1:
             raise ConfigError(f"{source}: episodes.{key} must be >= 1, got {out['episodes'][key]}")
@@ -237,7 +229,30 @@ def validate(cfg: Dict[str, Any], source: str = "config") -> Dict[str, Any]:
     return out
 
 
-def _check(source: str, key: str, value: Any, spec: Tuple[tuple, Any], where: Tuple[str, str]) -> Any:
+def _validate_keys(cfg: Dict[str, Any], source: str, schema, choices) -> Dict[str, Any]:
+    out = defaults(schema)
+    sections = [s for s in schema if s]
+    for key, value in cfg.items():
+        if key in schema[""]:
+            out[key] = _check(source, key, value, schema[""][key], ("", key), choices)
+        elif key in sections:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: section {key!r} must be a mapping, got {value!r}")
+            for sub, subval in value.items():
+                if sub not in schema[key]:
+                    raise ConfigError(
+                        f"{source}: unknown key '{key}.{sub}'; valid keys of '{key}': {', '.join(schema[key])}"
+                    )
+                out[key][sub] = _check(source, f"{key}.{sub}", subval, schema[key][sub], (key, sub), choices)
+        else:
+            raise ConfigError(
+                f"{source}: unknown key {key!r}; valid top-level keys: {', '.join(list(schema['']) + sections)}"
+            )
+    return out
+
+
+def _check(source: str, key: str, value: Any, spec: Tuple[tuple, Any], where: Tuple[str, str],
+           choices_by_key: Dict[Tuple[str, str], Any]) -> Any:
     types, _ = spec
     if value is None:
         if None in types:
@@ -249,14 +264,17 @@ def _check(source: str, key: str, value: Any, spec: Tuple[tuple, Any], where: Tu
         value, ok = float(value), True
     if not ok:
         raise ConfigError(f"{source}: '{key}' expected {_type_name(types)}, got {value!r} ({type(value).__name__})")
-    choices = VALID_CHOICES.get(where)
+    choices = choices_by_key.get(where)
     if choices and value not in choices:
         raise ConfigError(f"{source}: '{key}' must be one of {', '.join(choices)}, got {value!r}")
     return copy.deepcopy(value)
 
 
-def load_config(name_or_path: Optional[str] = None, overrides: Iterable[str] = ()) -> Dict[str, Any]:
-    """Load a config by name or path (or the defaults), apply ``key=value`` overrides, validate."""
+def load_config(name_or_path: Optional[str] = None, overrides: Iterable[str] = (),
+                schema: Optional[Dict[str, Dict[str, Tuple[tuple, Any]]]] = None,
+                choices: Optional[Dict[Tuple[str, str], Any]] = None) -> Dict[str, Any]:
+    """Load a config by name or path (or the defaults), apply ``key=value`` overrides, validate
+    against ``schema`` (default: the few-shot SCHEMA; other jobs such as distillation pass theirs)."""
     raw: Dict[str, Any] = {}
     source = "defaults"
     if name_or_path:
@@ -267,7 +285,7 @@ def load_config(name_or_path: Optional[str] = None, overrides: Iterable[str] = (
     overrides = list(overrides)
     if overrides:
         merge(raw, parse_overrides(overrides))
-    return validate(raw, source)
+    return validate(raw, source, schema, choices)
 
 
 def dump_config(cfg: Dict[str, Any]) -> str:
