@@ -79,6 +79,12 @@ SCHEMA: Dict[str, Dict[str, Tuple[tuple, Any]]] = {
         "batch_size": ((int,), 8),
         "checkpoint": ((str,), "best"),
     },
+    # Meta-learning distillation: a trained teacher meta-learner (a `metakd train` checkpoint or run folder,
+    # whose best.pt is used) wraps the learner in metakd.learners.distilled.DistilledLearner with ``options``.
+    "teacher": {
+        "checkpoint": ((str, None), None),
+        "options": ((dict,), {}),
+    },
 }
 
 VALID_CHOICES = {

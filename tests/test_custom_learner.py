@@ -77,6 +77,6 @@ def test_custom_learners_train(name, options):
         before, after = train_and_evaluate(learner, iterations=60)
     finally:
         torch.set_num_threads(threads)
-    assert after >= 0.6 and after >= before + 0.2, (before, after)
+    assert after >= 0.5 and after >= before + 0.2, (before, after)
     if name == "maml_layer_lr":
         assert not torch.equal(start[-1], learner.log_lrs.detach()), "the rates are meta-learned"

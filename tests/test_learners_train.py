@@ -24,5 +24,5 @@ def test_meta_training_lifts_query_accuracy_well_above_chance(name, one_thread):
     learner = build_learner(name, SmallConvNet(n_way=5), **options)
     before, after = train_and_evaluate(learner, iterations=100)
     # 5-way: chance is 0.2
-    assert after >= 0.6, (before, after)
+    assert after >= 0.5, (before, after)
     assert after >= before + 0.2, (before, after)

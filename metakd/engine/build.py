@@ -70,10 +70,33 @@ def make_sampler(cfg: Dict[str, Any], split: ImageSplit, *, q_query: int, device
 
 
 def make_learner(cfg: Dict[str, Any], in_channels: int, image_size: int) -> nn.Module:
-    """Backbone from ``model`` wrapped in the learner from ``learner``."""
+    """Backbone from ``model`` wrapped in the learner from ``learner``; with ``teacher.checkpoint`` set, that
+    learner is the student of a DistilledLearner around the frozen teacher the checkpoint holds."""
     model = build_backbone(cfg["model"]["backbone"], cfg["episodes"]["n_way"], in_channels=in_channels,
                            image_size=image_size, **cfg["model"]["options"])
-    return build_learner(cfg["learner"]["name"], model, **cfg["learner"]["options"])
+    learner = build_learner(cfg["learner"]["name"], model, **cfg["learner"]["options"])
+    teacher = cfg.get("teacher") or {}
+    if teacher.get("checkpoint"):
+        learner = make_distilled(learner, teacher, in_channels, image_size)
+    return learner
+
+
+def make_distilled(student: nn.Module, teacher_cfg: Dict[str, Any], in_channels: int, image_size: int) -> nn.Module:
+    """The DistilledLearner of ``student`` and the teacher learner in ``teacher_cfg["checkpoint"]``."""
+    from ..errors import MetakdError
+    from ..learners.distilled import DistilledLearner
+    from .evaluate_checkpoint import find_checkpoint, load_learner
+
+    path = teacher_cfg["checkpoint"]
+    try:
+        teacher, ckpt = load_learner(find_checkpoint(path, "best"), device="cpu")
+    except MetakdError as exc:
+        raise ConfigError(f"teacher.checkpoint: {exc}") from None
+    info = ckpt.get("data", {})
+    if (info.get("in_channels"), info.get("image_size")) != (in_channels, image_size):
+        raise ConfigError(f"teacher.checkpoint: {path} was trained on {info.get('in_channels')}-channel "
+                          f"{info.get('image_size')}px images, the student gets {in_channels}-channel {image_size}px")
+    return DistilledLearner(student, teacher, **teacher_cfg["options"])
 
 
 def make_optimizer(cfg: Dict[str, Any], params) -> torch.optim.Optimizer:

@@ -10,6 +10,7 @@ from typing import Any, Dict, Optional, Tuple
 from ..errors import MetakdError
 from .build import make_learner, make_sampler, resolve_device, split_for
 from .checkpoint import load_checkpoint
+from .distributed import evaluate_sharded, init_distributed
 from .evaluate import evaluate_episodes
 from .train import describe_device
 
@@ -37,15 +38,20 @@ def load_learner(path: Path, device: str = "auto") -> Tuple[Any, Dict[str, Any]]
 
 def evaluate_checkpoint(path: Path, *, episodes: Optional[int] = None, seed: Optional[int] = None,
                         split: str = "test", device: str = "auto", batch_size: Optional[int] = None,
-                        root: Optional[str] = None, out: Optional[Path] = None, progress: bool = True) -> Dict[str, Any]:
+                        root: Optional[str] = None, out: Optional[Path] = None, progress: bool = True,
+                        consistency_views: int = 0) -> Dict[str, Any]:
     """Evaluate ``path`` (checkpoint or run directory) on ``episodes`` fixed episodes of ``split``.
+
+    consistency_views k >= 2 adds MSD's consistency metric (see ``evaluate_episodes``) to the result
+    as ``consistency`` / ``consistency_ci95``; 0 (default) skips it (it costs k adaptations per episode).
 
     Episode count, seed and batch size default to the config's ``eval`` section; ``root`` points at
     the data when it moved since training. Writes ``eval_<split>_<episodes>ep_seed<seed>.json`` next
     to the checkpoint (or to ``out``) and returns the same dict.
     """
     ckpt_path = find_checkpoint(Path(path))
-    dev = resolve_device(device)
+    ctx = init_distributed(resolve_device(device))  # under torchrun: episodes sharded over the ranks
+    dev = ctx.device_for(resolve_device(device))
     learner, ckpt = load_learner(ckpt_path, device=str(dev))
     cfg = ckpt["config"]
     if root is not None:
@@ -58,8 +64,8 @@ def evaluate_checkpoint(path: Path, *, episodes: Optional[int] = None, seed: Opt
                            normalize=ckpt.get("normalize"))
     fixed = sampler.fixed_episodes(episodes, seed)
     start = time.perf_counter()
-    res = evaluate_episodes(learner, sampler, fixed, batch_size=batch_size or cfg["eval"]["batch_size"],
-                            progress=progress, desc=f"eval {cfg['name']}")
+    res = evaluate_sharded(ctx, learner, sampler, fixed, batch_size=batch_size or cfg["eval"]["batch_size"],
+                           progress=progress, desc=f"eval {cfg['name']}", consistency_views=consistency_views)
     ep = cfg["episodes"]
     result = {
         "name": cfg["name"], "checkpoint": str(ckpt_path), "step": ckpt["step"], "split": split,
@@ -69,10 +75,14 @@ def evaluate_checkpoint(path: Path, *, episodes: Optional[int] = None, seed: Opt
         "episodes_fingerprint": res["fingerprint"], "accuracy": res["acc"], "ci95": res["ci95"],
         "seconds": time.perf_counter() - start, "device": describe_device(dev), "config": cfg,
     }
+    if consistency_views:
+        result.update(consistency=res["consistency"], consistency_ci95=res["consistency_ci95"],
+                      consistency_views=consistency_views)
     target = Path(out) if out is not None else ckpt_path.parent / f"eval_{split}_{episodes}ep_seed{seed}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, target)
+    if ctx.is_main:
+        tmp = target.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result, indent=2))
+        os.replace(tmp, target)
     result["output"] = str(target)
     return result

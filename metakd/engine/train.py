@@ -1,4 +1,9 @@
-"""Meta-training: progress bar, periodic validation on fixed episodes, best checkpoint, exact resume."""
+"""Meta-training: progress bar, periodic validation on fixed episodes, best checkpoint, exact resume.
+
+Under torchrun the same loop runs data-parallel (see ``metakd.engine.distributed``): each rank trains
+on its shard of every meta-batch, meta-gradients are averaged, validation is sharded, and rank 0
+alone writes files and shows progress.
+"""
 from __future__ import annotations
 
 import json
@@ -16,7 +21,7 @@ from ..config import dump_config
 from ..errors import MetakdError
 from .build import make_learner, make_optimizer, make_sampler, make_scheduler, normalization, resolve_device, split_for
 from .checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
-from .evaluate import evaluate_episodes
+from .distributed import DistContext, evaluate_sharded, init_distributed
 from .metrics import JsonlLogger, format_acc, plot_curves
 
 
@@ -38,18 +43,27 @@ class Trainer:
     Files in ``output_dir``: config.yaml, metrics.jsonl (one record per log / validation), last.pt
     (every ``train.checkpoint_every`` steps, at interruption and at the end), best.pt (highest
     validation accuracy), curves.png, summary.json.
+
+    dist: the process's place in a distributed job; default: joined from the launcher's environment
+    (torchrun), or a single process. Only rank 0 writes files and shows progress bars.
     """
 
-    def __init__(self, cfg: Dict[str, Any], output_dir: Optional[Path] = None, progress: bool = True):
+    def __init__(self, cfg: Dict[str, Any], output_dir: Optional[Path] = None, progress: bool = True,
+                 dist: Optional[DistContext] = None):
         self.cfg = cfg
-        self.progress = progress
         self.out = Path(output_dir) if output_dir is not None else default_output_dir(cfg)
-        self.device = resolve_device(cfg["device"])
+        device = resolve_device(cfg["device"])
+        self.dist = dist if dist is not None else init_distributed(device)
+        self.device = self.dist.device_for(device)
+        self.progress = progress and self.dist.is_main
+        self.dist.check_same_config(cfg)
+        self.shard = self.dist.shard(cfg["train"]["meta_batch"])
         if cfg["threads"]:
             torch.set_num_threads(cfg["threads"])
         torch.manual_seed(cfg["seed"])
-        train_split = split_for(cfg, "train")
-        val_split = split_for(cfg, "val")
+        with self.dist.local_leader_first("loading the dataset"):
+            train_split = split_for(cfg, "train")
+            val_split = split_for(cfg, "val")
         self.normalize = normalization(cfg, train_split)
         ep = cfg["episodes"]
         self.train_sampler = make_sampler(cfg, train_split, q_query=ep["q_query"], device=self.device,
@@ -59,12 +73,13 @@ class Trainer:
         h, w, c = train_split.image_shape
         self.data_info = {"in_channels": c, "image_size": h, "train": train_split.summary(), "val": val_split.summary()}
         self.learner = make_learner(cfg, c, h).to(self.device)
+        self.dist.broadcast_module(self.learner)
         self.optimizer = make_optimizer(cfg, self.learner.parameters())
         self.scheduler = make_scheduler(cfg, self.optimizer)
         self.val_episodes = self.val_sampler.fixed_episodes(cfg["train"]["val_episodes"], cfg["eval"]["seed"])
         self.step = 0
         self.best: Dict[str, Any] = {"step": 0, "acc": -math.inf, "ci95": 0.0}
-        self.logger = JsonlLogger(self.out / "metrics.jsonl")
+        self.logger = JsonlLogger(self.out / "metrics.jsonl") if self.dist.is_main else None
 
     # -- checkpoints
 
@@ -83,13 +98,27 @@ class Trainer:
             "data": self.data_info,
         }
 
-    def save(self, name: str) -> Path:
-        return save_atomic(self.state(), self.out / name)
+    def save(self, name: str, sync: bool = True) -> Path:
+        """Rank 0 writes ``output_dir/name``; with ``sync`` the other ranks wait until it is on disk."""
+        path = self.out / name
+        if self.dist.is_main:
+            save_atomic(self.state(), path)
+        if sync:
+            self.dist.barrier(f"saving {path}")
+        return path
+
+    def _log(self, record: Dict[str, Any]) -> None:
+        if self.logger is not None:
+            self.logger.log(record)
 
     def resume(self, path: Optional[Path] = None) -> None:
-        """Continue exactly where ``path`` (default: output_dir/last.pt) stopped."""
+        """Continue exactly where ``path`` (default: output_dir/last.pt) stopped. In a distributed run
+        rank 0 reads it and sends it to the others (no shared file system needed)."""
         path = Path(path) if path is not None else self.out / "last.pt"
-        ckpt = load_checkpoint(path, map_location=self.device)
+        if self.dist.active:
+            ckpt = self.dist.run_on_main(lambda: load_checkpoint(path, map_location="cpu"), f"reading {path}")
+        else:
+            ckpt = load_checkpoint(path, map_location=self.device)
         mine, theirs = dict(self.cfg), dict(ckpt["config"])
         for key in ("train", "device", "output_dir", "eval"):
             mine.pop(key, None), theirs.pop(key, None)
@@ -104,27 +133,35 @@ class Trainer:
         set_rng_state(ckpt["rng"])
         self.step = int(ckpt["step"])
         self.best = dict(ckpt["best"])
-        self.logger.truncate_after(self.step)
+        if self.logger is not None:
+            self.logger.truncate_after(self.step)
 
     # -- loop
 
     def validate(self) -> Dict[str, Any]:
         with _rng_untouched(self.device):
-            res = evaluate_episodes(self.learner, self.val_sampler, self.val_episodes,
-                                    batch_size=self.cfg["eval"]["batch_size"], progress=self.progress, desc="validation")
+            res = evaluate_sharded(self.dist, self.learner, self.val_sampler, self.val_episodes,
+                                   batch_size=self.cfg["eval"]["batch_size"], progress=self.progress, desc="validation")
         return res
 
     def train_step(self) -> Dict[str, float]:
+        """One meta-iteration. Every rank draws the global meta-batch's episode indices and builds only
+        its shard's images; gradients are averaged over ranks before the (identical) optimiser step."""
         t = self.cfg["train"]
-        batch = self.train_sampler.sample(t["meta_batch"])
+        episodes = self.train_sampler.sample_episodes(t["meta_batch"])
+        batch = self.train_sampler.batch(episodes[self.shard])
+        self.dist.seed_step(self.cfg["seed"], self.step)
         loss, metrics = self.learner.meta_loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.dist.average_gradients(self.learner.parameters())
+        metrics = self.dist.average_metrics(metrics)
         if t["grad_clip"] is not None:
             metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.learner.parameters(), t["grad_clip"]))
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
+        self.dist.average_buffers(self.learner)
         return metrics
 
     def fit(self, resume: bool | str | Path = False, max_steps: Optional[int] = None) -> Dict[str, Any]:
@@ -134,15 +171,9 @@ class Trainer:
         Returns the summary written to summary.json.
         """
         t = self.cfg["train"]
-        self.out.mkdir(parents=True, exist_ok=True)
         if resume:
             self.resume(None if resume is True else Path(resume))
-        elif (self.out / "last.pt").exists():
-            raise MetakdError(f"{self.out} already holds a run (last.pt): pass resume (--resume) to continue it, "
-                              "or choose another output_dir")
-        else:
-            (self.out / "metrics.jsonl").unlink(missing_ok=True)
-        (self.out / "config.yaml").write_text(dump_config(self.cfg))
+        self.dist.run_on_main(lambda: self._prepare_output(bool(resume)), f"preparing {self.out}")
         stop_at = t["iterations"] if max_steps is None else min(t["iterations"], self.step + max_steps)
         self.learner.train()
         window: Dict[str, list] = {"loss": [], "acc": []}
@@ -162,36 +193,51 @@ class Trainer:
                     rec = {"kind": "train", "step": self.step, "loss": sum(window["loss"]) / len(window["loss"]),
                            "acc": sum(window["acc"]) / len(window["acc"]), "tasks_per_s": rate,
                            "lr": self.optimizer.param_groups[0]["lr"]}
-                    self.logger.log(rec)
+                    self._log(rec)
                     bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{100 * rec['acc']:.1f}", tasks_s=f"{rate:.1f}")
                     window = {"loss": [], "acc": []}
                     tic, tasks = time.perf_counter(), 0
                 if self.step % t["val_every"] == 0 or self.step == t["iterations"]:
                     res = self.validate()
-                    self.logger.log({"kind": "val", "step": self.step, "acc": res["acc"], "ci95": res["ci95"],
-                                     "episodes": res["episodes"]})
-                    bar.write(f"step {self.step}: validation {format_acc(res['acc'], res['ci95'])} "
-                              f"({res['episodes']} episodes)")
+                    self._log({"kind": "val", "step": self.step, "acc": res["acc"], "ci95": res["ci95"],
+                               "episodes": res["episodes"]})
+                    if self.dist.is_main:
+                        bar.write(f"step {self.step}: validation {format_acc(res['acc'], res['ci95'])} "
+                                  f"({res['episodes']} episodes)")
                     if res["acc"] > self.best["acc"]:
                         self.best = {"step": self.step, "acc": res["acc"], "ci95": res["ci95"]}
                         self.save("best.pt")
                 if self.step % t["checkpoint_every"] == 0:
                     self.save("last.pt")
         except KeyboardInterrupt:
-            self.save("last.pt")
+            self.save("last.pt", sync=False)  # the other ranks may be stuck in a collective
             bar.close()
             raise MetakdError(f"interrupted at step {self.step}; saved {self.out / 'last.pt'} — continue with --resume") from None
         bar.close()
         self.save("last.pt")
-        if not (self.out / "best.pt").exists():
+        if not self.dist.run_on_main(lambda: (self.out / "best.pt").exists(), "looking for best.pt"):
             self.save("best.pt")
         summary = {"name": self.cfg["name"], "step": self.step, "iterations": t["iterations"],
                    "best_val": self.best, "device": describe_device(self.device), "output_dir": str(self.out)}
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
-        records = self.logger.read()
-        if records:
-            plot_curves(records, self.out / "curves.png", title=self.cfg["name"])
+        if self.dist.active:
+            summary["world_size"] = self.dist.world_size
+        if self.dist.is_main:
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+            records = self.logger.read()
+            if records:
+                plot_curves(records, self.out / "curves.png", title=self.cfg["name"])
+        self.dist.barrier("finishing the run")
         return summary
+
+    def _prepare_output(self, resumed: bool) -> None:
+        """Rank 0: create output_dir, refuse to overwrite a run, write config.yaml."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        if not resumed:
+            if (self.out / "last.pt").exists():
+                raise MetakdError(f"{self.out} already holds a run (last.pt): pass resume (--resume) to continue it, "
+                                  "or choose another output_dir")
+            (self.out / "metrics.jsonl").unlink(missing_ok=True)
+        (self.out / "config.yaml").write_text(dump_config(self.cfg))
 
 
 def describe_device(device: torch.device) -> str:

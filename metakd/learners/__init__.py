@@ -3,7 +3,8 @@
     learner = build_learner("maml", model, inner_lr=0.01, train_steps=5)
     loss, metrics = learner.meta_loss(batch)      # batch: metakd.data.episode.EpisodeBatch
 
-Built in: maml, fomaml, anil, boil, metasgd (gradient-based, see ``gradient.py``) and protonet.
+Built in: maml, fomaml, anil, boil, metasgd (gradient-based, see ``gradient.py``) and protonet;
+msd wraps any of them with Meta Self-Distillation (``msd.py``).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from torch import nn
 
 from ..registry import LEARNERS
 from . import anil, boil, fomaml, maml, metasgd, protonet  # noqa: F401  (registers the learners)
+from . import msd  # noqa: F401  (Meta Self-Distillation around any of them)
 from .anil import ANIL
 from .base import MetaLearner
 from .boil import BOIL
@@ -20,6 +22,7 @@ from .fomaml import FOMAML
 from .gradient import GradientLearner
 from .maml import MAML
 from .metasgd import MetaSGD
+from .msd import MSD
 from .protonet import ProtoNet
 
 
@@ -28,5 +31,5 @@ def build_learner(name: str, model: nn.Module, **options: Any) -> MetaLearner:
     return LEARNERS.build(name, model, **options)
 
 
-__all__ = ["ANIL", "BOIL", "FOMAML", "GradientLearner", "LEARNERS", "MAML", "MetaLearner", "MetaSGD", "ProtoNet",
+__all__ = ["ANIL", "BOIL", "FOMAML", "GradientLearner", "LEARNERS", "MAML", "MetaLearner", "MetaSGD", "MSD", "ProtoNet",
            "build_learner"]

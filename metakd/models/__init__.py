@@ -22,3 +22,4 @@ def build_backbone(name: str, n_way: int, in_channels: int = 3, image_size: Any 
 
 
 __all__ = ["BACKBONES", "Conv4", "ResNet12", "build_backbone"]
+from . import cifar_resnet, cifar_vgg, cifar_wrn  # noqa: E402,F401  (registers the CIFAR classification backbones)

@@ -1,0 +1,445 @@
+"""``metakd distill``: teacher -> student knowledge distillation for image classification.
+
+One command runs both phases in ``output_dir``:
+
+    teacher/  (skipped when ``teacher.checkpoint`` is given) CE training of ``teacher.arch``;
+              teacher.pt (the frozen teacher: weights, arch, classes, normalisation, test accuracy),
+              last.pt (resume point), metrics.jsonl, result.json
+    student/  ``student.arch`` trained with ``distill.method``:
+              kd       ce_weight·CE + kd_weight·KD_T                        (Hinton KD, fixed T)
+              kd_rank  the same + rank_weight·(1 − τ̃)                        (RKKD, Kendall rank loss)
+              mkd      CE + KD with teacher/student temperatures meta-learned by ``mkd_step``
+              mkd_rank mkd plus the rank term
+              student.pt, last.pt, metrics.jsonl, result.json
+    result.json  final test top-1 of teacher and student, method, temperatures, seconds, device.
+
+Training: SGD (momentum, weight decay), step decay by ``lr_gamma`` at ``lr_milestones`` epochs;
+the teacher sees the same augmented batch as the student, in eval mode, without gradient.
+Exact resume: the batch order of an epoch is a pure function of (seed, epoch); augmentation and
+MKD held-out draws come from generators whose states are checkpointed with the model, optimiser,
+scheduler, temperatures, position inside the epoch and the global RNG states, so a run stopped at
+any step (``max_steps``, Ctrl-C) and resumed gives bit-identical weights on the same device.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..config import dump_config
+from ..distill import MetaTemperatures, kd_loss, mkd_step, rank_loss
+from ..errors import ConfigError, MetakdError
+from ..models import build_backbone
+from .build import resolve_device
+from .checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from .distill_data import ClassificationData, epoch_order, heldout_split, load_classification, prepare
+from .metrics import JsonlLogger
+
+TEACHER_KIND = "metakd-distill-teacher"
+_RESUME_FREE = ("output_dir", "device", "threads", "description")
+_RESUME_FREE_TRAIN = ("eval_every", "log_every", "checkpoint_every", "eval_batch_size")
+
+
+def _write_json(path: Path, obj: Dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def _comparable(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    out = {k: v for k, v in cfg.items() if k not in _RESUME_FREE}
+    out["train"] = {k: v for k, v in cfg["train"].items() if k not in _RESUME_FREE_TRAIN}
+    return out
+
+
+@torch.no_grad()
+def test_accuracy(model: nn.Module, data: ClassificationData, device: torch.device, batch_size: int) -> float:
+    """Top-1 accuracy of ``model`` on the test part (eval mode; restores the mode)."""
+    was = model.training
+    model.eval()
+    correct = 0
+    for lo in range(0, len(data.test_y), batch_size):
+        x = prepare(data.test_x[lo:lo + batch_size], data.mean, data.std, device)
+        correct += int((model(x).argmax(-1).cpu() == data.test_y[lo:lo + batch_size]).sum())
+    model.train(was)
+    return correct / max(1, len(data.test_y))
+
+
+class FrozenTeacher(nn.Module):
+    """A trained classifier in eval mode without gradient; re-normalises the student's inputs when the
+    teacher was trained with other normalisation statistics. x (B, C, H, W) -> logits (B, classes)."""
+
+    def __init__(self, model: nn.Module, mean: Tensor, std: Tensor, student_mean: Tensor, student_std: Tensor):
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        scale = student_std / std
+        self.register_buffer("scale", scale[None, :, None, None].clone())
+        self.register_buffer("shift", ((student_mean - mean) / std)[None, :, None, None].clone())
+
+    def train(self, mode: bool = True) -> "FrozenTeacher":
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x * self.scale + self.shift)
+
+
+def load_teacher(path: Path, cfg: Dict[str, Any], data: ClassificationData) -> Tuple[FrozenTeacher, Dict[str, Any]]:
+    """The frozen teacher in a ``teacher.pt`` (or a teacher run folder), checked against the data."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "teacher.pt"
+    if not path.is_file():
+        raise ConfigError(f"teacher.checkpoint: {path} does not exist; give the teacher.pt written by `metakd distill` "
+                          "(output_dir/teacher/teacher.pt) or set teacher.checkpoint=null to train the teacher first")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ConfigError(f"teacher.checkpoint: {path} could not be read ({type(exc).__name__}: {exc})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != TEACHER_KIND:
+        raise ConfigError(f"teacher.checkpoint: {path} is not a distillation teacher (expected the teacher.pt "
+                          "written by `metakd distill`)")
+    if ckpt["class_names"] != data.class_names:
+        raise ConfigError(f"teacher.checkpoint: {path} was trained on {len(ckpt['class_names'])} classes that differ "
+                          f"from this dataset's {data.num_classes} classes")
+    if ckpt["in_channels"] != data.in_channels:
+        raise ConfigError(f"teacher.checkpoint: {path} expects {ckpt['in_channels']}-channel images, the data has "
+                          f"{data.in_channels}")
+    if cfg["teacher"]["arch"] != ckpt["arch"]:
+        raise ConfigError(f"teacher.arch={cfg['teacher']['arch']!r} but {path} holds a {ckpt['arch']!r}")
+    model = build_backbone(ckpt["arch"], len(ckpt["class_names"]), in_channels=ckpt["in_channels"],
+                           image_size=ckpt["image_size"], **ckpt["options"])
+    model.load_state_dict(ckpt["model"])
+    teacher = FrozenTeacher(model, torch.tensor(ckpt["mean"]), torch.tensor(ckpt["std"]), data.mean, data.std)
+    return teacher, ckpt
+
+
+class PhaseTrainer:
+    """Trains one classifier: the teacher (role "teacher", CE) or the student (role "student", distillation)."""
+
+    def __init__(self, cfg: Dict[str, Any], role: str, data: ClassificationData, device: torch.device, out: Path,
+                 teacher: Optional[FrozenTeacher] = None, progress: bool = True):
+        self.cfg, self.role, self.data, self.device, self.out, self.progress = cfg, role, data, device, out, progress
+        t = cfg["train"]
+        spec = cfg[role]
+        self.epochs = (cfg["teacher"]["epochs"] or t["epochs"]) if role == "teacher" else t["epochs"]
+        lr = (cfg["teacher"]["lr"] or t["lr"]) if role == "teacher" else t["lr"]
+        seed = cfg["seed"] + (0 if role == "student" else 7919)
+        self.seed = seed
+        torch.manual_seed(seed)
+        self.model = build_backbone(spec["arch"], data.num_classes, in_channels=data.in_channels,
+                                    image_size=data.image_size, **spec["options"]).to(device)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=t["momentum"],
+                                         weight_decay=t["weight_decay"], nesterov=t["nesterov"])
+        milestones = t["lr_milestones"]
+        if role == "teacher" and cfg["teacher"]["lr_milestones"] is not None:
+            milestones = cfg["teacher"]["lr_milestones"]
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones, t["lr_gamma"])
+        self.teacher = teacher.to(device) if teacher is not None else None
+        self.method = cfg["distill"]["method"] if role == "student" else "ce"
+        self.train_idx = torch.arange(len(data.train_y))
+        self.heldout_idx: Optional[Tensor] = None
+        self.temps: Optional[MetaTemperatures] = None
+        if self.method.startswith("mkd"):
+            m, d = cfg["mkd"], cfg["distill"]
+            self.temps = MetaTemperatures(d["temperature"], d["temperature"], m["t_min"], m["t_max"], shared=m["shared"]).to(device)
+            self.temp_optimizer = torch.optim.Adam([p for p in self.temps.parameters() if p.requires_grad], lr=m["lr"])
+            if m["heldout"] == "split":
+                self.train_idx, self.heldout_idx = heldout_split(data.train_y, m["heldout_fraction"], seed)
+            else:
+                self.heldout_idx = torch.arange(len(data.train_y))
+        if len(self.train_idx) < 2:
+            raise ConfigError(f"{role}: need at least 2 training images, got {len(self.train_idx)}")
+        self.aug_gen = torch.Generator().manual_seed(seed + 1)
+        self.heldout_gen = torch.Generator().manual_seed(seed + 2)
+        self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
+        self.window: Dict[str, List[float]] = {}
+        self.epoch_sums: Dict[str, float] = {"loss": 0.0, "acc": 0.0, "n": 0.0, "seconds": 0.0}
+        self.last_test: Optional[float] = None
+        self.logger = JsonlLogger(out / "metrics.jsonl")
+
+    # -- checkpoints
+    def state(self) -> Dict[str, Any]:
+        return {
+            "metakd_version": __version__, "kind": "metakd-distill-state", "role": self.role, "config": self.cfg,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+            "step": self.step, "aug_gen": self.aug_gen.get_state(), "heldout_gen": self.heldout_gen.get_state(),
+            "temps": None if self.temps is None else self.temps.state_dict(),
+            "temp_optimizer": None if self.temps is None else self.temp_optimizer.state_dict(),
+            "window": self.window, "epoch_sums": self.epoch_sums, "last_test": self.last_test, "rng": rng_state(),
+        }
+
+    def save(self) -> Path:
+        return save_atomic(self.state(), self.out / "last.pt")
+
+    def resume(self) -> None:
+        path = self.out / "last.pt"
+        ckpt = load_checkpoint_any(path)
+        if _comparable(ckpt["config"]) != _comparable(self.cfg) or ckpt.get("role") != self.role:
+            raise MetakdError(f"{path} was written by a different distillation config; resume with the config it "
+                              "was trained with (only output_dir, device, threads and logging keys may change)")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.epoch, self.batch_in_epoch, self.step = ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]
+        self.aug_gen.set_state(ckpt["aug_gen"])
+        self.heldout_gen.set_state(ckpt["heldout_gen"])
+        if self.temps is not None:
+            self.temps.load_state_dict(ckpt["temps"])
+            self.temp_optimizer.load_state_dict(ckpt["temp_optimizer"])
+        self.window, self.epoch_sums, self.last_test = ckpt["window"], ckpt["epoch_sums"], ckpt["last_test"]
+        set_rng_state(ckpt["rng"])
+        self.logger.truncate_after(self.step)
+
+    # -- one step
+    def _batch(self, idx: Tensor, augment: bool) -> Tuple[Tensor, Tensor]:
+        d = self.cfg["data"]
+        x = prepare(self.data.train_x[idx], self.data.mean, self.data.std, self.device,
+                    d["augment"] if augment else "none", d["crop_padding"], self.aug_gen)
+        return x, self.data.train_y[idx].to(self.device)
+
+    def _rank_kwargs(self) -> Dict[str, Any]:
+        d = self.cfg["distill"]
+        return {"form": d["rank_form"], "k": d["rank_k"], "beta": d["rank_beta"], "subset": d["rank_subset"],
+                "fraction": d["rank_fraction"]}
+
+    def _rank_weight(self) -> float:
+        d = self.cfg["distill"]
+        if not self.method.endswith("rank"):
+            return 0.0
+        return d["kd_weight"] if d["rank_weight"] is None else d["rank_weight"]
+
+    def train_step(self, idx: Tensor) -> Dict[str, float]:
+        x, y = self._batch(idx, augment=True)
+        d = self.cfg["distill"]
+        if self.role == "teacher":
+            logits = self.model(x)
+            loss = F.cross_entropy(logits, y)
+            parts = {"ce": float(loss.detach())}
+        else:
+            t_logits = self.teacher(x)
+            if self.temps is not None and self.step % self.cfg["mkd"]["every"] == 0:
+                ho = self.heldout_idx[torch.randint(len(self.heldout_idx), (len(idx),), generator=self.heldout_gen)]
+                xh, yh = self._batch(ho, augment=False)
+                lookahead = self.cfg["mkd"]["lookahead_lr"] or self.optimizer.param_groups[0]["lr"]
+                out = mkd_step(self.model, t_logits, (x, y), (xh, yh), self.temps, self.optimizer, self.temp_optimizer,
+                               lookahead, d["ce_weight"], d["kd_weight"], self._rank_weight(), self._rank_kwargs(),
+                               d["kd_scale"], self.cfg["mkd"]["lookahead_ce"])
+                return {**out, "acc": math.nan}  # mkd_step does not expose its logits; train acc not logged
+            if self.temps is not None:
+                with torch.no_grad():
+                    tt, ts = self.temps()
+            else:
+                tt = ts = d["temperature"]
+            logits = self.model(x)
+            ce = F.cross_entropy(logits, y)
+            kd = kd_loss(logits, t_logits, ts, tt, scale=d["kd_scale"])
+            loss = d["ce_weight"] * ce + d["kd_weight"] * kd
+            parts = {"ce": float(ce.detach()), "kd": float(kd.detach())}
+            rw = self._rank_weight()
+            if rw:
+                rk = rank_loss(logits, t_logits, **self._rank_kwargs())
+                loss = loss + rw * rk
+                parts["rank"] = float(rk.detach())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        parts["loss"] = float(loss.detach())
+        parts["acc"] = float((logits.detach().argmax(-1) == y).float().mean())
+        return parts
+
+    # -- loop
+    def batches_per_epoch(self) -> int:
+        n, bs = len(self.train_idx), self.cfg["train"]["batch_size"]
+        full, rest = divmod(n, bs)
+        return full + (1 if rest >= 2 else 0)  # a last batch of one image would break BatchNorm
+
+    def fit(self, budget: Optional[int] = None) -> Tuple[bool, int]:
+        """Train to ``epochs`` or for ``budget`` more steps; returns (finished, steps taken)."""
+        t = self.cfg["train"]
+        bs, taken = t["batch_size"], 0
+        nb = self.batches_per_epoch()
+        self.model.train()
+        try:
+            while self.epoch < self.epochs:
+                order = self.train_idx[epoch_order(len(self.train_idx), self.seed, self.epoch)]
+                bar = tqdm(total=nb, initial=self.batch_in_epoch, disable=not self.progress, dynamic_ncols=True,
+                           desc=f"{self.role} {self.cfg['student']['arch'] if self.role == 'student' else self.cfg['teacher']['arch']} "
+                                f"epoch {self.epoch + 1}/{self.epochs}", unit="batch", leave=False)
+                tic = time.perf_counter()
+                while self.batch_in_epoch < nb:
+                    if budget is not None and taken >= budget:
+                        self.epoch_sums["seconds"] += time.perf_counter() - tic
+                        bar.close()
+                        self.save()
+                        return False, taken
+                    b = self.batch_in_epoch
+                    m = self.train_step(order[b * bs:(b + 1) * bs])
+                    self.batch_in_epoch += 1
+                    self.step += 1
+                    taken += 1
+                    for k, v in m.items():
+                        self.window.setdefault(k, []).append(v)
+                    self.epoch_sums["loss"] += m["loss"]
+                    if not math.isnan(m["acc"]):
+                        self.epoch_sums["acc"] += m["acc"]
+                        self.epoch_sums["n"] += 1
+                    bar.update(1)
+                    if self.step % t["log_every"] == 0:
+                        rec = {"kind": "train", "epoch": self.epoch + 1, "step": self.step,
+                               "lr": self.optimizer.param_groups[0]["lr"]}
+                        rec.update({k: _nanmean(v) for k, v in self.window.items()})
+                        self.logger.log(rec)
+                        bar.set_postfix({k: f"{rec[k]:.3f}" for k in ("loss", "t_teacher", "t_student") if k in rec})
+                        self.window = {}
+                bar.close()
+                self.epoch_sums["seconds"] += time.perf_counter() - tic
+                self._end_epoch(nb)
+        except KeyboardInterrupt:
+            self.save()
+            raise MetakdError(f"interrupted in {self.role} epoch {self.epoch + 1}; saved {self.out / 'last.pt'} — "
+                              "continue with --resume") from None
+        return True, taken
+
+    def _end_epoch(self, nb: int) -> None:
+        t = self.cfg["train"]
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        self.scheduler.step()
+        rec: Dict[str, Any] = {"kind": "epoch", "epoch": self.epoch, "step": self.step,
+                               "train_loss": self.epoch_sums["loss"] / nb,
+                               "train_acc": self.epoch_sums["acc"] / self.epoch_sums["n"] if self.epoch_sums["n"] else None,
+                               "seconds": self.epoch_sums["seconds"], "lr": self.optimizer.param_groups[0]["lr"]}
+        if self.temps is not None:
+            tt, ts = self.temps()
+            rec.update({"t_teacher": float(tt.detach()), "t_student": float(ts.detach())})
+        if self.epoch % t["eval_every"] == 0 or self.epoch == self.epochs:
+            self.last_test = test_accuracy(self.model, self.data, self.device, t["eval_batch_size"])
+            rec["test_acc"] = self.last_test
+        self.logger.log(rec)
+        if self.progress:
+            tqdm.write(f"{self.role} epoch {self.epoch}/{self.epochs}: loss {rec['train_loss']:.4f}"
+                       + (f", test top-1 {100 * rec['test_acc']:.2f}%" if "test_acc" in rec else "")
+                       + (f", T_t {rec['t_teacher']:.2f} T_s {rec['t_student']:.2f}" if "t_teacher" in rec else ""))
+        self.epoch_sums = {"loss": 0.0, "acc": 0.0, "n": 0.0, "seconds": 0.0}
+        if self.epoch % t["checkpoint_every"] == 0 or self.epoch == self.epochs:
+            self.save()
+
+    def final_record(self) -> Dict[str, Any]:
+        epochs = [r for r in self.logger.read() if r["kind"] == "epoch" and r.get("test_acc") is not None]
+        out = {"arch": self.cfg[self.role]["arch"], "epochs": self.epochs, "steps": self.step,
+               "test_acc": self.last_test, "best_test_acc": max((r["test_acc"] for r in epochs), default=None),
+               "train_images": len(self.train_idx), "test_images": len(self.data.test_y),
+               "seconds": sum(r["seconds"] for r in self.logger.read() if r["kind"] == "epoch")}
+        if self.temps is not None:
+            tt, ts = self.temps()
+            out.update({"t_teacher": float(tt.detach()), "t_student": float(ts.detach())})
+        return out
+
+
+def _nanmean(values: List[float]) -> float:
+    vals = [v for v in values if not math.isnan(v)]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+def load_checkpoint_any(path: Path) -> Dict[str, Any]:
+    """A distillation state checkpoint (its keys differ from the meta-training ones)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MetakdError(f"checkpoint {path} does not exist; nothing to resume (run without --resume)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise MetakdError(f"checkpoint {path} could not be read ({type(exc).__name__}: {exc})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != "metakd-distill-state":
+        raise MetakdError(f"{path} is not a `metakd distill` checkpoint")
+    return ckpt
+
+
+def default_output_dir(cfg: Dict[str, Any]) -> Path:
+    return Path(cfg["output_dir"] or Path("runs") / cfg["name"])
+
+
+def run_distill(cfg: Dict[str, Any], output_dir: Optional[Path] = None, resume: bool = False,
+                progress: bool = True, max_steps: Optional[int] = None) -> Dict[str, Any]:
+    """Run (or continue) the teacher and student phases; returns the dict written to result.json.
+
+    max_steps: stop after this many optimiser steps in this call (teacher and student together),
+    saving last.pt of the phase in progress; the result then has ``"finished": false``.
+    """
+    out = Path(output_dir) if output_dir is not None else default_output_dir(cfg)
+    device = resolve_device(cfg["device"])
+    if cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
+    if not resume and any((out / p / "last.pt").exists() for p in ("teacher", "student")):
+        raise MetakdError(f"{out} already holds a distillation run: pass --resume to continue it, or choose another "
+                          "output_dir")
+    if cfg["teacher"]["checkpoint"] is not None and not Path(cfg["teacher"]["checkpoint"]).exists():
+        raise ConfigError(f"teacher.checkpoint: {cfg['teacher']['checkpoint']} does not exist")
+    start = time.perf_counter()
+    data = load_classification(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(dump_config(cfg))
+    budget = max_steps
+    result: Dict[str, Any] = {"name": cfg["name"], "method": cfg["distill"]["method"], "dataset": cfg["data"]["dataset"],
+                              "classes": data.num_classes, "data": data.info, "seed": cfg["seed"],
+                              "device": str(device), "output_dir": str(out)}
+
+    # teacher
+    if cfg["teacher"]["checkpoint"] is not None:
+        teacher_path = Path(cfg["teacher"]["checkpoint"])
+    else:
+        teacher_path = out / "teacher" / "teacher.pt"
+        if not teacher_path.exists():
+            tdir = out / "teacher"
+            trainer = PhaseTrainer(cfg, "teacher", data, device, tdir, progress=progress)
+            if resume and (tdir / "last.pt").exists():
+                trainer.resume()
+            elif not resume:
+                (tdir / "metrics.jsonl").unlink(missing_ok=True)
+            done, taken = trainer.fit(budget)
+            budget = None if budget is None else budget - taken
+            if not done:
+                return {**result, "finished": False, "phase": "teacher", "step": trainer.step}
+            rec = trainer.final_record()
+            _write_json(tdir / "result.json", rec)
+            save_atomic({"kind": TEACHER_KIND, "metakd_version": __version__, "arch": cfg["teacher"]["arch"],
+                         "options": cfg["teacher"]["options"], "model": trainer.model.state_dict(),
+                         "class_names": data.class_names, "in_channels": data.in_channels,
+                         "image_size": data.image_size, "mean": data.mean.tolist(), "std": data.std.tolist(),
+                         "test_acc": rec["test_acc"], "config": cfg}, teacher_path)
+    teacher, tckpt = load_teacher(teacher_path, cfg, data)
+    result["teacher"] = {"arch": tckpt["arch"], "checkpoint": str(teacher_path),
+                         "test_acc": test_accuracy(teacher, data, device, cfg["train"]["eval_batch_size"])}
+
+    # student
+    sdir = out / "student"
+    trainer = PhaseTrainer(cfg, "student", data, device, sdir, teacher=teacher, progress=progress)
+    if resume and (sdir / "last.pt").exists():
+        trainer.resume()
+    elif not resume:
+        (sdir / "metrics.jsonl").unlink(missing_ok=True)
+    done, _ = trainer.fit(budget)
+    if not done:
+        return {**result, "finished": False, "phase": "student", "step": trainer.step}
+    rec = trainer.final_record()
+    _write_json(sdir / "result.json", rec)
+    save_atomic({"kind": "metakd-distill-student", "metakd_version": __version__, "arch": cfg["student"]["arch"],
+                 "options": cfg["student"]["options"], "model": trainer.model.state_dict(),
+                 "class_names": data.class_names, "in_channels": data.in_channels, "image_size": data.image_size,
+                 "mean": data.mean.tolist(), "std": data.std.tolist(), "test_acc": rec["test_acc"], "config": cfg},
+                sdir / "student.pt")
+    result.update({"student": rec, "finished": True, "seconds_this_call": time.perf_counter() - start})
+    _write_json(out / "result.json", result)
+    return result

@@ -1,0 +1,188 @@
+"""``metakd robustness``: checkpoints under the augmented test scenario (MSD's evaluation protocol).
+
+Every checkpoint is evaluated on the same fixed test episodes as ``metakd eval`` (same split, count
+and seed), once without perturbation ("standard") and once per (level, side) of the scenario: level
+"weak" or "strong" (``metakd.data.augment.SCENARIO_LEVELS``), applied to the "support", "query" or
+"both" sets. An episode's perturbation is seeded by (scenario seed, its index in the list), so every
+checkpoint sees the same perturbed images. Each cell reports accuracy ± 95% CI over episodes and the
+consistency metric (mean cosine similarity between the query predictions of models adapted on
+``consistency_views`` differently augmented copies of the support set; see ``evaluate_episodes``).
+
+Outputs in ``out``: robustness.json, robustness.md (a table) and robustness.png (bar chart), all
+written atomically.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from ..data.augment import LEVELS, SCENARIO_LEVELS, SIDES
+from ..errors import MetakdError
+from .build import make_sampler, resolve_device, split_for
+from .evaluate import evaluate_episodes
+from .evaluate_checkpoint import find_checkpoint, load_learner
+from .metrics import format_acc
+from .train import describe_device
+
+STANDARD = "standard"
+
+
+def scenarios(levels: Sequence[str], sides: Sequence[str]) -> List[tuple]:
+    """(level, side) pairs to evaluate; "standard" has side None. Unknown names raise MetakdError."""
+    for level in levels:
+        if level != STANDARD and level not in LEVELS:
+            raise MetakdError(f"unknown scenario level {level!r}; choose from {STANDARD}, {', '.join(LEVELS)}")
+    for side in sides:
+        if side not in SIDES:
+            raise MetakdError(f"unknown scenario side {side!r}; choose from {', '.join(SIDES)}")
+    out = []
+    for level in dict.fromkeys(levels):
+        out.extend([(level, None)] if level == STANDARD else [(level, side) for side in dict.fromkeys(sides)])
+    return out
+
+
+def evaluate_robustness(path: Path, *, episodes: Optional[int] = None, seed: Optional[int] = None,
+                        levels: Sequence[str] = (STANDARD, *LEVELS), sides: Sequence[str] = SIDES,
+                        consistency_views: int = 4, scenario_seed: int = 0, device: str = "auto",
+                        batch_size: Optional[int] = None, root: Optional[str] = None,
+                        progress: bool = True) -> Dict[str, Any]:
+    """One checkpoint (file or run dir) under every scenario; returns its info and one row per scenario."""
+    ckpt_path = find_checkpoint(Path(path))
+    dev = resolve_device(device)
+    learner, ckpt = load_learner(ckpt_path, device=str(dev))
+    cfg = ckpt["config"]
+    if root is not None:
+        cfg["data"]["root"] = root
+    episodes = episodes or cfg["eval"]["episodes"]
+    seed = cfg["eval"]["seed"] if seed is None else seed
+    sampler = make_sampler(cfg, split_for(cfg, "test"), q_query=cfg["episodes"]["test_q_query"], device=dev,
+                           normalize=ckpt.get("normalize"))
+    fixed = sampler.fixed_episodes(episodes, seed)
+    rows = []
+    for level, side in scenarios(levels, sides):
+        res = evaluate_episodes(learner, sampler, fixed, batch_size=batch_size or cfg["eval"]["batch_size"],
+                                progress=progress, desc=f"{cfg['name']} {level}{'/' + side if side else ''}",
+                                consistency_views=consistency_views,
+                                scenario=None if side is None else (level, side), scenario_seed=scenario_seed)
+        row = {"level": level, "side": side, "accuracy": res["acc"], "ci95": res["ci95"], "episodes": res["episodes"],
+               "seconds": res["seconds"]}
+        if consistency_views:
+            row.update(consistency=res["consistency"], consistency_ci95=res["consistency_ci95"])
+        rows.append(row)
+    ep = cfg["episodes"]
+    return {"name": cfg["name"], "checkpoint": str(ckpt_path), "step": ckpt["step"], "learner": cfg["learner"]["name"],
+            "learner_options": cfg["learner"]["options"], "backbone": cfg["model"]["backbone"],
+            "dataset": cfg["data"]["dataset"], "n_way": ep["n_way"], "k_shot": ep["k_shot"], "q_query": ep["test_q_query"],
+            "episodes": episodes, "episode_seed": seed, "episodes_fingerprint": res["fingerprint"],
+            "scenario_seed": scenario_seed, "consistency_views": consistency_views, "rows": rows}
+
+
+def model_label(model: Dict[str, Any]) -> str:
+    host = model["learner_options"].get("host") if model["learner"] == "msd" else None
+    return f"{model['name']} ({model['learner']}{'+' + host if host else ''})"
+
+
+def scenario_label(row: Dict[str, Any]) -> str:
+    return row["level"] if row["side"] is None else f"{row['level']} / {row['side']}"
+
+
+def robustness_table(models: List[Dict[str, Any]]) -> str:
+    """Markdown: one line per (model, scenario), accuracy ± CI and consistency ± CI."""
+    lines = ["| model | scenario | accuracy (%) ± 95% CI | consistency ± 95% CI | episodes |", "|---|---|---|---|---|"]
+    for m in models:
+        for r in m["rows"]:
+            cons = f"{r['consistency']:.4f} ± {r['consistency_ci95']:.4f}" if "consistency" in r else "–"
+            lines.append(f"| {model_label(m)} | {scenario_label(r)} | {format_acc(r['accuracy'], r['ci95'])} | "
+                         f"{cons} | {r['episodes']} |")
+    return "\n".join(lines)
+
+
+def scenario_notes() -> str:
+    """The exact perturbation parameters, for the report."""
+    lines = ["Scenario levels (metakd.data.augment.SCENARIO_LEVELS):"]
+    for name, s in SCENARIO_LEVELS.items():
+        lines.append(f"- {name}: " + ", ".join(f"{k}={v}" for k, v in s.as_dict().items()))
+    return "\n".join(lines)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def plot_robustness(models: List[Dict[str, Any]], path: Path) -> Path:
+    """Grouped bars per scenario (one bar per model, CI error bars): accuracy, and consistency when measured."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = [scenario_label(r) for r in models[0]["rows"]]
+    has_cons = all("consistency" in r for m in models for r in m["rows"])
+    fig, axes = plt.subplots(1, 2 if has_cons else 1, figsize=(max(6, 1.3 * len(labels)) * (2 if has_cons else 1), 4),
+                             squeeze=False)
+    x = np.arange(len(labels))
+    width = 0.8 / len(models)
+    panels = [("accuracy", "ci95", 100.0, "accuracy (%)")] + ([("consistency", "consistency_ci95", 1.0, "consistency")]
+                                                             if has_cons else [])
+    for ax, (key, ci_key, scale, ylabel) in zip(axes[0], panels):
+        for i, m in enumerate(models):
+            vals = [scale * r[key] for r in m["rows"]]
+            errs = [scale * r[ci_key] for r in m["rows"]]
+            ax.bar(x + (i - (len(models) - 1) / 2) * width, vals, width, yerr=errs, capsize=3, label=model_label(m))
+        ax.set_xticks(x)
+        ax.set_xticklabels(labels, rotation=30, ha="right")
+        ax.set_ylabel(ylabel)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(fontsize=8, loc="lower left")
+    fig.suptitle(f"robustness on {models[0]['episodes']} fixed test episodes (95% CI)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    path = Path(path)
+    _write_atomic(path, buf.getvalue())
+    return path
+
+
+def run_robustness(checkpoints: Sequence[Path], *, out: Optional[Path] = None, **kwargs: Any) -> Dict[str, Any]:
+    """Evaluate every checkpoint (``evaluate_robustness`` kwargs) and write robustness.{json,md,png} to
+    ``out`` (default: ``<run dir>/robustness`` for one checkpoint, ``./robustness`` for several)."""
+    if not checkpoints:
+        raise MetakdError("robustness: give at least one checkpoint or run directory")
+    start = time.perf_counter()
+    models = [evaluate_robustness(Path(c), **kwargs) for c in checkpoints]
+    if out is None:
+        first = Path(checkpoints[0])
+        out = (first if first.is_dir() else first.parent) / "robustness" if len(checkpoints) == 1 else Path("robustness")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    same = len({m["episodes_fingerprint"] for m in models}) == 1
+    report = {"models": models, "same_episodes": same, "scenario_levels": {k: v.as_dict() for k, v in SCENARIO_LEVELS.items()},
+              "device": describe_device(resolve_device(kwargs.get("device", "auto"))),
+              "seconds": time.perf_counter() - start}
+    table = robustness_table(models)
+    header = (f"Fixed test episodes: {models[0]['episodes']} (seed {models[0]['episode_seed']}, fingerprint "
+              f"{models[0]['episodes_fingerprint'][:12]}{'' if same else '; WARNING: models were evaluated on different episode lists'}), "
+              f"scenario seed {models[0]['scenario_seed']}, consistency over {models[0]['consistency_views']} augmented "
+              f"support copies.\n\n")
+    _write_atomic(out / "robustness.json", json.dumps(report, indent=2).encode())
+    _write_atomic(out / "robustness.md", (header + table + "\n\n" + scenario_notes() + "\n").encode())
+    plot_robustness(models, out / "robustness.png")
+    report["table"] = table
+    report["output_dir"] = str(out)
+    return report

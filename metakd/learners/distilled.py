@@ -1,0 +1,212 @@
+"""DistilledLearner: a student meta-learner trained with a frozen teacher meta-learner's predictions.
+
+For each task (S, Q) the teacher adapts on S its own way (its ``task_logits`` with training=False:
+e.g. MAML's test_steps inner steps, ProtoNet's prototypes) and its logits are the targets. The
+student's outer (query) loss becomes
+
+    L = ce_weight·CE(s_Q, y_Q) + kd_weight·KD(s_Q, t_Q; T_t, T_s) + rank_weight·(1 − τ̃(s_Q, t_Q))
+
+with s_Q the student's query logits after its own inner loop (``kd_on`` "query" or "both").
+
+Where temperatures get their gradient. A temperature that only appears in the outer KD term would
+be trained to minimise that term itself, which says nothing about the student's accuracy (the KL
+can be shrunk by flattening both distributions). So learned temperatures (``learn_temperature``)
+act where they change what the student *learns*: with ``kd_on`` "support" or "both", the student's
+inner loop on the support set minimises ``CE(s_S, y_S) + support_kd_weight·KD(s_S, t_S; T_t, T_s)``
+(t_S: the adapted teacher's logits on the support images), and the query CE after that inner loop
+is differentiated through the fast weights into (T_t, T_s): the meta-learning analogue of MKD's
+look-ahead (inner steps = look-ahead, query set = held-out batch). In the outer KD term the
+temperatures are used detached, so their only gradient is that of the outer query loss through the
+fast weights: with kd_on="support" exactly MKD's meta-objective (held-out CE, weighted by
+ce_weight); with kd_on="both" the query KD/rank terms, which also depend on the fast weights, add
+to it. This needs a gradient-based student (MAML family) and second order (first_order=False);
+otherwise a ConfigError says why.
+
+The teacher is not a submodule: it is not in ``parameters()`` (no gradient, not optimised), not in
+``state_dict()`` (checkpoints hold the student and temperatures only; the engine rebuilds the
+teacher from its checkpoint), always in eval mode, and moved with ``.to()``.
+At evaluation (training=False) the student answers alone.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.episode import EpisodeBatch
+from ..distill.kd import kd_loss
+from ..distill.rank import rank_loss
+from ..distill.temperature import MetaTemperatures
+from ..errors import ConfigError
+from ..registry import LEARNERS
+from .base import MetaLearner, check_batch
+from .functional import inner_loop
+from .gradient import GradientLearner
+
+KD_ON = ("query", "support", "both")
+
+
+def _nonneg(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigError(f"option {key}={value!r} of learner 'distilled' must be a number >= 0")
+    return float(value)
+
+
+@LEARNERS.register("distilled")
+class DistilledLearner(MetaLearner):
+    """student: the MetaLearner being trained (``self.model``); teacher: a trained MetaLearner (frozen).
+
+    Options: ce_weight (1.0), kd_weight (1.0), rank_weight (0.0; > 0 adds RKKD's Kendall term on the
+    query logits), temperature (4.0, initial T_t = T_s), t_min / t_max (1, 21: the learned range),
+    shared_temperature (False), learn_temperature (False), kd_on ("query" | "support" | "both"),
+    support_kd_weight (1.0, inner-loop KD weight), kd_scale ("product"), rank_form ("tanh"),
+    rank_k (100.0), rank_beta (1.0), teacher_steps (None = the teacher's own test_steps; gradient
+    teachers only).
+    """
+
+    NAME = "distilled"
+    OPTIONS: ClassVar[Dict[str, Any]] = {
+        "ce_weight": 1.0, "kd_weight": 1.0, "rank_weight": 0.0, "temperature": 4.0, "t_min": 1.0, "t_max": 21.0,
+        "shared_temperature": False, "learn_temperature": False, "kd_on": "query", "support_kd_weight": 1.0,
+        "kd_scale": "product", "rank_form": "tanh", "rank_k": 100.0, "rank_beta": 1.0, "teacher_steps": None,
+    }
+
+    def __init__(self, student: MetaLearner, teacher: MetaLearner, **options: Any):
+        if not isinstance(student, MetaLearner) or not isinstance(teacher, MetaLearner):
+            raise ConfigError("learner 'distilled' wraps a student MetaLearner and a teacher MetaLearner, got "
+                              f"{type(student).__name__} and {type(teacher).__name__}")
+        super().__init__(student, **options)
+        o = self.options
+        for key in ("ce_weight", "kd_weight", "rank_weight", "support_kd_weight"):
+            o[key] = _nonneg(key, o[key])
+        if o["kd_on"] not in KD_ON:
+            raise ConfigError(f"option kd_on={o['kd_on']!r} of learner 'distilled' must be one of {', '.join(KD_ON)}")
+        for key in ("learn_temperature", "shared_temperature"):
+            if not isinstance(o[key], bool):
+                raise ConfigError(f"option {key}={o[key]!r} of learner 'distilled' must be true or false")
+        if o["teacher_steps"] is not None and (isinstance(o["teacher_steps"], bool) or not isinstance(o["teacher_steps"], int)
+                                              or o["teacher_steps"] < 0):
+            raise ConfigError(f"option teacher_steps={o['teacher_steps']!r} of learner 'distilled' must be null or an int >= 0")
+        inner_kd = o["kd_on"] in ("support", "both")
+        if inner_kd and not isinstance(student, GradientLearner):
+            raise ConfigError(f"kd_on={o['kd_on']!r} puts KD in the student's inner loop, which needs a gradient-based "
+                              f"student (maml, fomaml, anil, boil, metasgd), not {student.NAME!r}; use kd_on=query")
+        if o["learn_temperature"]:
+            if not inner_kd:
+                raise ConfigError("learn_temperature=true needs kd_on=support or both: a temperature used only in the "
+                                  "outer KD term would just minimise that term (see metakd/learners/distilled.py)")
+            if student.first_order:
+                raise ConfigError("learn_temperature=true needs a second-order student (first_order=false): the "
+                                  "temperatures' gradient flows through the inner-loop gradient")
+        if o["teacher_steps"] is not None and not isinstance(teacher, GradientLearner):
+            raise ConfigError(f"teacher_steps applies to gradient-based teachers, not {teacher.NAME!r}")
+        if isinstance(o["temperature"], bool) or not isinstance(o["temperature"], (int, float)):
+            raise ConfigError(f"option temperature={o['temperature']!r} of learner 'distilled' must be a number")
+        # LearnableTemperature checks t_min < temperature < t_max itself.
+        self.temperatures = MetaTemperatures(o["temperature"], o["temperature"], o["t_min"], o["t_max"],
+                                             shared=o["shared_temperature"], learn_teacher=o["learn_temperature"],
+                                             learn_student=o["learn_temperature"])
+        teacher.requires_grad_(False)
+        teacher.eval()
+        object.__setattr__(self, "_teacher", teacher)  # not a submodule: see the module docstring
+
+    @property
+    def student(self) -> MetaLearner:
+        return self.model
+
+    @property
+    def teacher(self) -> MetaLearner:
+        return self._teacher
+
+    def _apply(self, fn, recurse: bool = True):  # .to(), .cuda(), .double() move the teacher too
+        super()._apply(fn, recurse)
+        self._teacher._apply(fn, recurse)
+        return self
+
+    def train(self, mode: bool = True) -> "DistilledLearner":
+        super().train(mode)
+        self._teacher.eval()
+        return self
+
+    # -- teacher -------------------------------------------------------------------------------
+    def teacher_logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int,
+                       need_support: bool) -> Tuple[Tensor, Optional[Tensor]]:
+        """The adapted teacher's (query logits (NQ, n_way), support logits (NK, n_way) or None), detached."""
+        t = self._teacher
+        if isinstance(t, GradientLearner):
+            fast = t.adapt(support_x, support_y, steps=self.options["teacher_steps"], training=False)
+            with torch.no_grad():
+                q = t.predict(fast, query_x)
+                s = t.predict(fast, support_x) if need_support else None
+        else:
+            both = torch.cat([query_x, support_x]) if need_support else query_x
+            with torch.no_grad():
+                out = t.task_logits(support_x, support_y, both, n_way, training=False)
+            q, s = (out[: len(query_x)], out[len(query_x):]) if need_support else (out, None)
+        if q.shape != (query_x.shape[0], n_way):
+            raise ConfigError(f"the teacher produced logits of shape {tuple(q.shape)} for a {n_way}-way episode with "
+                              f"{query_x.shape[0]} queries: teacher and student must use the same n_way")
+        return q.detach(), None if s is None else s.detach()
+
+    # -- student -------------------------------------------------------------------------------
+    def _student_query_logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int,
+                              t_support: Optional[Tensor], temps: Tuple[Tensor, Tensor]) -> Tensor:
+        st = self.student
+        if t_support is None:
+            return st.task_logits(support_x, support_y, query_x, n_way, training=True)
+        tt, ts = temps
+        w, scale = self.options["support_kd_weight"], self.options["kd_scale"]
+
+        def support_loss(logits: Tensor, labels: Tensor) -> Tensor:
+            return st.support_loss(logits, labels) + w * kd_loss(logits, t_support, ts, tt, scale=scale)
+
+        names = st.adapted_names()
+        fast = inner_loop(st.model, st.parameters_dict(), dict(st.model.named_buffers()), support_x, support_y, names,
+                          {n: st.inner_lr(n) for n in names}, st.train_steps, create_graph=not st.first_order,
+                          keep_graph=True, loss_fn=support_loss)
+        return st.predict(fast, query_x)
+
+    def task_losses(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor,
+                    n_way: int) -> Tuple[Tensor, Tensor, Dict[str, Tensor]]:
+        """(total outer loss, student query logits, parts {"ce", "kd", "rank"}) of one task."""
+        o = self.options
+        inner = o["kd_on"] in ("support", "both")
+        t_query, t_support = self.teacher_logits(support_x, support_y, query_x, n_way, need_support=inner)
+        tt, ts = self.temperatures()
+        logits = self._student_query_logits(support_x, support_y, query_x, n_way, t_support, (tt, ts))
+        parts = {"ce": F.cross_entropy(logits, query_y)}
+        total = o["ce_weight"] * parts["ce"]
+        if o["kd_on"] in ("query", "both") and o["kd_weight"]:
+            if o["learn_temperature"]:
+                tt, ts = tt.detach(), ts.detach()
+            parts["kd"] = kd_loss(logits, t_query, ts, tt, scale=o["kd_scale"])
+            total = total + o["kd_weight"] * parts["kd"]
+        if o["rank_weight"]:
+            parts["rank"] = rank_loss(logits, t_query, form=o["rank_form"], k=o["rank_k"], beta=o["rank_beta"])
+            total = total + o["rank_weight"] * parts["rank"]
+        return total, logits, parts
+
+    def meta_loss(self, batch: EpisodeBatch) -> Tuple[Tensor, Dict[str, float]]:
+        """Mean over tasks of the distillation outer loss; metrics loss, acc, ce, [kd], [rank], t_teacher, t_student."""
+        check_batch(batch)
+        totals, accs, sums = [], [], {}
+        for t in range(batch.num_tasks):
+            total, logits, parts = self.task_losses(batch.support_x[t], batch.support_y[t], batch.query_x[t],
+                                                    batch.query_y[t], batch.n_way)
+            totals.append(total)
+            accs.append((logits.detach().argmax(-1) == batch.query_y[t]).float().mean())
+            for k, v in parts.items():
+                sums.setdefault(k, []).append(v.detach())
+        loss = torch.stack(totals).mean()
+        metrics = {"loss": float(loss.detach()), "acc": float(torch.stack(accs).mean())}
+        metrics.update({k: float(torch.stack(v).mean()) for k, v in sums.items()})
+        tt, ts = self.temperatures()
+        metrics.update({"t_teacher": float(tt.detach()), "t_student": float(ts.detach())})
+        return loss, metrics
+
+    def task_logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int,
+                    training: bool) -> Tensor:
+        """The student's query logits (its own adaptation; the teacher is not consulted)."""
+        return self.student.task_logits(support_x, support_y, query_x, n_way, training)

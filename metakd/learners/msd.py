@@ -1,0 +1,193 @@
+"""Meta Self-Distillation (MSD, "Learn to learn more precisely", 2024) as a plug-in around any learner.
+
+Per task (S, Q): n augmented views Aug_j(S) of the support set, each adapting its own fast weights
+θ'_j from the same θ (``host.adapt``; a learner without ``adapt`` gets ``host.task_logits`` per view);
+the same, un-augmented query set through every θ'_j gives v_j (n_views, Q, N). The meta-loss is
+
+    mean_j CE(v_j, y_Q) + λ · consistency(v_1..v_n),
+
+averaged over the tasks. MSD changes training only: ``evaluate`` is the host's own evaluation on
+un-augmented support sets.
+
+Options (defaults from the method notes; the paper does not publish them):
+    host ("maml")            any registered learner name, including a user's (not "msd").
+    host_options ({})        options of the host; every option MSD does not know is forwarded to the
+                             host too (so ``msd`` configs can inherit a host config's options). A key
+                             given both ways is an error.
+    views (4)                n, augmented views per task.
+    lam (1.0)                λ, weight of the consistency term.
+    consistency ("cosine")   "cosine" (each view against the mean view, 1 − cos), "kl"
+                             (KL(p̄ ‖ p_j) on softmax(v/T)) or "rank" (Kendall-τ rank loss on logits/T).
+    on ("prob")              cosine only: compare softmax probabilities ("prob") or raw logits ("logit").
+    temperature (1.0)        T of the consistency term (fixed, or the start of a learned one).
+    learn_temperature (False) learn T in the outer loop (a LearnableTemperature in
+                             [temperature_min, temperature_max] = [0.05, 20], a parameter of the learner).
+    budget ("per_task")      "per_task": all T tasks of the meta-batch, n views each (n·T adapted copies,
+                             about n× the host's cost). "in_place_of_tasks": the views replace tasks: only
+                             the first max(1, T // n) tasks of the batch are used, n views each, so
+                             n·max(1, T // n) adapted copies — exactly T, the host's count, when n divides T.
+    augment (None)           augmentation strengths: None (defaults of AugmentStrengths), "identity",
+                             "weak", "strong", or a mapping of AugmentStrengths fields.
+    normalize (None)         [mean, std] per channel when the episodes are normalised (augmentations work
+                             on [0, 1] pixels); None for the default un-normalised episodes.
+
+Randomness: each meta_loss draws one seed from the global torch RNG (seeded and checkpointed by the
+trainer), and all views of all tasks are augmented in one kornia call under that seed.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Dict, List, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.augment import AugmentStrengths, augment_views
+from ..data.episode import EpisodeBatch
+from ..distill.consistency import cosine_consistency, kl_consistency, prediction_consistency, rank_consistency
+from ..distill.temperature import LearnableTemperature
+from ..errors import ConfigError
+from ..registry import LEARNERS
+from .base import MetaLearner, check_batch
+
+BUDGETS = ("per_task", "in_place_of_tasks")
+CONSISTENCIES = ("cosine", "kl", "rank")
+TEMPERATURE_RANGE = (0.05, 20.0)
+
+
+@LEARNERS.register("msd")
+class MSD(MetaLearner):
+    """Meta Self-Distillation around ``host`` (see the module docstring for the options)."""
+
+    NAME = "msd"
+    OPTIONS: ClassVar[Dict[str, Any]] = {
+        "host": "maml", "host_options": {}, "views": 4, "lam": 1.0, "consistency": "cosine", "on": "prob",
+        "temperature": 1.0, "learn_temperature": False, "budget": "per_task", "augment": None, "normalize": None,
+    }
+
+    def __init__(self, model: nn.Module, **options: Any):
+        own = {k: v for k, v in options.items() if k in self.OPTIONS}
+        forwarded = {k: v for k, v in options.items() if k not in self.OPTIONS}
+        super().__init__(model, **own)
+        del self._modules["model"]  # the host owns the model; ``self.model`` reads it from there
+        o = self.options
+        host = o["host"]
+        if not isinstance(host, str) or host == self.NAME:
+            raise ConfigError(f"option host={host!r} of learner 'msd' must name another registered learner "
+                              f"({', '.join(n for n in LEARNERS.names() if n != self.NAME)})")
+        if host not in LEARNERS.names():
+            raise ConfigError(f"option host={host!r} of learner 'msd' is not a registered learner; registered: "
+                              f"{', '.join(n for n in LEARNERS.names() if n != self.NAME)}")
+        host_options = o["host_options"] or {}
+        if not isinstance(host_options, dict):
+            raise ConfigError(f"option host_options of learner 'msd' must be a mapping, got {host_options!r}")
+        both = sorted(set(host_options) & set(forwarded))
+        if both:
+            raise ConfigError(f"learner 'msd': host option(s) {', '.join(map(repr, both))} given both in host_options "
+                              "and as forwarded options; give each once")
+        try:
+            self.host: MetaLearner = LEARNERS.build(host, model, **{**forwarded, **host_options})
+        except ConfigError as exc:
+            raise ConfigError(f"learner 'msd' (host {host!r}): {exc}") from None
+        self.views = o["views"]
+        if isinstance(self.views, bool) or not isinstance(self.views, int) or self.views < 1:
+            raise ConfigError(f"option views={self.views!r} of learner 'msd' must be an integer >= 1")
+        self.lam = o["lam"]
+        if isinstance(self.lam, bool) or not isinstance(self.lam, (int, float)) or self.lam < 0:
+            raise ConfigError(f"option lam={self.lam!r} of learner 'msd' must be a number >= 0")
+        for key, choices in (("consistency", CONSISTENCIES), ("on", ("prob", "logit")), ("budget", BUDGETS)):
+            if o[key] not in choices:
+                raise ConfigError(f"option {key}={o[key]!r} of learner 'msd' must be one of {', '.join(choices)}")
+        t = o["temperature"]
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
+            raise ConfigError(f"option temperature={t!r} of learner 'msd' must be a positive number")
+        if not isinstance(o["learn_temperature"], bool):
+            raise ConfigError(f"option learn_temperature={o['learn_temperature']!r} of learner 'msd' must be true or false")
+        self.learned_temperature = None
+        if o["learn_temperature"]:
+            lo, hi = TEMPERATURE_RANGE
+            if not lo < t < hi:
+                raise ConfigError(f"option temperature={t} of learner 'msd' must lie in ({lo}, {hi}) when learned")
+            self.learned_temperature = LearnableTemperature(float(t), lo, hi)
+        self.strengths = AugmentStrengths.from_options(o["augment"], "learner 'msd' option augment")
+        norm = o["normalize"]
+        if norm is not None and not (isinstance(norm, (list, tuple)) and len(norm) == 2):
+            raise ConfigError(f"option normalize={norm!r} of learner 'msd' must be null or [mean, std]")
+        self.mean, self.std = (None, None) if norm is None else (list(norm[0]), list(norm[1]))
+
+    @property
+    def model(self) -> nn.Module:  # type: ignore[override]
+        return self.host.model
+
+    def temperature(self) -> Tensor | float:
+        """The consistency temperature: a tensor when learned, else the fixed float."""
+        return self.learned_temperature() if self.learned_temperature is not None else float(self.options["temperature"])
+
+    def consistency_loss(self, v: Tensor) -> Tensor:
+        """The configured consistency of view logits v (n_views, Q, N) -> scalar (0 when views agree)."""
+        t = self.temperature()
+        kind = self.options["consistency"]
+        if kind == "cosine":
+            return cosine_consistency(v, on=self.options["on"], temperature=t)
+        if kind == "kl":
+            return kl_consistency(v, temperature=t)
+        return rank_consistency(v, temperature=t)
+
+    def tasks_used(self, num_tasks: int) -> int:
+        """How many of a meta-batch's tasks the budget trains on (each with ``views`` adapted copies)."""
+        return num_tasks if self.options["budget"] == "per_task" else max(1, num_tasks // self.views)
+
+    def view_logits(self, views: Tensor, support_y: Tensor, query_x: Tensor, n_way: int, training: bool) -> Tensor:
+        """Query logits (n_views, Q, N) of the models adapted on each support view (n_views, S, C, H, W)."""
+        host = self.host
+        out: List[Tensor] = []
+        for view in views:
+            if hasattr(host, "adapt") and hasattr(host, "predict"):
+                out.append(host.predict(host.adapt(view, support_y, training=training), query_x))
+            else:
+                out.append(host.task_logits(view, support_y, query_x, n_way, training))
+        return torch.stack(out)
+
+    def meta_loss(self, batch: EpisodeBatch) -> Tuple[Tensor, Dict[str, float]]:
+        """mean over used tasks of [mean_j CE(v_j, y_Q) + λ·consistency(v)]; metrics loss, acc, ce,
+        consistency_loss, consistency (prediction agreement, n ≥ 2), adapted_copies, temperature."""
+        check_batch(batch)
+        used = self.tasks_used(batch.num_tasks)
+        sx = batch.support_x[:used]
+        views = augment_views(sx, self.views, self.strengths, mean=self.mean, std=self.std)  # (n, T, S, C, H, W)
+        losses, ces, cons, accs, agree = [], [], [], [], []
+        for t in range(used):
+            v = self.view_logits(views[:, t], batch.support_y[t], batch.query_x[t], batch.n_way, training=True)
+            y = batch.query_y[t]
+            ce = torch.stack([F.cross_entropy(v_j, y) for v_j in v]).mean()
+            loss = ce
+            if self.lam > 0 and self.views > 1:
+                c = self.consistency_loss(v)
+                loss = ce + self.lam * c
+                cons.append(c.detach())
+            losses.append(loss)
+            ces.append(ce.detach())
+            accs.append((v.detach().argmax(-1) == y).float().mean())
+            if self.views > 1:
+                agree.append(prediction_consistency(v.detach()))
+        loss = torch.stack(losses).mean()
+        metrics = {"loss": float(loss.detach()), "acc": float(torch.stack(accs).mean()),
+                   "ce": float(torch.stack(ces).mean()), "adapted_copies": float(used * self.views)}
+        if cons:
+            metrics["consistency_loss"] = float(torch.stack(cons).mean())
+        if agree:
+            metrics["consistency"] = float(torch.stack(agree).mean())
+        if self.learned_temperature is not None:
+            metrics["temperature"] = self.learned_temperature.value
+        return loss, metrics
+
+    def task_logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int,
+                    training: bool) -> Tensor:
+        return self.host.task_logits(support_x, support_y, query_x, n_way, training)
+
+    def evaluate(self, batch: EpisodeBatch) -> Tensor:
+        """The host's evaluation (un-augmented support): MSD changes meta-training only."""
+        return self.host.evaluate(batch)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.options.items() if k not in ("host_options",))

@@ -1,0 +1,174 @@
+"""Meta Self-Distillation: reduces to its host, separate fast weights per view, consistency, budgets."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from learner_helpers import TinyNet, random_batch
+from metakd.data.augment import AugmentStrengths, augment_views
+from metakd.distill.consistency import prediction_consistency
+from metakd.errors import ConfigError
+from metakd.learners import GradientLearner, MetaLearner, build_learner
+from metakd.registry import LEARNERS
+
+
+def images(tasks=2, n_way=3, k_shot=2, q_query=3, size=8, seed=0):
+    """Random episodes with pixels in [0, 1] (what augmentations expect)."""
+    b = random_batch(tasks, n_way, k_shot, q_query, size=size, seed=seed, dtype=torch.float32)
+    b.support_x, b.query_x = b.support_x.sigmoid(), b.query_x.sigmoid()
+    return b
+
+
+def pair(host, **msd_options):
+    torch.manual_seed(0)
+    model = TinyNet(n_way=3, size=8)
+    opts = {} if host == "protonet" else {"inner_lr": 0.3, "train_steps": 2}
+    plain = build_learner(host, copy.deepcopy(model), **opts)
+    msd = build_learner("msd", model, host=host, **opts, **msd_options)
+    return plain, msd
+
+
+@pytest.mark.parametrize("host", ["maml", "anil", "fomaml", "boil", "metasgd"])
+def test_one_identity_view_without_consistency_is_the_host(host):
+    plain, msd = pair(host, views=1, lam=0.0, augment="identity")
+    batch = images()
+    loss_a, _ = plain.meta_loss(batch)
+    loss_b, _ = msd.meta_loss(batch)
+    assert torch.equal(loss_a, loss_b)
+    grads_a = dict(zip([n for n, _ in plain.named_parameters()],
+                       torch.autograd.grad(loss_a, list(plain.parameters()))))
+    names_b = [n for n, _ in msd.named_parameters()]
+    grads_b = dict(zip(names_b, torch.autograd.grad(loss_b, list(msd.parameters()))))
+    assert {f"host.{n}" for n in grads_a} == set(grads_b)
+    for n, g in grads_a.items():
+        assert torch.equal(g, grads_b[f"host.{n}"]), n
+    assert torch.equal(plain.evaluate(batch), msd.evaluate(batch))
+
+
+def test_each_view_adapts_its_own_fast_weights_and_every_view_reaches_theta():
+    _, msd = pair("maml", views=3)
+    batch = images(tasks=1)
+    views = augment_views(batch.support_x[0], 3, msd.strengths, seed=123)
+    assert not torch.equal(views[0], views[1]) and not torch.equal(views[1], views[2])
+    host = msd.host
+    fast = [host.adapt(v, batch.support_y[0], training=True) for v in views]
+    for a, b in [(0, 1), (0, 2), (1, 2)]:
+        assert any(not torch.allclose(fast[a][n], fast[b][n]) for n in fast[a])
+    v = msd.view_logits(views, batch.support_y[0], batch.query_x[0], 3, training=True)
+    params = list(host.model.parameters())
+    for j in range(3):
+        grads = torch.autograd.grad(F.cross_entropy(v[j], batch.query_y[0]), params, retain_graph=True, allow_unused=True)
+        assert all(g is not None and g.abs().sum() > 0 for g in grads), j
+
+
+@pytest.mark.parametrize("kind", ["cosine", "kl", "rank"])
+def test_identical_views_have_zero_consistency_loss(kind):
+    _, msd = pair("maml", views=3, lam=1.0, augment="identity", consistency=kind)
+    loss, metrics = msd.meta_loss(images())
+    assert metrics["consistency_loss"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["consistency"] == pytest.approx(1.0, abs=1e-6)
+    assert loss.item() == pytest.approx(metrics["ce"], abs=1e-6)
+    if kind == "cosine":  # ½‖a − b‖² of identical unit vectors: zero up to the rounding of the view mean
+        assert metrics["consistency_loss"] < 1e-12
+    same = torch.randn(1, 5, 3).expand(4, 5, 3)
+    assert prediction_consistency(same).item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_different_views_give_positive_consistency_loss_and_logit_mode():
+    _, msd = pair("maml", views=3, on="logit")
+    loss, metrics = msd.meta_loss(images())
+    assert metrics["consistency_loss"] > 0 and loss.item() > metrics["ce"]
+    assert 0 < metrics["consistency"] < 1
+
+
+def test_in_place_of_tasks_uses_the_hosts_number_of_adapted_copies(monkeypatch):
+    plain, msd = pair("maml", views=2, budget="in_place_of_tasks")
+    batch = images(tasks=4)
+    counts = {"plain": 0, "msd": 0}
+
+    def counting(learner, key):
+        real = learner.adapt
+
+        def adapt(*args, **kwargs):
+            counts[key] += 1
+            return real(*args, **kwargs)
+        monkeypatch.setattr(learner, "adapt", adapt)
+
+    counting(plain, "plain")
+    counting(msd.host, "msd")
+    plain.meta_loss(batch)
+    _, metrics = msd.meta_loss(batch)
+    assert counts["plain"] == counts["msd"] == 4 and metrics["adapted_copies"] == 4
+    _, per_task = pair("maml", views=2)
+    assert per_task.meta_loss(batch)[1]["adapted_copies"] == 8
+
+
+def test_learned_temperature_receives_gradient():
+    _, msd = pair("maml", views=2, learn_temperature=True, temperature=2.0)
+    assert msd.learned_temperature.raw in set(msd.parameters())
+    loss, metrics = msd.meta_loss(images())
+    loss.backward()
+    assert msd.learned_temperature.raw.grad is not None and msd.learned_temperature.raw.grad.abs() > 0
+    assert metrics["temperature"] == pytest.approx(2.0, rel=1e-5)
+
+
+@LEARNERS.register("msd_test_centroid")
+class Centroid(MetaLearner):
+    """A user learner without an inner loop: negative distances to class means of the raw features."""
+
+    NAME = "msd_test_centroid"
+
+    def task_logits(self, support_x, support_y, query_x, n_way, training):
+        s, q = self.model.features(support_x), self.model.features(query_x)
+        protos = torch.stack([s[support_y == c].mean(0) for c in range(n_way)])
+        return -torch.cdist(q, protos)
+
+
+@LEARNERS.register("msd_test_headonly")
+class HeadOnly(GradientLearner):
+    """A user gradient learner: adapts the head with a fixed lr."""
+
+    NAME = "msd_test_headonly"
+    ADAPT = "head"
+
+
+@pytest.mark.parametrize("host", ["maml", "fomaml", "anil", "boil", "metasgd", "protonet", "msd_test_centroid",
+                                  "msd_test_headonly"])
+def test_every_host_trains(host):
+    opts = {"inner_lr": 0.3, "train_steps": 1, "test_steps": 1} if host not in ("protonet", "msd_test_centroid") else {}
+    torch.manual_seed(0)
+    msd = build_learner("msd", TinyNet(n_way=3, size=8), host=host, views=2, host_options=opts)
+    batch = images()
+    loss, metrics = msd.meta_loss(batch)
+    assert torch.isfinite(loss) and 0 <= metrics["acc"] <= 1
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in msd.host.model.features.parameters())
+    assert msd.evaluate(batch).shape == (2,)
+
+
+def test_options_are_validated():
+    m = TinyNet()
+    with pytest.raises(ConfigError, match="not a registered learner"):
+        build_learner("msd", m, host="nope")
+    with pytest.raises(ConfigError, match="another registered learner"):
+        build_learner("msd", m, host="msd")
+    with pytest.raises(ConfigError, match="views"):
+        build_learner("msd", m, views=0)
+    with pytest.raises(ConfigError, match="consistency"):
+        build_learner("msd", m, consistency="l2")
+    with pytest.raises(ConfigError, match="budget"):
+        build_learner("msd", m, budget="free")
+    with pytest.raises(ConfigError, match=r"msd.*host 'maml'.*unknown option.*'inner_steps'"):
+        build_learner("msd", m, inner_steps=3)
+    with pytest.raises(ConfigError, match="both in host_options"):
+        build_learner("msd", m, inner_lr=0.1, host_options={"inner_lr": 0.2})
+    with pytest.raises(ConfigError, match="augment"):
+        build_learner("msd", m, augment={"crop_p": 2.0})
+    with pytest.raises(ConfigError, match="unknown augmentation key"):
+        build_learner("msd", m, augment={"zoom": 1})
+    msd = build_learner("msd", m, inner_lr=0.1, augment={"crop_scale": [0.5, 1.0]})
+    assert msd.host.lr == 0.1 and msd.strengths.crop_scale == (0.5, 1.0)
+    assert isinstance(msd.strengths, AugmentStrengths)
