@@ -54,8 +54,11 @@ def _cmd_list(args: argparse.Namespace) -> None:
     from .config import available_configs
     from .registry import BACKBONES, DATASETS, LEARNERS, LOSSES
 
+    from .distill.job_config import available_distill_configs
+
     groups = {"learners": LEARNERS.names(), "backbones": BACKBONES.names(), "datasets": DATASETS.names(),
-              "losses": LOSSES.names(), "configs": available_configs()}
+              "losses": LOSSES.names(), "configs": available_configs(),
+              "distill-configs": available_distill_configs()}
     for name, items in groups.items():
         if args.what in (None, name):
             print(f"{name}: {', '.join(items) if items else '(none)'}")
@@ -79,7 +82,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     from .engine.demo import run_demo
 
     run_demo(output_dir=Path(args.output_dir), iterations=args.iterations, episodes=args.episodes,
-             device=args.device, progress=not args.no_progress)
+             device=args.device, progress=not args.no_progress, threads=args.threads)
 
 
 def _cmd_robustness(args: argparse.Namespace) -> None:
@@ -135,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_cmd_eval)
 
     ls = sub.add_parser("list", help="registered learners, backbones, datasets, losses and shipped configs")
-    ls.add_argument("what", nargs="?", choices=("learners", "backbones", "datasets", "losses", "configs"))
+    ls.add_argument("what", nargs="?", choices=("learners", "backbones", "datasets", "losses", "configs",
+                                                "distill-configs"))
     ls.set_defaults(func=_cmd_list)
 
     d = sub.add_parser("data", help="inspect a dataset root: format detected, classes and images per split")
@@ -152,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("demo", help="MAML vs MAML+MSD vs ProtoNet on the built-in glyph dataset (standard and augmented), a few minutes on a CPU")
     m.add_argument("--output-dir", default="runs/demo")
     m.add_argument("--iterations", type=int, help="meta-iterations per learner (default: the demo configs')")
+    m.add_argument("--threads", type=int, help="torch CPU threads (default: 1 on a CPU, which is fastest for these tiny models)")
     m.add_argument("--episodes", type=int, default=600, help="fixed test episodes")
     m.add_argument("--device", default="auto")
     m.add_argument("--no-progress", action="store_true")

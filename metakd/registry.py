@@ -11,6 +11,10 @@ from typing import Any, Callable, Dict, List, Optional
 from .errors import ConfigError
 
 
+def _qualname(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
 class Registry:
     """A name -> factory mapping for one kind of part (learner, backbone, dataset, loss)."""
 
@@ -19,12 +23,15 @@ class Registry:
         self._items: Dict[str, Callable[..., Any]] = {}
 
     def register(self, name: Optional[str] = None, obj: Optional[Callable[..., Any]] = None):
-        """Register ``obj`` under ``name`` (or its ``__name__``); usable as a decorator."""
+        """Register ``obj`` under ``name`` (or its ``__name__``); usable as a decorator. Registering
+        another object under a taken name is an error, except a redefinition of the same qualified
+        name (re-running a notebook cell), which replaces it."""
 
         def add(o: Callable[..., Any]) -> Callable[..., Any]:
             key = (name or o.__name__).lower()
-            if key in self._items and self._items[key] is not o:
-                raise ConfigError(f"{self.kind} {key!r} is already registered")
+            old = self._items.get(key)
+            if old is not None and old is not o and _qualname(old) != _qualname(o):
+                raise ConfigError(f"{self.kind} {key!r} is already registered (by {_qualname(old)})")
             self._items[key] = o
             return o
 

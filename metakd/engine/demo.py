@@ -37,9 +37,21 @@ def results_table(rows: List[Dict[str, Any]]) -> str:
 
 def run_demo(output_dir: Path = Path("runs/demo"), iterations: Optional[int] = None, episodes: int = 600,
              device: str = "auto", progress: bool = True, configs=DEMO_CONFIGS,
-             scenarios=SCENARIOS) -> List[Dict[str, Any]]:
+             scenarios=SCENARIOS, threads: Optional[int] = None) -> List[Dict[str, Any]]:
     """Train each demo config from scratch, evaluate all on one fixed episode list (standard and under
-    each (level, side) of ``scenarios``; () skips them), print the table."""
+    each (level, side) of ``scenarios``; () skips them), print the table.
+
+    threads: torch intra-op threads; None = 1 on a CPU (the demo's 28x28 Conv4 ops are too small
+    for a second thread to pay off, and on a busy 2-core machine OpenMP spin-waiting makes it far
+    slower), torch's default on a GPU."""
+    import torch
+
+    from .build import resolve_device
+
+    if threads is None and resolve_device(device).type == "cpu":
+        threads = 1
+    if threads:
+        torch.set_num_threads(threads)
     output_dir = Path(output_dir)
     rows: List[Dict[str, Any]] = []
     for name in configs:

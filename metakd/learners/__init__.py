@@ -15,6 +15,7 @@ from torch import nn
 from ..registry import LEARNERS
 from . import anil, boil, fomaml, maml, metasgd, protonet  # noqa: F401  (registers the learners)
 from . import msd  # noqa: F401  (Meta Self-Distillation around any of them)
+from . import distilled  # noqa: F401  (teacher -> student meta-learner distillation)
 from .anil import ANIL
 from .base import MetaLearner
 from .boil import BOIL
