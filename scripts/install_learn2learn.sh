@@ -11,6 +11,9 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 py="${1:-$here/.venv/bin/python}"
+case "$py" in
+  */*) py="$(cd "$(dirname "$py")" && pwd)/$(basename "$py")" ;;  # absolute: the build below changes folder
+esac
 version=0.2.0
 wheels="$here/.cache/wheels"
 
