@@ -14,15 +14,13 @@ Option ``bn``: "running" (default here: plain classification) or "transductive";
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
-from ..registry import BACKBONES
-from .common import batch_norm, check_options, head_dims
+from .common import batch_norm, register_classifier_family
 
-OPTIONS = ("bn",)
 
 
 class BasicBlock(nn.Module):
@@ -80,17 +78,5 @@ SPECS = {
 }
 
 
-def _register(name: str) -> None:
-    depth, widths = SPECS[name]
-
-    def build(n_way: int, in_channels: int = 3, image_size: Any = 32, **options: Any) -> CifarResNet:
-        check_options(f"backbone {name!r}", options, OPTIONS)
-        dims = head_dims(f"backbone {name!r}", n_way, in_channels)
-        return CifarResNet(depth, widths, dims["n_way"], dims["in_channels"], bn=options.get("bn", "running"))
-
-    build.__doc__ = f"{name}: CIFAR ResNet of depth {depth}, widths {widths}. Option: bn (default 'running')."
-    BACKBONES.register(name)(build)
-
-
-for _name in SPECS:
-    _register(_name)
+register_classifier_family(SPECS, lambda spec, n, c, bn: CifarResNet(*spec, n, c, bn=bn),
+                           "{name}: CIFAR ResNet, (depth, widths) = {spec}.")

@@ -7,15 +7,12 @@ fifth, then a linear head Linear(512, n_way). Parameters with 100 classes: vgg8 
 """
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from torch import nn
 
-from ..registry import BACKBONES
-from .common import batch_norm, check_options, head_dims
+from .common import batch_norm, register_classifier_family
 
-OPTIONS = ("bn",)
 STAGE_WIDTHS = (64, 128, 256, 512, 512)
 
 
@@ -53,17 +50,5 @@ class CifarVGG(nn.Module):
 SPECS = {"vgg8": 1, "vgg13": 2}
 
 
-def _register(name: str) -> None:
-    per_stage = SPECS[name]
-
-    def build(n_way: int, in_channels: int = 3, image_size: Any = 32, **options: Any) -> CifarVGG:
-        check_options(f"backbone {name!r}", options, OPTIONS)
-        dims = head_dims(f"backbone {name!r}", n_way, in_channels)
-        return CifarVGG(per_stage, dims["n_way"], dims["in_channels"], bn=options.get("bn", "running"))
-
-    build.__doc__ = f"{name}: VGG with BN, {per_stage} conv(s) per stage. Option: bn (default 'running')."
-    BACKBONES.register(name)(build)
-
-
-for _name in SPECS:
-    _register(_name)
+register_classifier_family(SPECS, lambda spec, n, c, bn: CifarVGG(spec, n, c, bn=bn),
+                           "{name}: VGG with BatchNorm, {spec} conv(s) per stage.")

@@ -9,15 +9,12 @@ Option ``bn``: "running" (default) or "transductive".
 """
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from torch import nn
 
-from ..registry import BACKBONES
-from .common import batch_norm, check_options, head_dims
+from .common import batch_norm, register_classifier_family
 
-OPTIONS = ("bn",)
 
 
 class PreActBlock(nn.Module):
@@ -71,17 +68,5 @@ class WideResNet(nn.Module):
 SPECS = {"wrn_40_2": (40, 2), "wrn_16_2": (16, 2)}
 
 
-def _register(name: str) -> None:
-    depth, widen = SPECS[name]
-
-    def build(n_way: int, in_channels: int = 3, image_size: Any = 32, **options: Any) -> WideResNet:
-        check_options(f"backbone {name!r}", options, OPTIONS)
-        dims = head_dims(f"backbone {name!r}", n_way, in_channels)
-        return WideResNet(depth, widen, dims["n_way"], dims["in_channels"], bn=options.get("bn", "running"))
-
-    build.__doc__ = f"{name}: WRN-{depth}-{widen}. Option: bn (default 'running')."
-    BACKBONES.register(name)(build)
-
-
-for _name in SPECS:
-    _register(_name)
+register_classifier_family(SPECS, lambda spec, n, c, bn: WideResNet(*spec, n, c, bn=bn),
+                           "{name}: wide ResNet, (depth, widen factor) = {spec}.")

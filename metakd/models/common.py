@@ -11,7 +11,7 @@ BatchNorm mode (option ``bn`` of every built-in backbone):
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Mapping, Tuple
+from typing import Any, Callable, Dict, Iterable, Mapping, Tuple
 
 from torch import nn
 
@@ -65,3 +65,24 @@ def pooled(size: int, times: int) -> int:
 def head_dims(kind: str, n_way: Any, in_channels: Any) -> Dict[str, int]:
     """Validated ``n_way`` and ``in_channels``."""
     return {"n_way": positive_int(kind, "n_way", n_way), "in_channels": positive_int(kind, "in_channels", in_channels)}
+
+
+def register_classifier_family(specs: Mapping[str, Any], make: Callable[..., nn.Module], doc: str) -> None:
+    """Register one CIFAR-style classifier per entry of ``specs`` (name -> architecture spec).
+
+    Each gets the backbone factory signature ``build(n_way, in_channels=3, image_size=32, bn="running")``
+    and calls ``make(spec, n_way, in_channels, bn)``; ``doc`` is formatted with ``name`` and ``spec``.
+    The CIFAR models pool globally, so ``image_size`` only has to be large enough for their strides.
+    """
+    from ..registry import BACKBONES
+
+    for name, spec in specs.items():
+        def build(n_way: int, in_channels: int = 3, image_size: Any = 32, *, _name: str = name, _spec: Any = spec,
+                  **options: Any) -> nn.Module:
+            kind = f"backbone {_name!r}"
+            check_options(kind, options, ("bn",))
+            dims = head_dims(kind, n_way, in_channels)
+            return make(_spec, dims["n_way"], dims["in_channels"], options.get("bn", "running"))
+
+        build.__doc__ = doc.format(name=name, spec=spec) + " Option: bn (default 'running')."
+        BACKBONES.register(name)(build)
