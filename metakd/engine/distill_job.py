@@ -40,7 +40,7 @@ from ..distill import MetaTemperatures, kd_loss, mkd_step, rank_loss
 from ..errors import ConfigError, MetakdError
 from ..models import build_backbone
 from .build import resolve_device
-from .checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from .checkpoint import rng_state, save_atomic, set_rng_state
 from .distill_data import ClassificationData, epoch_order, heldout_split, load_classification, prepare
 from .metrics import JsonlLogger
 

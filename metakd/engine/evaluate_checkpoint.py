@@ -11,7 +11,6 @@ from ..errors import MetakdError
 from .build import make_learner, make_sampler, resolve_device, split_for
 from .checkpoint import load_checkpoint
 from .distributed import evaluate_sharded, init_distributed
-from .evaluate import evaluate_episodes
 from .train import describe_device
 
 

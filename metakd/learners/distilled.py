@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..data.episode import EpisodeBatch
 from ..distill.kd import kd_loss

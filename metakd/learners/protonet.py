@@ -7,7 +7,6 @@ separate batches, so transductive BatchNorm uses each set's own statistics, as i
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
