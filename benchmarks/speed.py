@@ -14,6 +14,9 @@ malloc_trim, so each run is measured on its own. Where that is unavailable it re
 
     python benchmarks/speed.py --device cpu --iters 10
 Writes benchmarks/results/speed_<device>.json (atomically) and prints a table.
+    python benchmarks/speed.py --suite [speed_suite options]
+runs the wider side-by-side suite instead (benchmarks/speed_suite.py: more configs, task-batched
+metakd, parallel-metalearn, evaluation timing).
 """
 from __future__ import annotations
 
@@ -202,6 +205,10 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--suite" in argv:
+        from speed_suite import main as suite_main  # benchmarks/ is on sys.path when run as a script
+        return suite_main([a for a in argv if a != "--suite"])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--iters", type=int, default=10, help="timed iterations per runner and order")

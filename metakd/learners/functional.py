@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
+from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from ..errors import ConfigError
 
@@ -24,6 +25,18 @@ AdaptSpec = Union[str, Sequence[str]]
 def forward(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor) -> Tensor:
     """model(x) with its parameters replaced by ``params`` and its buffers by ``buffers``."""
     return functional_call(model, (dict(params), dict(buffers)), (x,))
+
+
+def checkpointed_forward(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor],
+                         x: Tensor) -> Tensor:
+    """:func:`forward` whose activations are recomputed when needed instead of kept (non-reentrant
+    torch.utils.checkpoint, which supports the double backward of second-order MAML)."""
+    names = list(params)
+
+    def run(inp: Tensor, *values: Tensor) -> Tensor:
+        return forward(model, dict(zip(names, values)), buffers, inp)
+
+    return _checkpoint(run, x, *[params[n] for n in names], use_reentrant=False)
 
 
 def sgd_step(loss: Tensor, params: Params, names: Sequence[str], lrs: Mapping[str, Union[float, Tensor]],
@@ -43,20 +56,23 @@ def sgd_step(loss: Tensor, params: Params, names: Sequence[str], lrs: Mapping[st
 
 def inner_loop(model: nn.Module, params: Params, buffers: Mapping[str, Tensor], support_x: Tensor,
                support_y: Tensor, names: Sequence[str], lrs: Mapping[str, Union[float, Tensor]], steps: int,
-               create_graph: bool, keep_graph: bool = True, loss_fn: LossFn = F.cross_entropy) -> Params:
+               create_graph: bool, keep_graph: bool = True, loss_fn: LossFn = F.cross_entropy,
+               checkpoint: bool = False) -> Params:
     """``steps`` gradient steps of ``loss_fn(model(support_x), support_y)`` on ``names``; returns fast params.
 
     support_x (S, C, H, W), support_y (S,). ``keep_graph=False`` (evaluation) cuts the graph after every
     step, so memory does not grow with the steps and the result is detached from ``params``; the
-    gradients of the inner loop are still computed by autograd.
+    gradients of the inner loop are still computed by autograd. ``checkpoint`` (with keep_graph)
+    recomputes each support forward's activations in the backward passes instead of keeping them.
     """
+    run = checkpointed_forward if checkpoint and keep_graph else forward
     fast = dict(params)
     if not keep_graph:
         for name in names:
             fast[name] = fast[name].detach().requires_grad_(True)
     with torch.enable_grad():
         for _ in range(steps):
-            loss = loss_fn(forward(model, fast, buffers, support_x), support_y)
+            loss = loss_fn(run(model, fast, buffers, support_x), support_y)
             fast = sgd_step(loss, fast, names, lrs, create_graph=create_graph and keep_graph)
             if not keep_graph:
                 for name in names:

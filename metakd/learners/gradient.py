@@ -12,15 +12,22 @@ evaluation the inner loop runs without it and its result is detached.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Dict, List, Optional, Union
+import contextlib
+import warnings
+from typing import Any, ClassVar, ContextManager, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.episode import EpisodeBatch
 from ..errors import ConfigError
-from .base import MetaLearner
+from .base import MetaLearner, check_batch
+from .batched import auto_chunk, batched_logits, vmap_blocker
 from .functional import Params, forward, inner_loop, select_names
+
+TASK_BATCHING = ("off", "vmap", "auto")
+AMP = ("off", "bf16")
 
 
 def _positive_number(learner: str, key: str, value: Any) -> float:
@@ -41,10 +48,24 @@ class GradientLearner(MetaLearner):
     Options: inner_lr (0.01), train_steps (5, inner steps in meta_loss), test_steps (10, in
     evaluate), first_order (False), adapt ("all" | "head" | "body" | list of parameter-name
     prefixes), head_name ("head", the prefix of the classifier's parameters).
+
+    Performance options (results equal within float rounding):
+    task_batching ("auto"): "off" loops over tasks; "vmap" runs the inner loops of all tasks as one
+        vectorised computation (``batched.py``); "auto" is "vmap" on CUDA and "off" on the CPU
+        (where vmap measured slower, see benchmarks/speed_suite.py). A model with running-statistics
+        BatchNorm in train() mode, checkpoint_inner, or a subclass overriding adapt/predict/task_logits
+        falls back to the loop (with a warning when "vmap" was asked for).
+    task_chunk (None): tasks vectorised at once; None: all on the CPU, on CUDA what fits in free memory.
+    amp ("off"): "bf16" runs forward computations under torch.autocast(bfloat16) (CUDA; CPU for tests).
+    checkpoint_inner (False): recompute the activations of each inner step's forward in the backward
+        passes instead of keeping them (sequential path; works with second order).
+    There is no torch.compile option: second-order MAML needs a double backward, which torch.compile
+    (aot_autograd, torch 2.14) refuses ("does not currently support double backward").
     """
 
     OPTIONS: ClassVar[Dict[str, Any]] = {
         "inner_lr": 0.01, "train_steps": 5, "test_steps": 10, "first_order": False, "adapt": "all", "head_name": "head",
+        "task_batching": "auto", "task_chunk": None, "amp": "off", "checkpoint_inner": False,
     }
     ADAPT: ClassVar[Any] = "all"  # used when "adapt" is not among a subclass's OPTIONS
 
@@ -62,6 +83,27 @@ class GradientLearner(MetaLearner):
             raise ConfigError(f"option head_name={self.head_name!r} of learner {self.NAME!r} must be a parameter-name prefix")
         named = [n for n, p in model.named_parameters() if p.requires_grad]
         self._adapted = select_names(named, o.get("adapt", self.ADAPT), self.head_name)
+        self.task_batching = o.get("task_batching", "auto")
+        if self.task_batching not in TASK_BATCHING:
+            raise ConfigError(f"option task_batching={self.task_batching!r} of learner {self.NAME!r} must be one of "
+                              f"{', '.join(TASK_BATCHING)}")
+        self.task_chunk = o.get("task_chunk")
+        if self.task_chunk is not None and (isinstance(self.task_chunk, bool) or not isinstance(self.task_chunk, int)
+                                            or self.task_chunk < 1):
+            raise ConfigError(f"option task_chunk={self.task_chunk!r} of learner {self.NAME!r} must be null "
+                              "(automatic) or an integer >= 1")
+        self.amp = o.get("amp", "off")
+        if self.amp not in AMP:
+            raise ConfigError(f"option amp={self.amp!r} of learner {self.NAME!r} must be one of {', '.join(AMP)}")
+        self.checkpoint_inner = o.get("checkpoint_inner", False)
+        if not isinstance(self.checkpoint_inner, bool):
+            raise ConfigError(f"option checkpoint_inner={self.checkpoint_inner!r} of learner {self.NAME!r} must be "
+                              "true or false")
+        if self.checkpoint_inner and self.task_batching == "vmap":
+            raise ConfigError(f"learner {self.NAME!r}: checkpoint_inner=true works on the sequential path only; "
+                              "set task_batching to 'off' or 'auto'")
+        self._chunk_cache: Dict[Any, int] = {}
+        self._warned: set = set()
 
     # Hooks -----------------------------------------------------------------------------------
     def adapted_names(self) -> List[str]:
@@ -97,12 +139,112 @@ class GradientLearner(MetaLearner):
         if not training:
             params = {n: p.detach() for n, p in params.items()}
             lrs = {n: lr.detach() if isinstance(lr, Tensor) else lr for n, lr in lrs.items()}
-        return inner_loop(self.model, params, dict(self.model.named_buffers()), support_x, support_y, names, lrs,
-                          steps, create_graph=not self.first_order, keep_graph=training, loss_fn=self.support_loss)
+        with self.autocast(support_x.device):
+            return inner_loop(self.model, params, dict(self.model.named_buffers()), support_x, support_y, names, lrs,
+                              steps, create_graph=not self.first_order, keep_graph=training,
+                              loss_fn=self.support_loss, checkpoint=self.checkpoint_inner)
 
     def predict(self, params: Params, x: Tensor) -> Tensor:
-        """Logits (B, n_way) of x (B, C, H, W) under the parameters ``params``."""
-        return forward(self.model, params, dict(self.model.named_buffers()), x)
+        """Logits (B, n_way) of x (B, C, H, W) under the parameters ``params`` (float32 under amp)."""
+        with self.autocast(x.device):
+            logits = forward(self.model, params, dict(self.model.named_buffers()), x)
+        return logits.float() if self.amp != "off" else logits
+
+    def autocast(self, device: torch.device) -> ContextManager:
+        """torch.autocast(bfloat16) on ``device`` when amp="bf16", else a no-op."""
+        if self.amp == "bf16":
+            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # Task batching -----------------------------------------------------------------------------
+    def uses_task_batching(self, device: torch.device) -> bool:
+        """Whether meta_loss/evaluate on ``device`` take the vectorised path in the current mode."""
+        mode = self.task_batching
+        if mode == "off" or (mode == "auto" and (device.type != "cuda" or self.checkpoint_inner)):
+            return False
+        cls = type(self)
+        overridden = [m for m in ("adapt", "predict", "task_logits") if getattr(cls, m) is not getattr(GradientLearner, m)]
+        blocker = vmap_blocker(self.model)
+        reason = None
+        if overridden:
+            reason = f"{cls.__name__} overrides {', '.join(overridden)}, which the vectorised path would bypass"
+        elif blocker is not None:
+            reason = (f"module {blocker!r} is a BatchNorm that updates running statistics in place (bn: running in "
+                      "train mode), which vmap cannot batch; use bn: transductive to batch tasks")
+        if reason is None:
+            return True
+        if mode == "vmap" and reason not in self._warned:
+            self._warned.add(reason)
+            warnings.warn(f"learner {self.NAME!r}: task_batching='vmap' falls back to the sequential loop: {reason}",
+                          RuntimeWarning, stacklevel=3)
+        return False
+
+    def batched_task_logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, training: bool) -> Tensor:
+        """Query logits (T, Q, n_way) of all tasks, their inner loops vectorised (see ``batched.py``).
+
+        support_x (T, S, C, H, W), support_y (T, S), query_x (T, Q, C, H, W); training as in task_logits
+        (False: test_steps steps, no outer graph; call it under torch.no_grad).
+        """
+        steps = self.train_steps if training else self.test_steps
+        names = self.adapted_names()
+        params = self.parameters_dict()
+        lrs = {n: self.inner_lr(n) for n in names}
+        if not training:
+            params = {n: p.detach() for n, p in params.items()}
+            lrs = {n: lr.detach() if isinstance(lr, Tensor) else lr for n, lr in lrs.items()}
+        buffers = dict(self.model.named_buffers())
+        first_order = self.first_order or not training
+
+        def run(sx: Tensor, sy: Tensor, qx: Tensor, chunk: Optional[int]) -> Tensor:
+            with self.autocast(sx.device):
+                out = batched_logits(self.model, params, buffers, names, lrs, sx, sy, qx, steps, first_order,
+                                     loss_fn=self.support_loss, chunk=chunk)
+            return out.float() if self.amp != "off" else out
+
+        tasks = support_x.shape[0]
+        chunk = self.task_chunk
+        if chunk is None:
+            key = (tuple(support_x.shape[1:]), tuple(query_x.shape[1:]), support_x.dtype, training, steps)
+            chunk = auto_chunk(lambda: run(support_x[:1], support_y[:1], query_x[:1], 1), tasks, support_x.device,
+                               self._chunk_cache, key)
+        return run(support_x, support_y, query_x, chunk)
+
+    def _checked_batched_logits(self, batch: EpisodeBatch, training: bool) -> Tensor:
+        logits = self.batched_task_logits(batch.support_x, batch.support_y, batch.query_x, training)
+        expected = (batch.num_tasks, batch.query_x.shape[1], batch.n_way)
+        if logits.shape != expected:
+            raise ConfigError(
+                f"learner {self.NAME!r} produced query logits of shape {tuple(logits.shape)} for {batch.num_tasks} "
+                f"{batch.n_way}-way episodes with {batch.query_x.shape[1]} queries; expected {expected}: build the "
+                f"backbone with n_way={batch.n_way}"
+            )
+        return logits
+
+    def meta_loss(self, batch: EpisodeBatch) -> Tuple[Tensor, Dict[str, float]]:
+        """As MetaLearner.meta_loss; vectorised over tasks when ``uses_task_batching``."""
+        if not self.uses_task_batching(batch.support_x.device):
+            return super().meta_loss(batch)
+        check_batch(batch)
+        logits = self._checked_batched_logits(batch, training=True)  # (T, Q, N)
+        per_task = F.cross_entropy(logits.transpose(1, 2), batch.query_y, reduction="none").mean(1)
+        loss = per_task.mean()
+        acc = (logits.detach().argmax(-1) == batch.query_y).float().mean(1).mean()
+        loss_value, acc_value = torch.stack([loss.detach(), acc]).tolist()
+        return loss, {"loss": loss_value, "acc": acc_value}
+
+    def evaluate(self, batch: EpisodeBatch) -> Tensor:
+        """As MetaLearner.evaluate (accuracies (T,)); vectorised over tasks when ``uses_task_batching``."""
+        was_training = self.training
+        self.eval()
+        try:
+            if not self.uses_task_batching(batch.support_x.device):
+                return super().evaluate(batch)
+            check_batch(batch)
+            with torch.no_grad():
+                logits = self._checked_batched_logits(batch, training=False)
+            return (logits.argmax(-1) == batch.query_y).float().mean(1)
+        finally:
+            self.train(was_training)
 
     def task_logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int,
                     training: bool) -> Tensor:

@@ -148,6 +148,21 @@ class MSD(MetaLearner):
                 out.append(host.task_logits(view, support_y, query_x, n_way, training))
         return torch.stack(out)
 
+    def batched_view_logits(self, views: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor | None:
+        """Query logits (n_views, T, Q, N) of all views of all tasks in one vectorised host call, or None
+        when the host does not batch tasks (see GradientLearner's task_batching).
+
+        views (n_views, T, S, C, H, W), support_y (T, S), query_x (T, Q, C, H, W).
+        """
+        host = self.host
+        uses = getattr(host, "uses_task_batching", None)
+        if uses is None or not uses(views.device):
+            return None
+        n, t = views.shape[:2]
+        logits = host.batched_task_logits(views.flatten(0, 1), support_y.repeat(n, 1),
+                                          query_x.repeat(n, *([1] * (query_x.dim() - 1))), training=True)
+        return logits.unflatten(0, (n, t))
+
     def meta_loss(self, batch: EpisodeBatch) -> Tuple[Tensor, Dict[str, float]]:
         """mean over used tasks of [mean_j CE(v_j, y_Q) + λ·consistency(v)]; metrics loss, acc, ce,
         consistency_loss, consistency (prediction agreement, n ≥ 2), adapted_copies, temperature."""
@@ -156,8 +171,12 @@ class MSD(MetaLearner):
         sx = batch.support_x[:used]
         views = augment_views(sx, self.views, self.strengths, mean=self.mean, std=self.std)  # (n, T, S, C, H, W)
         losses, ces, cons, accs, agree = [], [], [], [], []
+        batched = self.batched_view_logits(views, batch.support_y[:used], batch.query_x[:used])
         for t in range(used):
-            v = self.view_logits(views[:, t], batch.support_y[t], batch.query_x[t], batch.n_way, training=True)
+            if batched is not None:
+                v = batched[:, t]
+            else:
+                v = self.view_logits(views[:, t], batch.support_y[t], batch.query_x[t], batch.n_way, training=True)
             y = batch.query_y[t]
             ce = torch.stack([F.cross_entropy(v_j, y) for v_j in v]).mean()
             loss = ce

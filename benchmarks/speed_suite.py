@@ -1,0 +1,327 @@
+"""Side-by-side meta-training speed of metakd (sequential and task-batched), learn2learn and parallel-metalearn.
+
+Every system does identical work in one process: MAML (inner lr 0.01, 5 inner steps, Adam 1e-3), the
+same starting weights (one backbone, deep-copied per system), the same random episodes; timed
+iterations alternate between the systems (order flipped every iteration) so machine load hits all
+alike. An iteration is zero_grad + meta-loss + backward + optimiser step. Reported per config and
+system: median seconds per meta-iteration, tasks/s, peak memory (see speed.py for how it is measured),
+the loss of the first iteration (equal across systems: same work), and ratios to learn2learn.
+
+Systems: "metakd-seq" (task_batching=off), "metakd-vmap" (task_batching=vmap), "metakd-seq-ckpt"
+(sequential with checkpoint_inner, ResNet-12 second order only: the memory saver), "learn2learn"
+(MAML clone/adapt per task) and "parallel-metalearn" (its vmap MAML, fixed inner lr, chunk = meta-batch).
+A system that is not installed or fails is recorded with the reason instead of numbers.
+
+Evaluation: ``--eval-episodes`` test episodes (Conv4-32 5-way 1-shot, 10 inner steps, first order),
+in chunks of 50 tasks, timed with metakd's vectorised evaluate against its sequential loop.
+
+    python benchmarks/speed_suite.py --quick                      # the CPU subset (about 15 min on 2 cores)
+    python benchmarks/speed_suite.py --configs 'conv4-32_*' --iters 10
+    python benchmarks/speed.py --suite --quick                    # the same, through speed.py
+Writes benchmarks/results/speed_suite_<device>[_quick].json (atomically) and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import fnmatch
+import os
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from metakd.data.episode import EpisodeBatch  # noqa: E402
+from metakd.learners import build_learner  # noqa: E402
+from metakd.models import build_backbone  # noqa: E402
+from speed import (_sync, device_description, device_slug, load_learn2learn, peak_memory_mib,  # noqa: E402
+                   time_alternating, write_json)
+
+WAYS, QUERIES, STEPS, INNER_LR, META_LR, EVAL_STEPS, EVAL_CHUNK = 5, 15, 5, 0.01, 1e-3, 10, 50
+Step = Callable[[EpisodeBatch], float]
+
+
+def all_configs(resnet_size: int, resnet_batch: int) -> List[dict]:
+    """The full grid: Conv4-32/64 x 1/5-shot x meta-batch 4/16/32 x order, and ResNet-12 5-shot x order."""
+    out = []
+    for hidden in (32, 64):
+        for shots in (1, 5):
+            for tasks in (4, 16, 32):
+                for order in ("first", "second"):
+                    out.append({"name": f"conv4-{hidden}_{shots}shot_mb{tasks}_{order}", "backbone": "conv4",
+                                "hidden": hidden, "shots": shots, "meta_batch": tasks, "order": order, "size": 84})
+    for order in ("first", "second"):
+        out.append({"name": f"resnet12_5shot_mb{resnet_batch}_{order}_{resnet_size}px", "backbone": "resnet12",
+                    "shots": 5, "meta_batch": resnet_batch, "order": order, "size": resnet_size})
+    return out
+
+
+QUICK = ["conv4-32_1shot_mb4_*", "conv4-32_1shot_mb16_*", "resnet12_*"]
+
+
+def make_batches(count: int, tasks: int, shots: int, size: int, device: torch.device, seed: int) -> List[EpisodeBatch]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(count):
+        sx = torch.rand(tasks, WAYS * shots, 3, size, size, generator=g)
+        qx = torch.rand(tasks, WAYS * QUERIES, 3, size, size, generator=g)
+        sy = torch.arange(WAYS).repeat_interleave(shots).repeat(tasks, 1)
+        qy = torch.arange(WAYS).repeat_interleave(QUERIES).repeat(tasks, 1)
+        out.append(EpisodeBatch(sx, sy, qx, qy, WAYS, shots, QUERIES).to(device))
+    return out
+
+
+def metakd_system(model: nn.Module, first_order: bool, **options) -> Step:
+    learner = build_learner("maml", copy.deepcopy(model), inner_lr=INNER_LR, train_steps=STEPS,
+                            first_order=first_order, **options)
+    opt = torch.optim.Adam(learner.parameters(), META_LR)
+
+    def step(batch: EpisodeBatch) -> float:
+        opt.zero_grad(set_to_none=True)
+        loss, metrics = learner.meta_loss(batch)
+        loss.backward()
+        opt.step()
+        return metrics["loss"]
+
+    return step
+
+
+def l2l_system(l2l, model: nn.Module, first_order: bool) -> Step:
+    maml = l2l.algorithms.MAML(copy.deepcopy(model), lr=INNER_LR, first_order=first_order)
+    opt = torch.optim.Adam(maml.parameters(), META_LR)
+
+    def step(batch: EpisodeBatch) -> float:
+        opt.zero_grad(set_to_none=True)
+        losses = []
+        for t in range(batch.num_tasks):
+            clone = maml.clone()
+            for _ in range(STEPS):
+                clone.adapt(F.cross_entropy(clone(batch.support_x[t]), batch.support_y[t]))
+            losses.append(F.cross_entropy(clone(batch.query_x[t]), batch.query_y[t]))
+        loss = torch.stack(losses).mean()
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return step
+
+
+class _IgnoreKwargs(nn.Module):
+    """parallel-metalearn calls its backbone and head with keyword flags; ours take x only."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor, **_: object) -> torch.Tensor:
+        return self.module(x)
+
+
+def parallel_metalearn_system(model: nn.Module, first_order: bool, tasks: int, device: torch.device) -> Step:
+    """parallel-metalearn's vmapped MAML around the same backbone (fixed inner lr, one chunk per meta-batch)."""
+    from metalearn.algorithms.MAML import MAML
+    from metalearn.inner_optimizers.optimizers import InnerSGD
+    from metalearn.loss.CEloss import CrossEntropy
+    from metalearn.loss.categorical_accuracy import CategoricalAccuracy
+    from metalearn.model_wrappers.MAMLWrapper import MAML_Model
+
+    copied = copy.deepcopy(model)
+    wrapped = MAML_Model(_IgnoreKwargs(copied.features), _IgnoreKwargs(copied.head))
+    inner = InnerSGD(wrapped.get_fast_weights(), first_order=first_order, inner_lr=INNER_LR, max_inner_steps=STEPS,
+                     learn_lr=False)
+    opt = torch.optim.Adam(wrapped.parameters(), META_LR)
+    maml = MAML(model=wrapped, optimizer=opt, inner_optimizer=inner, support_loss_fn=CrossEntropy(CategoricalAccuracy()),
+                inner_steps=STEPS, chunk_size=tasks, device=device, backend="vmap")
+
+    def step(batch: EpisodeBatch) -> float:
+        episode = (batch.support_x, {"labels": batch.support_y}, batch.query_x, {"labels": batch.query_y})
+        loss, _ = maml.step(iter([episode]), training=True)
+        return float(loss)
+
+    return step
+
+
+def build_systems(cfg: dict, model: nn.Module, device: torch.device, l2l, wanted: List[str]
+                  ) -> Tuple[Dict[str, Step], Dict[str, str]]:
+    first_order = cfg["order"] == "first"
+    makers: Dict[str, Callable[[], Step]] = {
+        "metakd-seq": lambda: metakd_system(model, first_order, task_batching="off"),
+        "metakd-vmap": lambda: metakd_system(model, first_order, task_batching="vmap"),
+    }
+    if cfg["backbone"] == "resnet12" and not first_order:
+        makers["metakd-seq-ckpt"] = lambda: metakd_system(model, first_order, task_batching="off",
+                                                          checkpoint_inner=True)
+    makers["learn2learn"] = lambda: l2l_system(l2l, model, first_order)
+    makers["parallel-metalearn"] = lambda: parallel_metalearn_system(model, first_order, cfg["meta_batch"], device)
+    systems, unavailable = {}, {}
+    for name, make in makers.items():
+        if not any(fnmatch.fnmatch(name, w) for w in wanted):
+            continue
+        if name == "learn2learn" and l2l is None:
+            unavailable[name] = "learn2learn is not installed"
+            continue
+        try:
+            systems[name] = make()
+        except Exception as exc:  # noqa: BLE001 - a foreign system that cannot run is recorded, not fatal
+            unavailable[name] = f"{type(exc).__name__}: {exc}"
+    return systems, unavailable
+
+
+def run_config(cfg: dict, device: torch.device, l2l, wanted: List[str], iters: int, warmup: int, seed: int) -> dict:
+    torch.manual_seed(seed)
+    options = {"hidden": cfg["hidden"]} if cfg["backbone"] == "conv4" else {}
+    model = build_backbone(cfg["backbone"], WAYS, in_channels=3, image_size=cfg["size"], **options).to(device)
+    batches = make_batches(2, cfg["meta_batch"], cfg["shots"], cfg["size"], device, seed)
+    systems, unavailable = build_systems(cfg, model, device, l2l, wanted)
+    first_losses, failed = {}, {}
+    for name, step in list(systems.items()):  # first iteration: the same loss everywhere (identical work)
+        try:
+            first_losses[name] = step(batches[0])
+        except Exception as exc:  # noqa: BLE001
+            failed[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            traceback.print_exc()
+            del systems[name]
+    unavailable.update(failed)
+    memory = {name: peak_memory_mib(step, batches, device, runs=1) for name, step in systems.items()}
+    times = time_alternating(systems, batches, device, max(0, warmup - 1), iters)
+    result = {"config": cfg, "systems": {}, "unavailable": unavailable}
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        result["systems"][name] = {"median_s": med, "min_s": min(ts), "max_s": max(ts), "times_s": ts,
+                                   "tasks_per_s": cfg["meta_batch"] / med, "peak_mib": memory[name],
+                                   "first_loss": first_losses[name]}
+    ref = result["systems"].get("learn2learn")
+    if ref:
+        for name, entry in result["systems"].items():
+            entry["time_ratio_vs_l2l"] = entry["median_s"] / ref["median_s"]
+            entry["first_loss_abs_diff_vs_l2l"] = abs(entry["first_loss"] - ref["first_loss"])
+            if entry["peak_mib"] is not None and ref["peak_mib"]:
+                entry["memory_ratio_vs_l2l"] = entry["peak_mib"] / ref["peak_mib"]
+    return result
+
+
+def run_eval(episodes: int, device: torch.device, seed: int) -> dict:
+    """Seconds to evaluate ``episodes`` episodes (Conv4-32 1-shot, 10 steps): vectorised vs sequential."""
+    torch.manual_seed(seed)
+    model = build_backbone("conv4", WAYS, in_channels=3, image_size=84, hidden=32).to(device)
+    learners = {mode: build_learner("maml", copy.deepcopy(model), inner_lr=INNER_LR, test_steps=EVAL_STEPS,
+                                    first_order=True, task_batching=mode) for mode in ("off", "vmap")}
+    seconds = {mode: 0.0 for mode in learners}
+    accs: Dict[str, List[torch.Tensor]] = {mode: [] for mode in learners}
+    done, i = 0, 0
+    while done < episodes:
+        n = min(EVAL_CHUNK, episodes - done)
+        batch = make_batches(1, n, 1, 84, device, seed + 1 + i)[0]
+        for mode in (("off", "vmap") if i % 2 == 0 else ("vmap", "off")):
+            _sync(device)
+            start = time.perf_counter()
+            accs[mode].append(learners[mode].evaluate(batch))
+            _sync(device)
+            seconds[mode] += time.perf_counter() - start
+        done, i = done + n, i + 1
+    a, b = torch.cat(accs["off"]), torch.cat(accs["vmap"])
+    return {"episodes": episodes, "inner_steps": EVAL_STEPS, "chunk": EVAL_CHUNK, "work": "conv4-32 5-way 1-shot 15q 84px",
+            "sequential_s": seconds["off"], "batched_s": seconds["vmap"],
+            "speedup_batched": seconds["off"] / seconds["vmap"],
+            "accuracies_equal": bool(torch.equal(a, b)), "max_acc_diff": float((a - b).abs().max())}
+
+
+def print_table(report: dict) -> None:
+    fmt = lambda v, spec: "n/a" if v is None else format(v, spec)  # noqa: E731
+    print(f"{'config':<36}{'system':<20}{'s/it':>9}{'tasks/s':>9}{'MiB':>8}{'x l2l':>7}{'loss diff':>11}")
+    for res in report["results"]:
+        for name, e in res["systems"].items():
+            print(f"{res['config']['name']:<36}{name:<20}{e['median_s']:>9.3f}{e['tasks_per_s']:>9.2f}"
+                  f"{fmt(e['peak_mib'], '.0f'):>8}{fmt(e.get('time_ratio_vs_l2l'), '.2f'):>7}"
+                  f"{fmt(e.get('first_loss_abs_diff_vs_l2l'), '.1e'):>11}")
+        for name, why in res["unavailable"].items():
+            print(f"{res['config']['name']:<36}{name:<20}  not run: {why[:90]}")
+    ev = report.get("eval")
+    if ev:
+        print(f"eval {ev['episodes']} episodes ({ev['work']}, {ev['inner_steps']} steps): sequential "
+              f"{ev['sequential_s']:.1f} s, batched {ev['batched_s']:.1f} s (x{ev['speedup_batched']:.2f}), "
+              f"accuracies equal: {ev['accuracies_equal']}")
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"the CPU subset {', '.join(QUICK)} (ResNet-12 at 32 px, meta-batch 2), 3 timed "
+                             "iterations, 200 eval episodes")
+    parser.add_argument("--configs", default=None, help="comma list of config-name globs (see --list)")
+    parser.add_argument("--systems", default="*", help="comma list of system-name globs")
+    parser.add_argument("--list", action="store_true", help="print the config names and exit")
+    parser.add_argument("--iters", type=int, default=None, help="timed iterations (default 10; 3 with --quick)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed iterations, the first one included")
+    parser.add_argument("--eval-episodes", type=int, default=None, help="0 skips (default 600; 200 with --quick)")
+    parser.add_argument("--resnet-size", type=int, default=None, help="ResNet-12 image size (84; 32 with --quick)")
+    parser.add_argument("--resnet-batch", type=int, default=None, help="ResNet-12 meta-batch (4; 2 with --quick)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    q = args.quick
+    iters = args.iters or (3 if q else 10)
+    episodes = args.eval_episodes if args.eval_episodes is not None else (200 if q else 600)
+    configs = all_configs(args.resnet_size or (32 if q else 84), args.resnet_batch or (2 if q else 4))
+    patterns = args.configs.split(",") if args.configs else (QUICK if q else ["*"])
+    chosen = [c for c in configs if any(fnmatch.fnmatch(c["name"], p.strip()) for p in patterns)]
+    if args.list:
+        print("\n".join(c["name"] for c in chosen))
+        return {}
+    if not chosen:
+        parser.error(f"--configs {args.configs!r} matches no config; see --list")
+    device = torch.device(args.device)
+    l2l = load_learn2learn()
+    try:
+        import metalearn  # noqa: F401
+        pml = getattr(metalearn, "__version__", None) or _dist_version("parallel-metalearn")
+    except Exception as exc:  # noqa: BLE001
+        pml = f"not available: {type(exc).__name__}: {exc}"
+    report = {"device": device_description(device), "torch": torch.__version__,
+              "learn2learn": getattr(l2l, "__version__", None) if l2l else None, "parallel_metalearn": pml,
+              "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+              "load_average_start": list(os.getloadavg()),
+              "command": "python benchmarks/speed_suite.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              "work": {"n_way": WAYS, "q_query": QUERIES, "inner_steps": STEPS, "inner_lr": INNER_LR,
+                       "optimizer": f"Adam({META_LR})", "conv4_image": 84},
+              "iters": iters, "warmup": args.warmup, "results": []}
+    wanted = [s.strip() for s in args.systems.split(",")]
+    out = args.out / f"speed_suite_{device_slug(device)}{'_quick' if q else ''}.json"
+    for cfg in chosen:
+        print(f"running {cfg['name']} ...", flush=True)
+        report["results"].append(run_config(cfg, device, l2l, wanted, iters, args.warmup, args.seed))
+        write_json(out, {**report, "partial": True})  # a long run keeps what it has measured so far
+    if episodes > 0:
+        print(f"evaluating {episodes} episodes ...", flush=True)
+        report["eval"] = run_eval(episodes, device, args.seed)
+    report["load_average_end"] = list(os.getloadavg())
+    print(f"device: {report['device']}   torch {report['torch']}   learn2learn {report['learn2learn']}   "
+          f"parallel-metalearn {report['parallel_metalearn']}")
+    print_table(report)
+    write_json(out, report)
+    print(f"wrote {out}")
+    return report
+
+
+def _dist_version(name: str) -> Optional[str]:
+    from importlib.metadata import version
+    return version(name)
+
+
+if __name__ == "__main__":
+    main()
