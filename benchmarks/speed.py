@@ -61,15 +61,17 @@ def load_learn2learn():
         return None
 
 
-def make_batches(count: int, device: torch.device, seed: int) -> List[EpisodeBatch]:
+def make_batches(count: int, device: torch.device, seed: int, tasks: int = TASKS, shots: int = SHOTS,
+                 size: int = SIZE) -> List[EpisodeBatch]:
+    """``count`` seeded random meta-batches of ``tasks`` 5-way ``shots``-shot tasks at ``size`` px."""
     g = torch.Generator().manual_seed(seed)
     batches = []
     for _ in range(count):
-        sx = torch.rand(TASKS, WAYS * SHOTS, 3, SIZE, SIZE, generator=g)
-        qx = torch.rand(TASKS, WAYS * QUERIES, 3, SIZE, SIZE, generator=g)
-        sy = torch.arange(WAYS).repeat_interleave(SHOTS).repeat(TASKS, 1)
-        qy = torch.arange(WAYS).repeat_interleave(QUERIES).repeat(TASKS, 1)
-        batches.append(EpisodeBatch(sx, sy, qx, qy, WAYS, SHOTS, QUERIES).to(device))
+        sx = torch.rand(tasks, WAYS * shots, 3, size, size, generator=g)
+        qx = torch.rand(tasks, WAYS * QUERIES, 3, size, size, generator=g)
+        sy = torch.arange(WAYS).repeat_interleave(shots).repeat(tasks, 1)
+        qy = torch.arange(WAYS).repeat_interleave(QUERIES).repeat(tasks, 1)
+        batches.append(EpisodeBatch(sx, sy, qx, qy, WAYS, shots, QUERIES).to(device))
     return batches
 
 

@@ -43,8 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from metakd.data.episode import EpisodeBatch  # noqa: E402
 from metakd.learners import build_learner  # noqa: E402
 from metakd.models import build_backbone  # noqa: E402
-from speed import (_sync, device_description, device_slug, load_learn2learn, peak_memory_mib,  # noqa: E402
-                   time_alternating, write_json)
+from speed import (_sync, device_description, device_slug, load_learn2learn, make_batches,  # noqa: E402
+                   peak_memory_mib, time_alternating, write_json)
 
 WAYS, QUERIES, STEPS, INNER_LR, META_LR, EVAL_STEPS, EVAL_CHUNK = 5, 15, 5, 0.01, 1e-3, 10, 50
 Step = Callable[[EpisodeBatch], float]
@@ -66,18 +66,6 @@ def all_configs(resnet_size: int, resnet_batch: int) -> List[dict]:
 
 
 QUICK = ["conv4-32_1shot_mb4_*", "conv4-32_1shot_mb16_*", "resnet12_*"]
-
-
-def make_batches(count: int, tasks: int, shots: int, size: int, device: torch.device, seed: int) -> List[EpisodeBatch]:
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(count):
-        sx = torch.rand(tasks, WAYS * shots, 3, size, size, generator=g)
-        qx = torch.rand(tasks, WAYS * QUERIES, 3, size, size, generator=g)
-        sy = torch.arange(WAYS).repeat_interleave(shots).repeat(tasks, 1)
-        qy = torch.arange(WAYS).repeat_interleave(QUERIES).repeat(tasks, 1)
-        out.append(EpisodeBatch(sx, sy, qx, qy, WAYS, shots, QUERIES).to(device))
-    return out
 
 
 def metakd_system(model: nn.Module, first_order: bool, **options) -> Step:
@@ -180,7 +168,7 @@ def run_config(cfg: dict, device: torch.device, l2l, wanted: List[str], iters: i
     torch.manual_seed(seed)
     options = {"hidden": cfg["hidden"]} if cfg["backbone"] == "conv4" else {}
     model = build_backbone(cfg["backbone"], WAYS, in_channels=3, image_size=cfg["size"], **options).to(device)
-    batches = make_batches(2, cfg["meta_batch"], cfg["shots"], cfg["size"], device, seed)
+    batches = make_batches(2, device, seed, cfg["meta_batch"], cfg["shots"], cfg["size"])
     systems, unavailable = build_systems(cfg, model, device, l2l, wanted)
     first_losses, failed = {}, {}
     for name, step in list(systems.items()):  # first iteration: the same loss everywhere (identical work)
@@ -220,7 +208,7 @@ def run_eval(episodes: int, device: torch.device, seed: int) -> dict:
     done, i = 0, 0
     while done < episodes:
         n = min(EVAL_CHUNK, episodes - done)
-        batch = make_batches(1, n, 1, 84, device, seed + 1 + i)[0]
+        batch = make_batches(1, device, seed + 1 + i, n, 1, 84)[0]
         for mode in (("off", "vmap") if i % 2 == 0 else ("vmap", "off")):
             _sync(device)
             start = time.perf_counter()

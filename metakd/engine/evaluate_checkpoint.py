@@ -35,6 +35,26 @@ def load_learner(path: Path, device: str = "auto") -> Tuple[Any, Dict[str, Any]]
     return learner, ckpt
 
 
+def prepare_evaluation(path: Path, device, *, split: str = "test", episodes: Optional[int] = None,
+                       seed: Optional[int] = None, root: Optional[str] = None):
+    """Everything an evaluation of a checkpoint needs: (checkpoint path, learner in eval mode, checkpoint
+    dict, sampler over ``split`` with the training normalisation, the fixed episode list, its size, its
+    seed). Episode count and seed default to the config's ``eval`` section; ``root`` overrides the
+    data folder when it moved since training."""
+    if split not in ("train", "val", "test"):
+        raise MetakdError(f"split must be train, val or test, got {split!r}")
+    ckpt_path = find_checkpoint(Path(path))
+    learner, ckpt = load_learner(ckpt_path, device=str(device))
+    cfg = ckpt["config"]
+    if root is not None:
+        cfg["data"]["root"] = root
+    episodes = episodes or cfg["eval"]["episodes"]
+    seed = cfg["eval"]["seed"] if seed is None else seed
+    sampler = make_sampler(cfg, split_for(cfg, split), q_query=cfg["episodes"]["test_q_query"], device=device,
+                           normalize=ckpt.get("normalize"))
+    return ckpt_path, learner, ckpt, sampler, sampler.fixed_episodes(episodes, seed), episodes, seed
+
+
 def evaluate_checkpoint(path: Path, *, episodes: Optional[int] = None, seed: Optional[int] = None,
                         split: str = "test", device: str = "auto", batch_size: Optional[int] = None,
                         root: Optional[str] = None, out: Optional[Path] = None, progress: bool = True,
@@ -48,20 +68,11 @@ def evaluate_checkpoint(path: Path, *, episodes: Optional[int] = None, seed: Opt
     the data when it moved since training. Writes ``eval_<split>_<episodes>ep_seed<seed>.json`` next
     to the checkpoint (or to ``out``) and returns the same dict.
     """
-    ckpt_path = find_checkpoint(Path(path))
     ctx = init_distributed(resolve_device(device))  # under torchrun: episodes sharded over the ranks
     dev = ctx.device_for(resolve_device(device))
-    learner, ckpt = load_learner(ckpt_path, device=str(dev))
+    ckpt_path, learner, ckpt, sampler, fixed, episodes, seed = prepare_evaluation(
+        path, dev, split=split, episodes=episodes, seed=seed, root=root)
     cfg = ckpt["config"]
-    if root is not None:
-        cfg["data"]["root"] = root
-    episodes = episodes or cfg["eval"]["episodes"]
-    seed = cfg["eval"]["seed"] if seed is None else seed
-    if split not in ("train", "val", "test"):
-        raise MetakdError(f"split must be train, val or test, got {split!r}")
-    sampler = make_sampler(cfg, split_for(cfg, split), q_query=cfg["episodes"]["test_q_query"], device=dev,
-                           normalize=ckpt.get("normalize"))
-    fixed = sampler.fixed_episodes(episodes, seed)
     start = time.perf_counter()
     res = evaluate_sharded(ctx, learner, sampler, fixed, batch_size=batch_size or cfg["eval"]["batch_size"],
                            progress=progress, desc=f"eval {cfg['name']}", consistency_views=consistency_views)

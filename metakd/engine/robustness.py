@@ -22,9 +22,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from ..data.augment import LEVELS, SCENARIO_LEVELS, SIDES
 from ..errors import MetakdError
-from .build import make_sampler, resolve_device, split_for
+from .build import resolve_device
 from .evaluate import evaluate_episodes
-from .evaluate_checkpoint import find_checkpoint, load_learner
+from .evaluate_checkpoint import prepare_evaluation
 from .metrics import format_acc
 from .train import describe_device
 
@@ -51,17 +51,10 @@ def evaluate_robustness(path: Path, *, episodes: Optional[int] = None, seed: Opt
                         batch_size: Optional[int] = None, root: Optional[str] = None,
                         progress: bool = True) -> Dict[str, Any]:
     """One checkpoint (file or run dir) under every scenario; returns its info and one row per scenario."""
-    ckpt_path = find_checkpoint(Path(path))
     dev = resolve_device(device)
-    learner, ckpt = load_learner(ckpt_path, device=str(dev))
+    ckpt_path, learner, ckpt, sampler, fixed, episodes, seed = prepare_evaluation(
+        path, dev, episodes=episodes, seed=seed, root=root)
     cfg = ckpt["config"]
-    if root is not None:
-        cfg["data"]["root"] = root
-    episodes = episodes or cfg["eval"]["episodes"]
-    seed = cfg["eval"]["seed"] if seed is None else seed
-    sampler = make_sampler(cfg, split_for(cfg, "test"), q_query=cfg["episodes"]["test_q_query"], device=dev,
-                           normalize=ckpt.get("normalize"))
-    fixed = sampler.fixed_episodes(episodes, seed)
     rows = []
     for level, side in scenarios(levels, sides):
         res = evaluate_episodes(learner, sampler, fixed, batch_size=batch_size or cfg["eval"]["batch_size"],
