@@ -31,20 +31,13 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 
 from pathlib import Path
 
-from ..config import config_dirs, load_config
+from ..config import SCHEMA, config_dirs, load_config
 from ..errors import ConfigError
 
 _NUM = (int, float)
 
 DISTILL_SCHEMA: Dict[str, Dict[str, Tuple[tuple, Any]]] = {
-    "": {
-        "name": ((str,), "distill"),
-        "seed": ((int,), 0),
-        "device": ((str,), "auto"),
-        "threads": ((int, None), None),
-        "output_dir": ((str, None), None),
-        "description": ((str,), ""),
-    },
+    "": {**SCHEMA[""], "name": ((str,), "distill")},  # the few-shot configs' top-level keys
     "data": {
         "dataset": ((str,), "cifar100"),
         "root": ((str, None), None),

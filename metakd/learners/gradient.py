@@ -123,6 +123,17 @@ class GradientLearner(MetaLearner):
         """The model's parameters as a name -> tensor dict (the starting point θ of every task)."""
         return dict(self.model.named_parameters())
 
+    def _inner_start(self, training: bool) -> Tuple[List[str], Params, Dict[str, Union[float, Tensor]]]:
+        """Adapted names, starting parameters and their inner rates; detached when not training
+        (evaluation keeps no outer graph)."""
+        names = self.adapted_names()
+        params = self.parameters_dict()
+        lrs = {n: self.inner_lr(n) for n in names}
+        if not training:
+            params = {n: p.detach() for n, p in params.items()}
+            lrs = {n: lr.detach() if isinstance(lr, Tensor) else lr for n, lr in lrs.items()}
+        return names, params, lrs
+
     def adapt(self, support_x: Tensor, support_y: Tensor, steps: Optional[int] = None,
               training: bool = False) -> Params:
         """Fast parameters after ``steps`` inner steps (default train_steps if training else test_steps).
@@ -133,12 +144,7 @@ class GradientLearner(MetaLearner):
         """
         if steps is None:
             steps = self.train_steps if training else self.test_steps
-        names = self.adapted_names()
-        params = self.parameters_dict()
-        lrs = {n: self.inner_lr(n) for n in names}
-        if not training:
-            params = {n: p.detach() for n, p in params.items()}
-            lrs = {n: lr.detach() if isinstance(lr, Tensor) else lr for n, lr in lrs.items()}
+        names, params, lrs = self._inner_start(training)
         with self.autocast(support_x.device):
             return inner_loop(self.model, params, dict(self.model.named_buffers()), support_x, support_y, names, lrs,
                               steps, create_graph=not self.first_order, keep_graph=training,
@@ -186,12 +192,7 @@ class GradientLearner(MetaLearner):
         (False: test_steps steps, no outer graph; call it under torch.no_grad).
         """
         steps = self.train_steps if training else self.test_steps
-        names = self.adapted_names()
-        params = self.parameters_dict()
-        lrs = {n: self.inner_lr(n) for n in names}
-        if not training:
-            params = {n: p.detach() for n, p in params.items()}
-            lrs = {n: lr.detach() if isinstance(lr, Tensor) else lr for n, lr in lrs.items()}
+        names, params, lrs = self._inner_start(training)
         buffers = dict(self.model.named_buffers())
         first_order = self.first_order or not training
 
