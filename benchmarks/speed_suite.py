@@ -5,15 +5,19 @@ same starting weights (one backbone, deep-copied per system), the same random ep
 iterations alternate between the systems (order flipped every iteration) so machine load hits all
 alike. An iteration is zero_grad + meta-loss + backward + optimiser step. Reported per config and
 system: median seconds per meta-iteration, tasks/s, peak memory (see speed.py for how it is measured),
-the loss of the first iteration (equal across systems: same work), and ratios to learn2learn.
+the loss of the first iteration (equal across systems: same work) and its seconds (which include
+torch.compile's one-off compilation for the compile systems), and ratios to learn2learn.
 
-Systems: "metakd-seq" (task_batching=off), "metakd-vmap" (task_batching=vmap), "metakd-seq-ckpt"
+Systems: "metakd-seq" (task_batching=off), "metakd-vmap" (task_batching=vmap), "metakd-compile" and
+"metakd-vmap-compile" (the same with compile=True; first order only, since second-order training does
+not compile), "metakd-seq-ckpt"
 (sequential with checkpoint_inner, ResNet-12 second order only: the memory saver), "learn2learn"
 (MAML clone/adapt per task) and "parallel-metalearn" (its vmap MAML, fixed inner lr, chunk = meta-batch).
 A system that is not installed or fails is recorded with the reason instead of numbers.
 
 Evaluation: ``--eval-episodes`` test episodes (Conv4-32 5-way 1-shot, 10 inner steps, first order),
-in chunks of 50 tasks, timed with metakd's vectorised evaluate against its sequential loop.
+in chunks of 50 tasks, timed with metakd's vectorised evaluate (and both with compile=True) against its
+sequential loop; one untimed warm-up chunk per mode first (its seconds are reported: compilation).
 
     python benchmarks/speed_suite.py --quick                      # the CPU subset (about 15 min on 2 cores)
     python benchmarks/speed_suite.py --configs 'conv4-32_*' --iters 10
@@ -25,13 +29,14 @@ from __future__ import annotations
 import argparse
 import copy
 import fnmatch
+import json
 import os
 import statistics
 import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -145,6 +150,9 @@ def build_systems(cfg: dict, model: nn.Module, device: torch.device, l2l, wanted
         "metakd-seq": lambda: metakd_system(model, first_order, task_batching="off"),
         "metakd-vmap": lambda: metakd_system(model, first_order, task_batching="vmap"),
     }
+    if first_order:
+        makers["metakd-compile"] = lambda: metakd_system(model, first_order, task_batching="off", compile=True)
+        makers["metakd-vmap-compile"] = lambda: metakd_system(model, first_order, task_batching="vmap", compile=True)
     if cfg["backbone"] == "resnet12" and not first_order:
         makers["metakd-seq-ckpt"] = lambda: metakd_system(model, first_order, task_batching="off",
                                                           checkpoint_inner=True)
@@ -170,10 +178,14 @@ def run_config(cfg: dict, device: torch.device, l2l, wanted: List[str], iters: i
     model = build_backbone(cfg["backbone"], WAYS, in_channels=3, image_size=cfg["size"], **options).to(device)
     batches = make_batches(2, device, seed, cfg["meta_batch"], cfg["shots"], cfg["size"])
     systems, unavailable = build_systems(cfg, model, device, l2l, wanted)
-    first_losses, failed = {}, {}
+    first_losses, first_seconds, failed = {}, {}, {}
     for name, step in list(systems.items()):  # first iteration: the same loss everywhere (identical work)
         try:
+            _sync(device)
+            start = time.perf_counter()
             first_losses[name] = step(batches[0])
+            _sync(device)
+            first_seconds[name] = time.perf_counter() - start
         except Exception as exc:  # noqa: BLE001
             failed[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
             traceback.print_exc()
@@ -186,7 +198,7 @@ def run_config(cfg: dict, device: torch.device, l2l, wanted: List[str], iters: i
         med = statistics.median(ts)
         result["systems"][name] = {"median_s": med, "min_s": min(ts), "max_s": max(ts), "times_s": ts,
                                    "tasks_per_s": cfg["meta_batch"] / med, "peak_mib": memory[name],
-                                   "first_loss": first_losses[name]}
+                                   "first_loss": first_losses[name], "first_iter_s": first_seconds[name]}
     ref = result["systems"].get("learn2learn")
     if ref:
         for name, entry in result["systems"].items():
@@ -197,30 +209,50 @@ def run_config(cfg: dict, device: torch.device, l2l, wanted: List[str], iters: i
     return result
 
 
-def run_eval(episodes: int, device: torch.device, seed: int) -> dict:
-    """Seconds to evaluate ``episodes`` episodes (Conv4-32 1-shot, 10 steps): vectorised vs sequential."""
+EVAL_MODES = ("sequential", "batched", "compiled", "batched_compiled")
+
+
+def run_eval(episodes: int, device: torch.device, seed: int, wanted: Sequence[str] = EVAL_MODES) -> dict:
+    """Seconds to evaluate ``episodes`` episodes (Conv4-32 1-shot, 10 steps) in each wanted mode
+    (sequential always): vectorised and/or compiled vs the sequential loop."""
+    wanted = {"sequential", *wanted}
     torch.manual_seed(seed)
     model = build_backbone("conv4", WAYS, in_channels=3, image_size=84, hidden=32).to(device)
+    modes = {"sequential": ("off", False), "batched": ("vmap", False), "compiled": ("off", True),
+             "batched_compiled": ("vmap", True)}
+    modes = {k: v for k, v in modes.items() if k in wanted}
     learners = {mode: build_learner("maml", copy.deepcopy(model), inner_lr=INNER_LR, test_steps=EVAL_STEPS,
-                                    first_order=True, task_batching=mode) for mode in ("off", "vmap")}
+                                    first_order=True, task_batching=tb, compile=comp)
+                for mode, (tb, comp) in modes.items()}
+    warm = make_batches(1, device, seed, min(EVAL_CHUNK, episodes), 1, 84)[0]
+    warmup_s = {}
+    for mode, learner in learners.items():  # compiles the compiled modes; not counted below
+        _sync(device)
+        start = time.perf_counter()
+        learner.evaluate(warm)
+        _sync(device)
+        warmup_s[mode] = time.perf_counter() - start
     seconds = {mode: 0.0 for mode in learners}
     accs: Dict[str, List[torch.Tensor]] = {mode: [] for mode in learners}
     done, i = 0, 0
     while done < episodes:
         n = min(EVAL_CHUNK, episodes - done)
         batch = make_batches(1, device, seed + 1 + i, n, 1, 84)[0]
-        for mode in (("off", "vmap") if i % 2 == 0 else ("vmap", "off")):
+        for mode in (list(learners) if i % 2 == 0 else list(learners)[::-1]):
             _sync(device)
             start = time.perf_counter()
             accs[mode].append(learners[mode].evaluate(batch))
             _sync(device)
             seconds[mode] += time.perf_counter() - start
         done, i = done + n, i + 1
-    a, b = torch.cat(accs["off"]), torch.cat(accs["vmap"])
-    return {"episodes": episodes, "inner_steps": EVAL_STEPS, "chunk": EVAL_CHUNK, "work": "conv4-32 5-way 1-shot 15q 84px",
-            "sequential_s": seconds["off"], "batched_s": seconds["vmap"],
-            "speedup_batched": seconds["off"] / seconds["vmap"],
-            "accuracies_equal": bool(torch.equal(a, b)), "max_acc_diff": float((a - b).abs().max())}
+    ref = torch.cat(accs["sequential"])
+    out = {"episodes": episodes, "inner_steps": EVAL_STEPS, "chunk": EVAL_CHUNK, "work": "conv4-32 5-way 1-shot 15q 84px",
+           "seconds": seconds, "warmup_chunk_s": warmup_s,
+           "speedup_vs_sequential": {m: seconds["sequential"] / s for m, s in seconds.items()},
+           "mean_acc": {m: torch.cat(a).mean().item() for m, a in accs.items()},
+           "accuracies_equal_to_sequential": {m: bool(torch.equal(torch.cat(a), ref)) for m, a in accs.items()},
+           "max_acc_diff_to_sequential": {m: float((torch.cat(a) - ref).abs().max()) for m, a in accs.items()}}
+    return out
 
 
 def print_table(report: dict) -> None:
@@ -235,9 +267,11 @@ def print_table(report: dict) -> None:
             print(f"{res['config']['name']:<36}{name:<20}  not run: {why[:90]}")
     ev = report.get("eval")
     if ev:
-        print(f"eval {ev['episodes']} episodes ({ev['work']}, {ev['inner_steps']} steps): sequential "
-              f"{ev['sequential_s']:.1f} s, batched {ev['batched_s']:.1f} s (x{ev['speedup_batched']:.2f}), "
-              f"accuracies equal: {ev['accuracies_equal']}")
+        print(f"eval {ev['episodes']} episodes ({ev['work']}, {ev['inner_steps']} steps):")
+        for mode, sec in ev["seconds"].items():
+            print(f"  {mode:<18}{sec:>9.1f} s  x{ev['speedup_vs_sequential'][mode]:.2f}  warm-up chunk "
+                  f"{ev['warmup_chunk_s'][mode]:.1f} s  mean acc {ev['mean_acc'][mode]:.4f}  equal to sequential: "
+                  f"{ev['accuracies_equal_to_sequential'][mode]}")
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
@@ -246,17 +280,21 @@ def main(argv: Optional[List[str]] = None) -> dict:
     parser.add_argument("--quick", action="store_true",
                         help=f"the CPU subset {', '.join(QUICK)} (ResNet-12 at 32 px, meta-batch 2), 3 timed "
                              "iterations, 200 eval episodes")
-    parser.add_argument("--configs", default=None, help="comma list of config-name globs (see --list)")
+    parser.add_argument("--configs", default=None, help="comma list of config-name globs (see --list); 'none': the evaluation only")
     parser.add_argument("--systems", default="*", help="comma list of system-name globs")
     parser.add_argument("--list", action="store_true", help="print the config names and exit")
     parser.add_argument("--iters", type=int, default=None, help="timed iterations (default 10; 3 with --quick)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations, the first one included")
     parser.add_argument("--eval-episodes", type=int, default=None, help="0 skips (default 600; 200 with --quick)")
+    parser.add_argument("--eval-modes", default=",".join(EVAL_MODES), help="comma list of " + ", ".join(EVAL_MODES))
     parser.add_argument("--resnet-size", type=int, default=None, help="ResNet-12 image size (84; 32 with --quick)")
     parser.add_argument("--resnet-batch", type=int, default=None, help="ResNet-12 meta-batch (4; 2 with --quick)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the configs (and eval) of an existing result file that this run does not "
+                             "measure, so a long grid can run in pieces (e.g. under a per-command time limit)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available")
@@ -271,7 +309,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     if args.list:
         print("\n".join(c["name"] for c in chosen))
         return {}
-    if not chosen:
+    if not chosen and args.configs != "none":
         parser.error(f"--configs {args.configs!r} matches no config; see --list")
     device = torch.device(args.device)
     l2l = load_learn2learn()
@@ -290,13 +328,20 @@ def main(argv: Optional[List[str]] = None) -> dict:
               "iters": iters, "warmup": args.warmup, "results": []}
     wanted = [s.strip() for s in args.systems.split(",")]
     out = args.out / f"speed_suite_{device_slug(device)}{'_quick' if q else ''}.json"
+    kept = previous_results(out, {c["name"] for c in chosen}, report) if args.merge else {}
+    report["results"] = kept.get("results", [])
     for cfg in chosen:
         print(f"running {cfg['name']} ...", flush=True)
-        report["results"].append(run_config(cfg, device, l2l, wanted, iters, args.warmup, args.seed))
+        result = run_config(cfg, device, l2l, wanted, iters, args.warmup, args.seed)
+        result["command"], result["load_average_end"] = report["command"], list(os.getloadavg())
+        report["results"].append(result)
         write_json(out, {**report, "partial": True})  # a long run keeps what it has measured so far
     if episodes > 0:
         print(f"evaluating {episodes} episodes ...", flush=True)
-        report["eval"] = run_eval(episodes, device, args.seed)
+        report["eval"] = run_eval(episodes, device, args.seed, [m.strip() for m in args.eval_modes.split(",")])
+        report["eval"]["command"] = report["command"]
+    elif "eval" in kept:
+        report["eval"] = kept["eval"]
     report["load_average_end"] = list(os.getloadavg())
     print(f"device: {report['device']}   torch {report['torch']}   learn2learn {report['learn2learn']}   "
           f"parallel-metalearn {report['parallel_metalearn']}")
@@ -304,6 +349,25 @@ def main(argv: Optional[List[str]] = None) -> dict:
     write_json(out, report)
     print(f"wrote {out}")
     return report
+
+
+def previous_results(path: Path, rerun: set, report: dict) -> dict:
+    """The results and eval of an earlier run in ``path`` that this run does not redo (``--merge``).
+
+    Refuses to mix runs made under another torch, learn2learn or device (the numbers would not compare).
+    """
+    if not path.exists():
+        return {}
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--merge: cannot read {path}: {exc}")
+    for key in ("device", "torch", "learn2learn", "parallel_metalearn"):
+        if old.get(key) != report[key]:
+            raise SystemExit(f"--merge: {path} was measured with {key}={old.get(key)!r}, this run has "
+                             f"{report[key]!r}; write elsewhere with --out or drop --merge")
+    return {"results": [r for r in old.get("results", []) if r["config"]["name"] not in rerun],
+            **({"eval": old["eval"]} if "eval" in old else {})}
 
 
 def _dist_version(name: str) -> Optional[str]:

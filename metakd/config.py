@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
+import re
+
 import yaml
 
 from .errors import ConfigError
@@ -147,9 +149,25 @@ def resolve_config_path(name_or_path: str, relative_to: Optional[Path] = None) -
     )
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: only true/false. PyYAML's YAML 1.1 reading turns the option
+    values off/on/yes/no into booleans, so ``amp: off`` or MSD's ``on: prob`` key would change meaning."""
+
+
+_Loader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+                                   for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text parsed with YAML 1.2 booleans (see ``_Loader``)."""
+    return yaml.load(text, Loader=_Loader)
+
+
 def _read_yaml(path: Path) -> Dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if data is None:
@@ -194,7 +212,7 @@ def parse_overrides(items: Iterable[str]) -> Dict[str, Any]:
             raise ConfigError(f"override {item!r} must look like section.key=value (e.g. train.lr=0.01)")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = load_yaml(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
         parts = [p for p in key.strip().split(".") if p]

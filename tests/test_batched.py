@@ -186,3 +186,30 @@ def test_options_flow_through_every_gradient_learner():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         build_learner("maml", TinyNet(), task_batching="off").meta_loss(random_batch(tasks=1, dtype=torch.float32))
+
+
+def test_auto_chunk_divides_free_cuda_memory_by_the_measured_task_peak(monkeypatch):
+    """auto_chunk's CUDA arithmetic with the torch.cuda memory queries replaced by fixed numbers."""
+    from metakd.learners import batched
+
+    state = {"allocated": 100, "peak": 100, "measured": 0}
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: state.update(peak=100))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: state["allocated"])
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: state["peak"])
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (30_000, 80_000))
+
+    def measure_one():  # one task's forward peaks 1,000 bytes above what was allocated
+        state["measured"] += 1
+        state["peak"] = state["allocated"] + 1_000
+        return torch.zeros(1)
+
+    cache: dict = {}
+    cuda = torch.device("cuda")
+    chunk = batched.auto_chunk(measure_one, 32, cuda, cache, key="a")
+    assert chunk == int(30_000 // (1_000 * batched.SAFETY)) == 10
+    assert batched.auto_chunk(measure_one, 4, cuda, cache, key="a") == 4  # never more than the tasks
+    assert state["measured"] == 1  # cached per key
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10, 80_000))
+    assert batched.auto_chunk(measure_one, 32, cuda, cache, key="b") == 1  # at least one task
+    assert batched.auto_chunk(measure_one, 32, torch.device("cpu"), cache, key="c") == 32  # all tasks on a CPU

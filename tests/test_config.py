@@ -80,3 +80,19 @@ def test_bad_yaml_names_file(tmp_path):
 
 def test_parse_overrides_nested_values():
     assert parse_overrides(["a.b.c=1", "a.d=[1, 2]", "e=null"]) == {"a": {"b": {"c": 1}, "d": [1, 2]}, "e": None}
+
+
+def test_off_on_yes_no_stay_strings_in_files_and_overrides(tmp_path):
+    """YAML 1.2 booleans: `amp: off`, `task_batching: off` and MSD's `on:` key keep their meaning."""
+    from metakd.engine.build import make_learner
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("inherit: msd_maml_glyphs_5w1s\nname: mine\nlearner:\n  options:\n    on: logit\n"
+                    "    host_options:\n      amp: off\n      task_batching: off\n      first_order: true\n")
+    cfg = load_config(str(path), ["learner.options.host_options.compile=false"])
+    opts = cfg["learner"]["options"]
+    assert opts["on"] == "logit" and True not in opts
+    assert opts["host_options"] == {"amp": "off", "task_batching": "off", "first_order": True, "compile": False}
+    learner = make_learner(cfg, 1, 28)
+    assert learner.options["on"] == "logit"
+    assert parse_overrides(["a.b=off", "a.c=yes", "a.d=TRUE"]) == {"a": {"b": "off", "c": "yes", "d": True}}

@@ -24,6 +24,7 @@ from ..data.episode import EpisodeBatch
 from ..errors import ConfigError
 from .base import MetaLearner, check_batch
 from .batched import auto_chunk, batched_logits, vmap_blocker
+from .compiled import COMPILE_MODES, CompiledInner, compiled_adapt, compiled_batched_logits
 from .functional import Params, forward, inner_loop, select_names
 
 TASK_BATCHING = ("off", "vmap", "auto")
@@ -59,13 +60,17 @@ class GradientLearner(MetaLearner):
     amp ("off"): "bf16" runs forward computations under torch.autocast(bfloat16) (CUDA; CPU for tests).
     checkpoint_inner (False): recompute the activations of each inner step's forward in the backward
         passes instead of keeping them (sequential path; works with second order).
-    There is no torch.compile option: second-order MAML needs a double backward, which torch.compile
-    (aot_autograd, torch 2.14) refuses ("does not currently support double backward").
+    compile (False): torch.compile the inner steps and query forward of evaluation and first-order
+        training (``compiled.py``); second-order training stays eager, since torch.compile
+        (aot_autograd, torch 2.14) has no double backward. Each new input shape compiles once (tens of
+        seconds); off by default because that cost only pays back over long runs.
+    compile_mode ("default"): the torch.compile mode, e.g. "reduce-overhead" (CUDA graphs) on a GPU.
     """
 
     OPTIONS: ClassVar[Dict[str, Any]] = {
         "inner_lr": 0.01, "train_steps": 5, "test_steps": 10, "first_order": False, "adapt": "all", "head_name": "head",
         "task_batching": "auto", "task_chunk": None, "amp": "off", "checkpoint_inner": False,
+        "compile": False, "compile_mode": "default",
     }
     ADAPT: ClassVar[Any] = "all"  # used when "adapt" is not among a subclass's OPTIONS
 
@@ -102,6 +107,14 @@ class GradientLearner(MetaLearner):
         if self.checkpoint_inner and self.task_batching == "vmap":
             raise ConfigError(f"learner {self.NAME!r}: checkpoint_inner=true works on the sequential path only; "
                               "set task_batching to 'off' or 'auto'")
+        self.compile = o.get("compile", False)
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"option compile={self.compile!r} of learner {self.NAME!r} must be true or false")
+        self.compile_mode = o.get("compile_mode", "default")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ConfigError(f"option compile_mode={self.compile_mode!r} of learner {self.NAME!r} must be one of "
+                              f"{', '.join(COMPILE_MODES)}")
+        self._compiled: Optional[CompiledInner] = None
         self._chunk_cache: Dict[Any, int] = {}
         self._warned: set = set()
 
@@ -145,6 +158,10 @@ class GradientLearner(MetaLearner):
         if steps is None:
             steps = self.train_steps if training else self.test_steps
         names, params, lrs = self._inner_start(training)
+        if self.compiles(training):
+            with self.autocast(support_x.device):
+                return compiled_adapt(self.compiled_inner(), params, dict(self.model.named_buffers()), names, lrs,
+                                      support_x, support_y, steps, training)
         with self.autocast(support_x.device):
             return inner_loop(self.model, params, dict(self.model.named_buffers()), support_x, support_y, names, lrs,
                               steps, create_graph=not self.first_order, keep_graph=training,
@@ -152,9 +169,24 @@ class GradientLearner(MetaLearner):
 
     def predict(self, params: Params, x: Tensor) -> Tensor:
         """Logits (B, n_way) of x (B, C, H, W) under the parameters ``params`` (float32 under amp)."""
+        buffers = dict(self.model.named_buffers())
         with self.autocast(x.device):
-            logits = forward(self.model, params, dict(self.model.named_buffers()), x)
+            if self.compiles(training=torch.is_grad_enabled()):
+                logits = self.compiled_inner().forward(batched=False)(params, {}, buffers, x)
+            else:
+                logits = forward(self.model, params, buffers, x)
         return logits.float() if self.amp != "off" else logits
+
+    # torch.compile ------------------------------------------------------------------------------
+    def compiles(self, training: bool) -> bool:
+        """Whether the compiled path runs: compile is on and no double backward is needed."""
+        return self.compile and (self.first_order or not training)
+
+    def compiled_inner(self) -> CompiledInner:
+        """The learner's compiled inner step and forward (built on first use)."""
+        if self._compiled is None:
+            self._compiled = CompiledInner(self.model, self.support_loss, self.compile_mode)
+        return self._compiled
 
     def autocast(self, device: torch.device) -> ContextManager:
         """torch.autocast(bfloat16) on ``device`` when amp="bf16", else a no-op."""
@@ -198,8 +230,12 @@ class GradientLearner(MetaLearner):
 
         def run(sx: Tensor, sy: Tensor, qx: Tensor, chunk: Optional[int]) -> Tensor:
             with self.autocast(sx.device):
-                out = batched_logits(self.model, params, buffers, names, lrs, sx, sy, qx, steps, first_order,
-                                     loss_fn=self.support_loss, chunk=chunk)
+                if self.compiles(training):
+                    out = compiled_batched_logits(self.compiled_inner(), params, buffers, names, lrs, sx, sy, qx,
+                                                  steps, training, chunk=chunk)
+                else:
+                    out = batched_logits(self.model, params, buffers, names, lrs, sx, sy, qx, steps, first_order,
+                                         loss_fn=self.support_loss, chunk=chunk)
             return out.float() if self.amp != "off" else out
 
         tasks = support_x.shape[0]

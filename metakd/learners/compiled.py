@@ -1,0 +1,131 @@
+"""torch.compile for the parts of a gradient learner that need no double backward.
+
+Second-order MAML differentiates through the inner gradients, and torch.compile's aot_autograd has
+no double backward (torch 2.14), so the second-order training inner loop always runs eagerly. What
+compiles is the rest, which is most of the time spent in evaluation and first-order training:
+
+- one inner SGD step (support forward, gradient by ``torch.func.grad``, update) under no_grad, looped
+  in Python, so the graph is one step whatever the number of steps;
+- the query forward of evaluation and of first-order training (a single backward is supported).
+
+First-order training reuses the no-grad steps: with constant inner gradients g_1..g_s the adapted
+weights are θ - lr·G with G = Σ g_i, so rebuilding them as ``θ - lr * G`` outside the compiled code
+gives the same outer gradients for θ (identity) and for learned rates (-G) as the eager path.
+Compiled kernels reorder floating-point sums, so results match the eager path to float tolerance,
+not bit for bit.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable, Dict, Mapping, Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+from torch.func import grad, vmap
+
+from ..errors import ConfigError
+from .functional import LossFn, Params, forward
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+Rates = Mapping[str, Union[float, Tensor]]
+
+
+class CompiledInner:
+    """Lazily compiled inner step and forward of one model and support loss.
+
+    model: the learner's backbone; loss_fn: its support loss (logits, labels) -> scalar; mode: a
+    torch.compile mode (see COMPILE_MODES). Graphs are compiled on first use for each input shape and
+    kept for the life of the learner; the batched variants vmap over a leading task dimension.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, mode: str = "default"):
+        if mode not in COMPILE_MODES:
+            raise ConfigError(f"compile_mode={mode!r} must be one of {', '.join(COMPILE_MODES)}")
+        self.model, self.loss_fn, self.mode = model, loss_fn, mode
+        self._fns: Dict[str, Callable] = {}
+
+    def __deepcopy__(self, memo: dict) -> "CompiledInner":  # a copied learner compiles its own graphs
+        return CompiledInner(copy.deepcopy(self.model, memo), copy.deepcopy(self.loss_fn, memo), self.mode)
+
+    def _loss(self, adapted: Params, static: Params, buffers: Params, x: Tensor, y: Tensor) -> Tensor:
+        return self.loss_fn(forward(self.model, {**static, **adapted}, buffers, x), y)
+
+    def _step(self, adapted: Params, static: Params, buffers: Params, x: Tensor, y: Tensor,
+              lrs: Rates) -> Tuple[Params, Params]:
+        g = grad(self._loss)(adapted, static, buffers, x, y)
+        return {n: adapted[n] - lrs[n] * g[n] for n in adapted}, g
+
+    def _forward(self, adapted: Params, static: Params, buffers: Params, x: Tensor) -> Tensor:
+        return forward(self.model, {**static, **adapted}, buffers, x)
+
+    def _get(self, key: str, build: Callable[[], Callable]) -> Callable:
+        if key not in self._fns:
+            self._fns[key] = torch.compile(build(), mode=self.mode, dynamic=False)
+        return self._fns[key]
+
+    def step(self, batched: bool) -> Callable:
+        """(adapted, static, buffers, x, y, lrs) -> (new adapted, gradients); vmapped over tasks when
+        ``batched`` (adapted, x, y with a leading task dimension; static, buffers, lrs shared)."""
+        if batched:
+            return self._get("step_batched", lambda: vmap(self._step, in_dims=(0, None, None, 0, 0, None),
+                                                          randomness="different"))
+        return self._get("step", lambda: self._step)
+
+    def forward(self, batched: bool) -> Callable:
+        """(adapted, static, buffers, x) -> logits; vmapped over tasks when ``batched`` (adapted and x
+        with a leading task dimension)."""
+        if batched:
+            return self._get("forward_batched", lambda: vmap(self._forward, in_dims=(0, None, None, 0),
+                                                             randomness="different"))
+        return self._get("forward", lambda: self._forward)
+
+
+def detached_rates(lrs: Rates) -> Dict[str, Union[float, Tensor]]:
+    return {n: lr.detach() if isinstance(lr, Tensor) else lr for n, lr in lrs.items()}
+
+
+def compiled_adapt(inner: CompiledInner, params: Params, buffers: Params, names: list, lrs: Rates,
+                   support_x: Tensor, support_y: Tensor, steps: int, training: bool,
+                   batched: bool = False) -> Params:
+    """Fast parameters after ``steps`` compiled inner steps (first order).
+
+    support_x (S, C, H, W) and support_y (S,), or with ``batched`` (T, S, C, H, W) and (T, S), the
+    result's adapted entries then carrying a leading task dimension. training=False: detached fast
+    parameters (evaluation). training=True: θ - lr·G for the adapted names, differentiable w.r.t. θ and
+    tensor rates as first-order MAML's are.
+    """
+    step = inner.step(batched)
+    static = {n: p.detach() for n, p in params.items() if n not in names}
+    fast = {n: params[n].detach() for n in names}
+    if batched:
+        tasks = support_x.shape[0]
+        fast = {n: p.expand(tasks, *p.shape).contiguous() for n, p in fast.items()}
+    rates = detached_rates(lrs)
+    total: Optional[Params] = None
+    with torch.no_grad():
+        for _ in range(steps):
+            fast, g = step(fast, static, dict(buffers), support_x, support_y, rates)
+            total = g if total is None else {n: total[n] + g[n] for n in names}
+    if not training:
+        return {**static, **fast}
+    if total is None:  # zero steps: θ itself (per task when batched)
+        total = {n: torch.zeros_like(fast[n]) for n in names}
+    return {**params, **{n: params[n] - lrs[n] * total[n] for n in names}}
+
+
+def compiled_batched_logits(inner: CompiledInner, params: Params, buffers: Params, names: list, lrs: Rates,
+                            support_x: Tensor, support_y: Tensor, query_x: Tensor, steps: int, training: bool,
+                            chunk: Optional[int] = None) -> Tensor:
+    """Query logits (T, Q, n_way) of every task, inner loops and query forward compiled and vmapped
+    (first order, see :func:`compiled_adapt`); ``chunk`` tasks at a time (None: all)."""
+    tasks = support_x.shape[0]
+    chunk = tasks if chunk is None else max(1, min(int(chunk), tasks))
+    out = []
+    for start in range(0, tasks, chunk):
+        end = start + chunk
+        fast = compiled_adapt(inner, params, buffers, names, lrs, support_x[start:end], support_y[start:end],
+                              steps, training, batched=True)
+        adapted = {n: fast[n] for n in names}
+        static = {n: p for n, p in fast.items() if n not in adapted}
+        out.append(inner.forward(True)(adapted, static, dict(buffers), query_x[start:end]))
+    return out[0] if len(out) == 1 else torch.cat(out)
