@@ -13,7 +13,6 @@ Writes benchmarks/results/amp_accuracy_<device>.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -24,11 +23,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from metakd.config import load_config  # noqa: E402
 from metakd.engine.evaluate import evaluate_episodes  # noqa: E402
 from metakd.engine.evaluate_checkpoint import prepare_evaluation  # noqa: E402
 from metakd.engine.metrics import format_acc, mean_ci95  # noqa: E402
-from metakd.engine.train import Trainer, describe_device  # noqa: E402
+from metakd.engine.train import describe_device  # noqa: E402
+from results_io import write_json_and_markdown  # noqa: E402
+from short_runs import train_fresh  # noqa: E402
 from speed import device_slug  # noqa: E402
 
 AMP = ("off", "bf16")
@@ -38,17 +38,8 @@ def run_seed(seed: int, args) -> list:
     rows = []
     for train_amp in AMP:
         run = Path(args.work) / f"{args.config}_amp-{train_amp}_seed{seed}"
-        cfg = load_config(args.config, [f"device={args.device}", f"seed={seed}", f"output_dir={run}",
-                                        f"learner.options.amp={train_amp}", f"train.iterations={args.iterations}",
-                                        f"train.val_every={args.iterations}", "train.val_episodes=50",
-                                        f"train.checkpoint_every={args.iterations}", "train.log_every=100",
-                                        *args.override])
-        if run.exists():
-            for f in run.iterdir():
-                f.unlink()
-        tic = time.perf_counter()
-        Trainer(cfg, progress=False).fit()
-        train_s = time.perf_counter() - tic
+        train_s = train_fresh(args.config, run, seed, args.iterations,
+                              [f"device={args.device}", f"learner.options.amp={train_amp}", *args.override])
         _, learner, _, sampler, fixed, episodes, ep_seed = prepare_evaluation(
             run / "last.pt", torch.device(args.device), episodes=args.episodes, seed=0)
         for eval_amp in AMP:
@@ -102,15 +93,10 @@ def main() -> None:
               "device": describe_device(device), "threads": torch.get_num_threads(),
               "load_average_end": list(os.getloadavg()), "summary": summary, "runs": rows, "table": table}
     out = args.out or Path(__file__).resolve().parent / "results" / f"amp_accuracy_{device_slug(device)}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     header = (f"`{report['command']}`\n\n{args.config}, {args.iterations} meta-iterations, seeds {args.seeds}, "
               f"{args.episodes} fixed test episodes, device {report['device']}.\n\n")
-    for path, text in ((out, json.dumps(report, indent=2)), (out.with_suffix(".md"), header + table + "\n")):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
     print(table)
-    print(f"written {out} and {out.with_suffix('.md')}")
+    write_json_and_markdown(out, report, header + table + "\n")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,6 @@ perturbation of the support, query or both sets, with the consistency metric. Re
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -25,11 +23,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from metakd.config import load_config  # noqa: E402
 from metakd.engine.metrics import format_acc, mean_ci95  # noqa: E402
 from metakd.engine.robustness import evaluate_robustness, scenario_label  # noqa: E402
-from metakd.engine.train import Trainer, describe_device  # noqa: E402
+from metakd.engine.train import describe_device  # noqa: E402
+from results_io import write_json_and_markdown  # noqa: E402
+from short_runs import train_fresh  # noqa: E402
 
 VARIANTS = {
     "maml": ("maml_glyphs_5w1s", []),
@@ -44,16 +44,9 @@ def run_one(job, args) -> dict:
     seed, variant = job
     name, extra = VARIANTS[variant]
     run = Path(args.work) / f"{variant}_seed{seed}"
-    cfg = load_config(name, ["device=cpu", f"seed={seed}", f"output_dir={run}", "model.options.hidden=32",
-                             "episodes.q_query=5", "train.lr=0.003", f"train.iterations={args.iterations}",
-                             f"train.val_every={args.iterations}", "train.val_episodes=50",
-                             f"train.checkpoint_every={args.iterations}", "train.log_every=50", *extra])
-    if run.exists():
-        for f in run.iterdir():
-            f.unlink()
-    tic = time.perf_counter()
-    Trainer(cfg, progress=False).fit()
-    train_s = time.perf_counter() - tic
+    train_s = train_fresh(name, run, seed, args.iterations,
+                          ["device=cpu", "model.options.hidden=32", "episodes.q_query=5", "train.lr=0.003", *extra],
+                          log_every=50)
     tic = time.perf_counter()
     res = evaluate_robustness(run / "last.pt", episodes=args.episodes, seed=0,
                               consistency_views=args.consistency_views, device="cpu", progress=False)
@@ -110,17 +103,10 @@ def main() -> None:
     report = {"command": " ".join(sys.argv), "iterations": args.iterations, "seeds": args.seeds,
               "episodes": args.episodes, "consistency_views": args.consistency_views, "compute": cost,
               "device": describe_device(torch.device("cpu")), "summary": summary, "runs": results, "table": table}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for path, text in ((out, json.dumps(report, indent=2)),
-                       (out.with_suffix(".md"), f"`{report['command']}`\n\n{cost}; device {report['device']}; "
-                                                f"{args.episodes} fixed test episodes, {args.iterations} meta-iterations, "
-                                                f"seeds {args.seeds}.\n\n{table}\n")):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
     print(table)
-    print(f"written {out} and {out.with_suffix('.md')}")
+    write_json_and_markdown(Path(args.out), report,
+                            f"`{report['command']}`\n\n{cost}; device {report['device']}; {args.episodes} fixed test "
+                            f"episodes, {args.iterations} meta-iterations, seeds {args.seeds}.\n\n{table}\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,28 @@
+"""Short training runs for the accuracy benchmarks: one config, fresh run folder, timed."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from metakd.config import load_config  # noqa: E402
+from metakd.engine.train import Trainer  # noqa: E402
+
+
+def train_fresh(config: str, run: Path, seed: int, iterations: int, overrides: Sequence[str] = (),
+                log_every: int = 100) -> float:
+    """Train ``config`` for ``iterations`` meta-iterations into an emptied ``run`` folder (validation on 50
+    episodes and a checkpoint at the end only); returns the training seconds. ``run/last.pt`` holds the model."""
+    run = Path(run)
+    cfg = load_config(config, [f"seed={seed}", f"output_dir={run}", f"train.iterations={iterations}",
+                               f"train.val_every={iterations}", "train.val_episodes=50",
+                               f"train.checkpoint_every={iterations}", f"train.log_every={log_every}", *overrides])
+    if run.exists():
+        for f in run.iterdir():
+            f.unlink()
+    tic = time.perf_counter()
+    Trainer(cfg, progress=False).fit()
+    return time.perf_counter() - tic
