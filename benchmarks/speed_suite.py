@@ -274,6 +274,38 @@ def print_table(report: dict) -> None:
                   f"{ev['accuracies_equal_to_sequential'][mode]}")
 
 
+SYSTEMS = ("metakd-seq", "metakd-vmap", "metakd-compile", "metakd-vmap-compile", "metakd-seq-ckpt", "learn2learn",
+           "parallel-metalearn")
+
+
+def markdown_table(report: dict) -> str:
+    """The report as a markdown table: seconds per meta-iteration (x learn2learn's time) [peak MiB] per
+    system, then the evaluation row(s)."""
+    shown = [s for s in SYSTEMS if any(s in r["systems"] for r in report["results"])]
+    lines = ["| config | " + " | ".join(shown) + " |", "|---" * (len(shown) + 1) + "|"]
+    for res in report["results"]:
+        cells = []
+        for name in shown:
+            e = res["systems"].get(name)
+            if e is None:
+                cells.append("n/a" if name in res.get("unavailable", {}) else "")
+                continue
+            ratio = e.get("time_ratio_vs_l2l")
+            mem = e.get("peak_mib")
+            cells.append(f"{e['median_s']:.2f}" + (f" (×{ratio:.2f})" if ratio is not None else "")
+                         + (f" [{mem:,.0f}]" if mem is not None else ""))
+        lines.append(f"| {res['config']['name']} | " + " | ".join(cells) + " |")
+    ev = report.get("eval")
+    if ev:
+        lines.append("")
+        lines.append(f"Evaluation of {ev['episodes']} episodes ({ev['work']}, {ev['inner_steps']} inner steps, "
+                     f"chunks of {ev['chunk']}): " + "; ".join(
+                         f"{mode} {sec:.1f} s (×{ev['speedup_vs_sequential'][mode]:.2f} vs sequential, accuracies "
+                         f"{'identical' if ev['accuracies_equal_to_sequential'][mode] else 'max diff %.3f' % ev['max_acc_diff_to_sequential'][mode]})"
+                         for mode, sec in ev["seconds"].items()) + ".")
+    return "\n".join(lines)
+
+
 def main(argv: Optional[List[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -283,6 +315,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     parser.add_argument("--configs", default=None, help="comma list of config-name globs (see --list); 'none': the evaluation only")
     parser.add_argument("--systems", default="*", help="comma list of system-name globs")
     parser.add_argument("--list", action="store_true", help="print the config names and exit")
+    parser.add_argument("--table", type=Path, default=None, help="print a result file as a markdown table and exit")
     parser.add_argument("--iters", type=int, default=None, help="timed iterations (default 10; 3 with --quick)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations, the first one included")
     parser.add_argument("--eval-episodes", type=int, default=None, help="0 skips (default 600; 200 with --quick)")
@@ -296,6 +329,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
                         help="keep the configs (and eval) of an existing result file that this run does not "
                              "measure, so a long grid can run in pieces (e.g. under a per-command time limit)")
     args = parser.parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return {}
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available")
     if args.threads:

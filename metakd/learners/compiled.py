@@ -34,18 +34,20 @@ class CompiledInner:
     """Lazily compiled inner step and forward of one model and support loss.
 
     model: the learner's backbone; loss_fn: its support loss (logits, labels) -> scalar; mode: a
-    torch.compile mode (see COMPILE_MODES). Graphs are compiled on first use for each input shape and
+    torch.compile mode (see COMPILE_MODES); compile=False keeps the functions eager (the first-order
+    vectorised path uses them so: its inner steps then record no outer graph). Graphs are compiled on first use for each input shape and
     kept for the life of the learner; the batched variants vmap over a leading task dimension.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: LossFn, mode: str = "default"):
+    def __init__(self, model: nn.Module, loss_fn: LossFn, mode: str = "default", compile: bool = True):
         if mode not in COMPILE_MODES:
             raise ConfigError(f"compile_mode={mode!r} must be one of {', '.join(COMPILE_MODES)}")
-        self.model, self.loss_fn, self.mode = model, loss_fn, mode
+        self.model, self.loss_fn, self.mode, self.compile = model, loss_fn, mode, compile
         self._fns: Dict[str, Callable] = {}
 
     def __deepcopy__(self, memo: dict) -> "CompiledInner":  # a copied learner compiles its own graphs
-        return CompiledInner(copy.deepcopy(self.model, memo), copy.deepcopy(self.loss_fn, memo), self.mode)
+        return CompiledInner(copy.deepcopy(self.model, memo), copy.deepcopy(self.loss_fn, memo), self.mode,
+                             self.compile)
 
     def _loss(self, adapted: Params, static: Params, buffers: Params, x: Tensor, y: Tensor) -> Tensor:
         return self.loss_fn(forward(self.model, {**static, **adapted}, buffers, x), y)
@@ -60,7 +62,8 @@ class CompiledInner:
 
     def _get(self, key: str, build: Callable[[], Callable]) -> Callable:
         if key not in self._fns:
-            self._fns[key] = torch.compile(build(), mode=self.mode, dynamic=False)
+            fn = build()
+            self._fns[key] = torch.compile(fn, mode=self.mode, dynamic=False) if self.compile else fn
         return self._fns[key]
 
     def step(self, batched: bool) -> Callable:

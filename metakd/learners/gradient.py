@@ -115,6 +115,7 @@ class GradientLearner(MetaLearner):
             raise ConfigError(f"option compile_mode={self.compile_mode!r} of learner {self.NAME!r} must be one of "
                               f"{', '.join(COMPILE_MODES)}")
         self._compiled: Optional[CompiledInner] = None
+        self._eager: Optional[CompiledInner] = None
         self._chunk_cache: Dict[Any, int] = {}
         self._warned: set = set()
 
@@ -188,6 +189,12 @@ class GradientLearner(MetaLearner):
             self._compiled = CompiledInner(self.model, self.support_loss, self.compile_mode)
         return self._compiled
 
+    def eager_inner(self) -> CompiledInner:
+        """The same functions as ``compiled_inner``, not compiled (first-order vectorised path)."""
+        if self._eager is None:
+            self._eager = CompiledInner(self.model, self.support_loss, compile=False)
+        return self._eager
+
     def autocast(self, device: torch.device) -> ContextManager:
         """torch.autocast(bfloat16) on ``device`` when amp="bf16", else a no-op."""
         if self.amp == "bf16":
@@ -230,9 +237,11 @@ class GradientLearner(MetaLearner):
 
         def run(sx: Tensor, sy: Tensor, qx: Tensor, chunk: Optional[int]) -> Tensor:
             with self.autocast(sx.device):
-                if self.compiles(training):
-                    out = compiled_batched_logits(self.compiled_inner(), params, buffers, names, lrs, sx, sy, qx,
-                                                  steps, training, chunk=chunk)
+                if first_order and (self.compile or self.amp == "off"):
+                    # no_grad inner steps, then θ - lr·G (compiled.py): no outer graph through the inner loop
+                    inner = self.compiled_inner() if self.compile else self.eager_inner()
+                    out = compiled_batched_logits(inner, params, buffers, names, lrs, sx, sy, qx, steps, training,
+                                                  chunk=chunk)
                 else:
                     out = batched_logits(self.model, params, buffers, names, lrs, sx, sy, qx, steps, first_order,
                                          loss_fn=self.support_loss, chunk=chunk)
