@@ -22,6 +22,8 @@ sequential loop; one untimed warm-up chunk per mode first (its seconds are repor
     python benchmarks/speed_suite.py --quick                      # the CPU subset (about 15 min on 2 cores)
     python benchmarks/speed_suite.py --configs 'conv4-32_*' --iters 10
     python benchmarks/speed.py --suite --quick                    # the same, through speed.py
+    python benchmarks/speed_suite.py --configs 'resnet12_*' --merge   # add to (or redo in) an existing file
+    python benchmarks/speed_suite.py --table benchmarks/results/speed_suite_cpu.json   # markdown table
 Writes benchmarks/results/speed_suite_<device>[_quick].json (atomically) and prints a table.
 """
 from __future__ import annotations
