@@ -285,7 +285,11 @@ def markdown_table(report: dict) -> str:
     system, then the evaluation row(s)."""
     shown = [s for s in SYSTEMS if any(s in r["systems"] for r in report["results"])]
     lines = ["| config | " + " | ".join(shown) + " |", "|---" * (len(shown) + 1) + "|"]
-    for res in report["results"]:
+    def order(res: dict) -> tuple:
+        c = res["config"]
+        return (c["backbone"], c.get("hidden", 0), c["shots"], c["meta_batch"], c["order"] != "first")
+
+    for res in sorted(report["results"], key=order):
         cells = []
         for name in shown:
             e = res["systems"].get(name)

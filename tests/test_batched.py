@@ -62,9 +62,10 @@ def test_vmap_evaluate_equals_sequential(name):
     assert vec.training, "evaluate restores train mode"
 
 
-def test_chunks_give_the_same_result():
-    _, whole = _pair("maml")
-    _, chunked = _pair("maml", task_chunk=2)
+@pytest.mark.parametrize("name", ["maml", "fomaml"])
+def test_chunks_give_the_same_result(name):
+    _, whole = _pair(name)
+    _, chunked = _pair(name, task_chunk=2)
     batch = random_batch(tasks=5, seed=1)
     l1, _, g1 = _loss_and_grads(whole, batch)
     l2, _, g2 = _loss_and_grads(chunked, batch)
