@@ -47,13 +47,7 @@ class MetaLearner(nn.Module):
 
     def _task_logits(self, batch: EpisodeBatch, t: int, training: bool) -> Tensor:
         logits = self.task_logits(batch.support_x[t], batch.support_y[t], batch.query_x[t], batch.n_way, training)
-        if logits.shape != (batch.query_x.shape[1], batch.n_way):
-            raise ConfigError(
-                f"learner {self.NAME!r} produced query logits of shape {tuple(logits.shape)} for a "
-                f"{batch.n_way}-way episode with {batch.query_x.shape[1]} queries; expected "
-                f"({batch.query_x.shape[1]}, {batch.n_way}): build the backbone with n_way={batch.n_way}"
-            )
-        return logits
+        return check_query_logits(self.NAME, logits, batch, per_task=True)
 
     def meta_loss(self, batch: EpisodeBatch) -> Tuple[Tensor, Dict[str, float]]:
         """Mean query cross-entropy over the batch's tasks (training=True), differentiable w.r.t.
@@ -105,3 +99,17 @@ def check_batch(batch: EpisodeBatch) -> None:
         raise DataError(f"support {tuple(sx.shape)} and query {tuple(qx.shape)} differ in tasks or image shape")
     if sy.dtype != torch.long or qy.dtype != torch.long:
         raise DataError(f"episode labels must be int64, got {sy.dtype} / {qy.dtype}")
+
+
+def check_query_logits(learner: str, logits: Tensor, batch: EpisodeBatch, per_task: bool) -> Tensor:
+    """``logits`` unchanged if shaped (Q, n_way) (``per_task``) or (T, Q, n_way); else a ConfigError
+    naming the learner, the shape and the backbone's n_way to fix."""
+    q, n = batch.query_x.shape[1], batch.n_way
+    expected = (q, n) if per_task else (batch.num_tasks, q, n)
+    if logits.shape != expected:
+        episodes = f"a {n}-way episode" if per_task else f"{batch.num_tasks} {n}-way episodes"
+        raise ConfigError(
+            f"learner {learner!r} produced query logits of shape {tuple(logits.shape)} for {episodes} with {q} "
+            f"queries; expected {expected}: build the backbone with n_way={n}"
+        )
+    return logits

@@ -35,8 +35,9 @@ class CompiledInner:
 
     model: the learner's backbone; loss_fn: its support loss (logits, labels) -> scalar; mode: a
     torch.compile mode (see COMPILE_MODES); compile=False keeps the functions eager (the first-order
-    vectorised path uses them so: its inner steps then record no outer graph). Graphs are compiled on first use for each input shape and
-    kept for the life of the learner; the batched variants vmap over a leading task dimension.
+    vectorised path uses them so: its inner steps then record no outer graph). Graphs are compiled on
+    first use for each input shape and kept for the life of the learner; the batched variants vmap over
+    a leading task dimension.
     """
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, mode: str = "default", compile: bool = True):
@@ -87,10 +88,10 @@ def detached_rates(lrs: Rates) -> Dict[str, Union[float, Tensor]]:
     return {n: lr.detach() if isinstance(lr, Tensor) else lr for n, lr in lrs.items()}
 
 
-def compiled_adapt(inner: CompiledInner, params: Params, buffers: Params, names: list, lrs: Rates,
+def first_order_adapt(inner: CompiledInner, params: Params, buffers: Params, names: list, lrs: Rates,
                    support_x: Tensor, support_y: Tensor, steps: int, training: bool,
                    batched: bool = False) -> Params:
-    """Fast parameters after ``steps`` compiled inner steps (first order).
+    """Fast parameters after ``steps`` no-grad inner steps of ``inner`` (compiled or not; first order).
 
     support_x (S, C, H, W) and support_y (S,), or with ``batched`` (T, S, C, H, W) and (T, S), the
     result's adapted entries then carrying a leading task dimension. training=False: detached fast
@@ -116,17 +117,17 @@ def compiled_adapt(inner: CompiledInner, params: Params, buffers: Params, names:
     return {**params, **{n: params[n] - lrs[n] * total[n] for n in names}}
 
 
-def compiled_batched_logits(inner: CompiledInner, params: Params, buffers: Params, names: list, lrs: Rates,
+def first_order_batched_logits(inner: CompiledInner, params: Params, buffers: Params, names: list, lrs: Rates,
                             support_x: Tensor, support_y: Tensor, query_x: Tensor, steps: int, training: bool,
                             chunk: Optional[int] = None) -> Tensor:
-    """Query logits (T, Q, n_way) of every task, inner loops and query forward compiled and vmapped
-    (first order, see :func:`compiled_adapt`); ``chunk`` tasks at a time (None: all)."""
+    """Query logits (T, Q, n_way) of every task, inner loops and query forward vmapped (and compiled when
+    ``inner`` compiles; first order, see :func:`first_order_adapt`); ``chunk`` tasks at a time (None: all)."""
     tasks = support_x.shape[0]
     chunk = tasks if chunk is None else max(1, min(int(chunk), tasks))
     out = []
     for start in range(0, tasks, chunk):
         end = start + chunk
-        fast = compiled_adapt(inner, params, buffers, names, lrs, support_x[start:end], support_y[start:end],
+        fast = first_order_adapt(inner, params, buffers, names, lrs, support_x[start:end], support_y[start:end],
                               steps, training, batched=True)
         adapted = {n: fast[n] for n in names}
         static = {n: p for n, p in fast.items() if n not in adapted}

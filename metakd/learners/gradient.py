@@ -22,9 +22,9 @@ from torch import Tensor, nn
 
 from ..data.episode import EpisodeBatch
 from ..errors import ConfigError
-from .base import MetaLearner, check_batch
+from .base import MetaLearner, check_batch, check_query_logits
 from .batched import auto_chunk, batched_logits, vmap_blocker
-from .compiled import COMPILE_MODES, CompiledInner, compiled_adapt, compiled_batched_logits
+from .compiled import COMPILE_MODES, CompiledInner, first_order_adapt, first_order_batched_logits
 from .functional import Params, forward, inner_loop, select_names
 
 TASK_BATCHING = ("off", "vmap", "auto")
@@ -161,7 +161,7 @@ class GradientLearner(MetaLearner):
         names, params, lrs = self._inner_start(training)
         if self.compiles(training):
             with self.autocast(support_x.device):
-                return compiled_adapt(self.compiled_inner(), params, dict(self.model.named_buffers()), names, lrs,
+                return first_order_adapt(self.compiled_inner(), params, dict(self.model.named_buffers()), names, lrs,
                                       support_x, support_y, steps, training)
         with self.autocast(support_x.device):
             return inner_loop(self.model, params, dict(self.model.named_buffers()), support_x, support_y, names, lrs,
@@ -240,7 +240,7 @@ class GradientLearner(MetaLearner):
                 if first_order and (self.compile or self.amp == "off"):
                     # no_grad inner steps, then θ - lr·G (compiled.py): no outer graph through the inner loop
                     inner = self.compiled_inner() if self.compile else self.eager_inner()
-                    out = compiled_batched_logits(inner, params, buffers, names, lrs, sx, sy, qx, steps, training,
+                    out = first_order_batched_logits(inner, params, buffers, names, lrs, sx, sy, qx, steps, training,
                                                   chunk=chunk)
                 else:
                     out = batched_logits(self.model, params, buffers, names, lrs, sx, sy, qx, steps, first_order,
@@ -257,14 +257,7 @@ class GradientLearner(MetaLearner):
 
     def _checked_batched_logits(self, batch: EpisodeBatch, training: bool) -> Tensor:
         logits = self.batched_task_logits(batch.support_x, batch.support_y, batch.query_x, training)
-        expected = (batch.num_tasks, batch.query_x.shape[1], batch.n_way)
-        if logits.shape != expected:
-            raise ConfigError(
-                f"learner {self.NAME!r} produced query logits of shape {tuple(logits.shape)} for {batch.num_tasks} "
-                f"{batch.n_way}-way episodes with {batch.query_x.shape[1]} queries; expected {expected}: build the "
-                f"backbone with n_way={batch.n_way}"
-            )
-        return logits
+        return check_query_logits(self.NAME, logits, batch, per_task=False)
 
     def meta_loss(self, batch: EpisodeBatch) -> Tuple[Tensor, Dict[str, float]]:
         """As MetaLearner.meta_loss; vectorised over tasks when ``uses_task_batching``."""
