@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .common import batch_norm, register_classifier_family
+from .common import batch_norm, init_conv_bn, register_classifier_family
 
 
 
@@ -59,12 +59,7 @@ class CifarResNet(nn.Module):
         self.features = nn.Sequential(*layers)
         self.feature_dim = cin
         self.head = nn.Linear(cin, n_way)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

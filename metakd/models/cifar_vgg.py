@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import batch_norm, register_classifier_family
+from .common import batch_norm, init_conv_bn, register_classifier_family
 
 STAGE_WIDTHS = (64, 128, 256, 512, 512)
 
@@ -32,16 +32,9 @@ class CifarVGG(nn.Module):
         self.features = nn.Sequential(*layers)
         self.feature_dim = cin
         self.head = nn.Linear(cin, n_way)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
+        nn.init.normal_(self.head.weight, 0, 0.01)
+        nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

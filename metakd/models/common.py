@@ -86,3 +86,16 @@ def register_classifier_family(specs: Mapping[str, Any], make: Callable[..., nn.
 
         build.__doc__ = doc.format(name=name, spec=spec) + " Option: bn (default 'running')."
         BACKBONES.register(name)(build)
+
+
+def init_conv_bn(model: nn.Module) -> None:
+    """The usual CIFAR-classifier initialisation: Kaiming-normal (fan-out, ReLU) conv weights, zero conv
+    biases, BatchNorm weight 1 and bias 0. Linear layers are left to the caller."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
