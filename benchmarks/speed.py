@@ -75,10 +75,11 @@ def make_batches(count: int, device: torch.device, seed: int, tasks: int = TASKS
     return batches
 
 
-def metakd_step(model: torch.nn.Module, first_order: bool):
-    """(loss_fn, step_fn) for metakd's MAML on a copy of ``model``."""
+def metakd_learner_step(model: torch.nn.Module, first_order: bool, **options):
+    """(learner, step_fn) for metakd's MAML on a copy of ``model``; step_fn does one Adam meta-iteration
+    and returns the loss. ``options`` are further learner options (task_batching, compile, ...)."""
     learner = build_learner("maml", copy.deepcopy(model), inner_lr=INNER_LR, train_steps=STEPS,
-                            first_order=first_order)
+                            first_order=first_order, **options)
     opt = torch.optim.Adam(learner.parameters(), META_LR)
 
     def step(batch: EpisodeBatch) -> float:
@@ -88,6 +89,12 @@ def metakd_step(model: torch.nn.Module, first_order: bool):
         opt.step()
         return metrics["loss"]
 
+    return learner, step
+
+
+def metakd_step(model: torch.nn.Module, first_order: bool):
+    """(loss_fn, step_fn) for metakd's MAML on a copy of ``model``."""
+    learner, step = metakd_learner_step(model, first_order)
     return (lambda batch: learner.meta_loss(batch)[0].item()), step
 
 

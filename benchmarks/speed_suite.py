@@ -51,6 +51,7 @@ from metakd.data.episode import EpisodeBatch  # noqa: E402
 from metakd.learners import build_learner  # noqa: E402
 from metakd.models import build_backbone  # noqa: E402
 from speed import (_sync, device_description, device_slug, load_learn2learn, make_batches,  # noqa: E402
+                   metakd_learner_step,
                    peak_memory_mib, time_alternating, write_json)
 
 WAYS, QUERIES, STEPS, INNER_LR, META_LR, EVAL_STEPS, EVAL_CHUNK = 5, 15, 5, 0.01, 1e-3, 10, 50
@@ -76,18 +77,7 @@ QUICK = ["conv4-32_1shot_mb4_*", "conv4-32_1shot_mb16_*", "resnet12_*"]
 
 
 def metakd_system(model: nn.Module, first_order: bool, **options) -> Step:
-    learner = build_learner("maml", copy.deepcopy(model), inner_lr=INNER_LR, train_steps=STEPS,
-                            first_order=first_order, **options)
-    opt = torch.optim.Adam(learner.parameters(), META_LR)
-
-    def step(batch: EpisodeBatch) -> float:
-        opt.zero_grad(set_to_none=True)
-        loss, metrics = learner.meta_loss(batch)
-        loss.backward()
-        opt.step()
-        return metrics["loss"]
-
-    return step
+    return metakd_learner_step(model, first_order, **options)[1]
 
 
 def l2l_system(l2l, model: nn.Module, first_order: bool) -> Step:
