@@ -1,0 +1,93 @@
+"""Episodes from learn2learn: a ``TaskDataset`` (or the tasksets of ``l2l.vision.benchmarks``) as an
+episode source for metakd's learners.
+
+learn2learn's ``taskset.sample()`` returns one task as ``(data, labels)``: N classes × (K + Q)
+samples in any order, labels either remapped or the dataset's own. ``TaskDatasetEpisodes`` splits
+each task per class into K support and Q query samples (in the order the task lists them), remaps
+the labels to 0..N−1 (sorted label values) and stacks tasks into a metakd ``EpisodeBatch``, so the
+rest of a learn2learn script becomes ``learner.meta_loss(episodes.sample(meta_batch))``.
+
+learn2learn is not imported here: any object with a ``sample()`` returning ``(data, labels)`` works,
+so metakd runs without learn2learn installed.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Union
+
+import torch
+
+from ..errors import DataError
+from .episode import EpisodeBatch
+
+
+class TaskDatasetEpisodes:
+    """Meta-batches of EpisodeBatch from a learn2learn ``TaskDataset``.
+
+    k_shot: support samples per class; the rest of each class's samples (or the first ``q_query``
+        of them) form the query set. Tasks must hold the same N and K + Q every time (a meta-batch
+        is one tensor).
+    device: where the batches go (default: where the task tensors are).
+    """
+
+    def __init__(self, taskset: Any, k_shot: int, q_query: Optional[int] = None,
+                 device: Optional[Union[str, torch.device]] = None, name: str = "learn2learn taskset"):
+        if not callable(getattr(taskset, "sample", None)):
+            raise DataError(f"{name}: expected a learn2learn TaskDataset (an object with sample()), got {type(taskset).__name__}")
+        if isinstance(k_shot, bool) or not isinstance(k_shot, int) or k_shot < 1:
+            raise DataError(f"{name}: k_shot must be an integer >= 1, got {k_shot!r}")
+        if q_query is not None and (isinstance(q_query, bool) or not isinstance(q_query, int) or q_query < 1):
+            raise DataError(f"{name}: q_query must be an integer >= 1 or None, got {q_query!r}")
+        self.taskset, self.k_shot, self.q_query, self.name = taskset, k_shot, q_query, name
+        self.device = None if device is None else torch.device(device)
+
+    def _split(self, data: torch.Tensor, labels: torch.Tensor):
+        labels = torch.as_tensor(labels).reshape(-1)
+        if data.shape[0] != labels.shape[0]:
+            raise DataError(f"{self.name}: a task has {data.shape[0]} samples but {labels.shape[0]} labels")
+        values = torch.unique(labels)  # sorted
+        support, query = [], []
+        for cls in values:
+            rows = torch.nonzero(labels == cls).reshape(-1)
+            q = rows.numel() - self.k_shot if self.q_query is None else self.q_query
+            if q < 1 or rows.numel() < self.k_shot + q:
+                raise DataError(f"{self.name}: class {int(cls)} of a task has {rows.numel()} samples; k_shot "
+                                f"{self.k_shot} + q_query {self.q_query or 1} needs at least {self.k_shot + max(q, 1)} "
+                                "(set the taskset's KShots to k_shot + q_query)")
+            support.append(rows[:self.k_shot])
+            query.append(rows[self.k_shot:self.k_shot + q])
+        n = values.numel()
+        s_idx, q_idx = torch.cat(support), torch.cat(query)
+        s_y = torch.arange(n).repeat_interleave(self.k_shot)
+        q_y = torch.arange(n).repeat_interleave(query[0].numel())
+        return data[s_idx], s_y, data[q_idx], q_y, values
+
+    def sample(self, num_tasks: int = 1) -> EpisodeBatch:
+        """``num_tasks`` tasks drawn from the taskset, as one EpisodeBatch (T, N·K, C, H, W) / (T, N·Q, ...)."""
+        if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
+            raise DataError(f"{self.name}: num_tasks must be an integer >= 1, got {num_tasks!r}")
+        tasks = [self._split(*self.taskset.sample()[:2]) for _ in range(num_tasks)]
+        shapes = {(t[0].shape, t[2].shape) for t in tasks}
+        if len(shapes) > 1:
+            raise DataError(f"{self.name}: tasks of one meta-batch differ in shape ({sorted(map(str, shapes))}); "
+                            "use fixed NWays and KShots transforms")
+        sx, sy, qx, qy, cls = (torch.stack([t[i] for t in tasks]) for i in range(5))
+        n = cls.shape[1]
+        batch = EpisodeBatch(sx.float(), sy, qx.float(), qy, n_way=n, k_shot=self.k_shot,
+                             q_query=qx.shape[1] // n, classes=cls.long())
+        return batch.to(self.device) if self.device is not None else batch
+
+    def __repr__(self) -> str:
+        return f"TaskDatasetEpisodes({self.name}, k_shot={self.k_shot}, q_query={self.q_query})"
+
+
+def episodes_from_tasksets(tasksets: Any, k_shot: int, q_query: Optional[int] = None,
+                           device: Optional[Union[str, torch.device]] = None) -> Dict[str, TaskDatasetEpisodes]:
+    """The train / validation / test tasksets of ``l2l.vision.benchmarks.get_tasksets(...)`` (a named
+    tuple with those fields) as ``{"train": ..., "validation": ..., "test": ...}`` episode sources."""
+    out = {}
+    for split in ("train", "validation", "test"):
+        if not hasattr(tasksets, split):
+            raise DataError(f"tasksets: expected l2l.vision.benchmarks tasksets with a {split!r} field, got "
+                            f"{type(tasksets).__name__}")
+        out[split] = TaskDatasetEpisodes(getattr(tasksets, split), k_shot, q_query, device, name=f"tasksets.{split}")
+    return out
