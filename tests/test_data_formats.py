@@ -350,8 +350,10 @@ def test_inspect_omniglot_and_cifar(tmp_path, cifar_root):
     fx.write_omniglot(tmp_path, background=2, evaluation=1, chars=2, drawers=2, size=8)
     info = inspect_root(tmp_path, image_size=8, channels=1)
     assert info["splits"]["train"]["classes"] == 4 and info["splits"]["train"]["image_shape"] == [8, 8, 1]
-    assert "val_alphabets" in info["splits"]["val"]["error"]
-    assert "val    -" in format_report(info)
+    assert list(info["splits"]) == ["train", "test"] and not info["unreadable"]  # Omniglot has no val split
+    assert any("val_alphabets" in n for n in info["notes"]) and "val_alphabets=K" in format_report(info)
+    held = inspect_root(tmp_path, image_size=8, channels=1, val_alphabets=1)
+    assert held["splits"]["val"]["classes"] == 2 and held["splits"]["train"]["classes"] == 2
     cinfo = inspect_root(cifar_root[0])
     assert list(cinfo["splits"]) == ["train", "test"] and cinfo["also_readable_as"] == ["cifar_fs", "fc100"]
     fs = inspect_root(cifar_root[0], dataset="cifar_fs")

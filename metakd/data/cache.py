@@ -11,19 +11,25 @@ moved into place with ``os.replace``, so an interrupted build never leaves a hal
 a cache whose header, dtype or shape is wrong is rebuilt. Put everything that should invalidate a
 cache (source file sizes and mtimes, image size, channels) into its file name with
 ``fingerprint`` / ``files_fingerprint``.
+
+Inside ``with inspection():`` (what ``metakd data ROOT`` uses) nothing is built or written: a missing
+cache is stood in for by a zero-memory placeholder of the right shape, so a loader can report the
+classes and image counts of a split without decoding it, and loader notes are collected, not logged.
 """
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 import os
-import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from ..errors import DataError
+from ..atomic import atomic_path, atomic_write, remove_stale_temps
+from ..errors import DataError, MetakdError
 
 log = logging.getLogger("metakd.data")
 
@@ -94,24 +100,53 @@ def load_cached(path: str | os.PathLike, shape: Optional[Sequence[int]] = None) 
 
 
 def save_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write ``array`` to ``path`` as .npy via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
+    """Write ``array`` to ``path`` as .npy atomically (``metakd.atomic``: umask-respecting mode)."""
+    atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False), what="cache")
 
 
-def _remove_quietly(path: str | os.PathLike) -> None:
+class _Inspection:
+    def __init__(self) -> None:
+        self.notes: List[str] = []
+        self.unbuilt: List[str] = []
+
+
+_INSPECTING: contextvars.ContextVar[Optional[_Inspection]] = contextvars.ContextVar("metakd_inspection", default=None)
+_noted: set = set()
+
+
+@contextmanager
+def inspection() -> Iterator[_Inspection]:
+    """Within: no cache is built or written and ``note`` collects into ``.notes`` (``.unbuilt``: caches not built)."""
+    token = _INSPECTING.set(_Inspection())
     try:
-        os.remove(path)
-    except OSError:
-        pass
+        yield _INSPECTING.get()
+    finally:
+        _INSPECTING.reset(token)
+
+
+def inspecting() -> bool:
+    return _INSPECTING.get() is not None
+
+
+def note(message: str) -> None:
+    """A loader's remark on what it chose (e.g. one of two layouts): collected while inspecting, else
+    logged as a warning once per process."""
+    current = _INSPECTING.get()
+    if current is not None:
+        if message not in current.notes:
+            current.notes.append(message)
+    elif message not in _noted:
+        _noted.add(message)
+        log.warning("%s", message)
+
+
+def _placeholder(shape: Sequence[int]) -> np.ndarray:
+    return np.broadcast_to(np.zeros((1,) * len(shape), np.uint8), tuple(shape))
+
+
+def _cache_error(path: Path, exc: BaseException) -> DataError:
+    return DataError(f"{exc}; pass cache_dir= a writable folder" if isinstance(exc, MetakdError)
+                     else f"cannot write the cache {str(path)!r} ({exc}); pass cache_dir= a writable folder")
 
 
 def cached_uint8_array(
@@ -120,6 +155,7 @@ def cached_uint8_array(
     build: Callable[..., Optional[np.ndarray]],
     desc: str = "",
     stale_glob: Optional[str] = None,
+    probe: Optional[Callable[[], None]] = None,
 ) -> np.ndarray:
     """Return the uint8 array cached at ``path`` (read-only memory map), building it first if needed.
 
@@ -128,46 +164,58 @@ def cached_uint8_array(
     desc: what is being cached (for the log line and errors).
     stale_glob: after a successful build, other files in the cache folder matching this pattern
         (older versions of the same cache) are deleted.
+    probe: while inspecting (see ``inspection``), called instead of building a missing cache (e.g. decode
+        one image) so that an unreadable source is still reported; the result is then a placeholder.
     """
     path = Path(path)
     want = tuple(int(s) for s in shape) if shape is not None else None
     cached = load_cached(path, want)
     if cached is not None:
         return cached
+    current = _INSPECTING.get()
+    if current is not None:  # inspecting: read only
+        if want is None:
+            return build()
+        if probe is not None:
+            probe()
+        current.unbuilt.append(str(path))
+        return _placeholder(want)
     if path.exists():
         log.warning("cache %s is stale or unreadable; rebuilding it", path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
     except OSError as exc:
-        raise DataError(
-            f"cannot write the cache {str(path)!r} ({exc}); pass cache_dir= a writable folder"
-        ) from exc
+        raise _cache_error(path, exc) from exc
+    for old in remove_stale_temps(path.parent):
+        log.info("removed %s, left by an interrupted cache build", old)
     log.info("%s -> %s", desc or "building cache", path)
     try:
-        if want is None:
-            arr = build()
-            if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8:
-                raise DataError(f"{desc or path}: cache builder must return a uint8 array, got {type(arr).__name__}")
-            with open(tmp, "wb") as f:
-                np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
-        elif int(np.prod(want)) == 0:
-            with open(tmp, "wb") as f:
-                np.save(f, np.zeros(want, np.uint8), allow_pickle=False)
-        else:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=want)
-            build(out)
-            out.flush()
-            del out
-        os.replace(tmp, path)
-    except BaseException:
-        _remove_quietly(tmp)
+        with atomic_path(path, what="cache") as tmp:
+            if want is None:
+                arr = build()
+                if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8:
+                    raise DataError(f"{desc or path}: cache builder must return a uint8 array, got {type(arr).__name__}")
+                with open(tmp, "wb") as f:
+                    np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
+            elif int(np.prod(want)) == 0:
+                with open(tmp, "wb") as f:
+                    np.save(f, np.zeros(want, np.uint8), allow_pickle=False)
+            else:
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=want)
+                build(out)
+                out.flush()
+                del out
+    except MetakdError as exc:
+        if type(exc) is MetakdError:  # an OS error writing the cache, not a DataError from build
+            raise _cache_error(path, exc) from None
         raise
     if stale_glob:
         for old in path.parent.glob(stale_glob):
             if old != path and old.suffix == ".npy":
-                _remove_quietly(old)
+                try:
+                    os.remove(old)
+                except OSError:
+                    pass
     result = load_cached(path, want)
     if result is None:
         raise DataError(f"cache {str(path)!r} could not be read back after writing it")

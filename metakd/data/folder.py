@@ -22,9 +22,9 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from ..registry import DATASETS
 from .base import ImageSplit
-from .cache import cache_file, cached_uint8_array, files_fingerprint, resolve_cache_dir, root_tag
-from .image_io import IMAGE_EXTENSIONS, decode_many_into, is_image_file
-from .loader_args import check_choice, check_positive_int, normalize_split, reject_unknown, require_root
+from .cache import cache_file, cached_uint8_array, files_fingerprint, note, resolve_cache_dir, root_tag
+from .image_io import IMAGE_EXTENSIONS, decode_image, decode_many_into, is_image_file
+from .loader_args import check_choice, check_positive_int, layout_choice, normalize_split, reject_unknown, require_root
 
 NAME = "folder"
 CLASS_FOLDERS, OMNIGLOT = "class_folders", "omniglot"
@@ -55,10 +55,12 @@ def omniglot_root(root: Path) -> Optional[Path]:
 
 
 def split_dir(root: Path, split: str) -> Optional[Path]:
-    for name in SPLIT_DIRS[split]:
-        if (root / name).is_dir():
-            return root / name
-    return None
+    found = [root / name for name in SPLIT_DIRS[split] if (root / name).is_dir()]
+    if len(found) > 1:
+        note(f"{NAME}: {str(root)!r} has the split folders {', '.join(p.name for p in found)}; using "
+             f"{found[0].name} as {split!r} (move the other{'s' if len(found) > 2 else ''} out to use "
+             f"{'them' if len(found) > 2 else 'it'} instead)")
+    return found[0] if found else None
 
 
 def detect_layouts(root: Path) -> List[str]:
@@ -162,7 +164,7 @@ def load_folder(
                 f"{NAME}: {str(root_path)!r} is neither a class-folder tree (<root>/train|val|test/<class>/<image>) "
                 f"nor Omniglot (<root>/images_background|images_evaluation/<alphabet>/<character>/*.png)"
             )
-        layout = present[0]
+        layout = layout_choice(NAME, root_path, present)
     if layout == OMNIGLOT:
         base = omniglot_root(root_path) or root_path
         names, files, labels = scan_omniglot(base, split, val_alphabets, split_seed)
@@ -184,6 +186,7 @@ def load_folder(
         lambda out: decode_many_into(out, files, channels=channels, desc=desc),
         desc,
         stale,
+        probe=lambda: decode_image(files[0], size, channels),
     )
     source = str(base / OMNIGLOT_DIRS[1 if split == "test" else 0] if layout == OMNIGLOT else split_dir(base, split))
     meta = {"format": layout, "cache": str(path)}

@@ -45,7 +45,6 @@ import json
 import math
 import os
 import unicodedata
-import uuid
 import warnings
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -54,7 +53,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..atomic import atomic_path, remove_stale_temps
+from ..errors import ConfigError, DataError, MetakdError
 from ..registry import DATASETS
 from . import glyph_fonts
 from .base import ImageSplit
@@ -175,6 +175,7 @@ def _cache_folder(where: Optional[str | os.PathLike]) -> Path:
         raise DataError(f"{LOADER}: cannot create the cache folder {str(folder)!r}: {err}") from err
     if not folder.is_dir():
         raise DataError(f"{LOADER}: the cache location {str(folder)!r} is not a folder")
+    remove_stale_temps(folder)  # left by a generation that was killed
     return folder
 
 
@@ -200,16 +201,14 @@ def _environment_key() -> str:
 
 
 def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a new file next to ``path``, then move it into place (os.replace)."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    """Call ``write(tmp_path)`` on a new file next to ``path``, then move it into place (``metakd.atomic``)."""
     try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as err:
-        raise DataError(f"{LOADER}: cannot write the cache file {str(path)!r}: {err}") from err
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        with atomic_path(path, what="cache file") as tmp:
+            write(tmp)
+    except MetakdError as err:
+        if type(err) is MetakdError:
+            raise DataError(f"{LOADER}: {err}") from None
+        raise
 
 
 def _write_json(path: Path, obj: object) -> None:

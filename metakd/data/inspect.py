@@ -3,8 +3,9 @@
 Detection order (first match wins): miniImageNet pickles (learn2learn cache, then MetaOptNet),
 tieredImageNet (Ren PNG pickles or MetaOptNet npz), CIFAR-100 python pickles, Omniglot folders,
 the miniImageNet CSV + images layout, and finally a generic <root>/<split>/<class>/ tree.
-Inspecting loads every split through its loader, so a first inspection also builds the decode caches
-that training will then reuse.
+Inspecting reads only: every split goes through its loader inside ``cache.inspection()``, so labels
+and shapes are read and one image per split is decoded, but no decode cache is built or written.
+When a root holds several layouts, the report says which one was read and how to pick another.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ..errors import ConfigError, DataError
 from ..registry import DATASETS
 from . import cifar, folder, mini_imagenet, tiered_imagenet
+from .cache import inspection
 from .loader_args import require_root
 
 SPLITS_OF = {"cifar100": ("train", "test")}
@@ -54,41 +56,82 @@ def detect_format(root: str | Path) -> Tuple[str, str]:
     )
 
 
-def inspect_root(root: str | Path, dataset: Optional[str] = None, **options: Any) -> Dict[str, Any]:
-    """Format and per-split summary of ``root``; a split that cannot be read gets {"error": message}.
+def _other_families(path: Path, dataset: str) -> List[str]:
+    """Notes naming the dataset families found in ``path`` besides ``dataset``."""
+    found = {"mini_imagenet": mini_imagenet.detect_layouts(path), "tiered_imagenet": tiered_imagenet.detect_layouts(path),
+             "cifar100": cifar.detect_layouts(path), "folder": folder.detect_layouts(path)}
+    family = "cifar100" if dataset in ("cifar_fs", "fc100") else dataset
+    return [f"{str(path)!r} also holds {name} data ({', '.join(layouts)}); pass --dataset {name} "
+            f"(data.dataset={name} in a config) to read it instead" for name, layouts in found.items()
+            if layouts and name != family]
 
-    options go to the loader (e.g. image_size=28, channels=1 for Omniglot, so the cache built while
-    inspecting is the one training will use).
+
+def inspect_root(root: str | Path, dataset: Optional[str] = None, **options: Any) -> Dict[str, Any]:
+    """Format and per-split summary of ``root``, read without writing anything (no decode cache is built).
+
+    options go to the loader (e.g. layout=, image_size=, channels=1 or val_alphabets=K for Omniglot).
+    A split that cannot be read gets {"error": message} and is listed in "unreadable"; ``check_report``
+    turns that into a DataError. Omniglot without val_alphabets has no "val" split and is not asked for one.
 
     Returns {"root", "dataset", "format", "also_readable_as", "splits": {split: {"format", "classes",
-    "images", "images_per_class_min", "images_per_class_max", "image_shape", "source"} | {"error"}}}.
+    "images", "images_per_class_min", "images_per_class_max", "image_shape", "source", "cache"} | {"error"}},
+    "notes": [layout choices and other remarks], "unreadable": [split names]}.
     """
     path = require_root(root, "inspect_root")
-    if dataset is None:
-        dataset, layout = detect_format(path)
-    else:
-        loader_name = str(dataset).lower()
-        DATASETS.get(loader_name)  # ConfigError listing the registered names if unknown
-        dataset = loader_name
-        found = DETECTORS[dataset](path) if dataset in DETECTORS else []
-        layout = found[0] if found else "unknown"
-    splits: Dict[str, Dict[str, Any]] = {}
-    for split in SPLITS_OF.get(dataset, ("train", "val", "test")):
-        try:
-            data = DATASETS.build(dataset, str(path), split, **options)
-        except (DataError, ConfigError) as exc:
-            splits[split] = {"error": str(exc)}
-            continue
-        summary = data.summary()
-        summary["format"] = data.meta.get("format", layout)
-        splits[split] = summary
+    options.pop("skip_small_classes", None)  # an episode option, not the loader's
+    with inspection() as seen:
+        if dataset is None:
+            dataset, layout = detect_format(path)
+        else:
+            loader_name = str(dataset).lower()
+            DATASETS.get(loader_name)  # ConfigError listing the registered names if unknown
+            dataset = loader_name
+            found = DETECTORS[dataset](path) if dataset in DETECTORS else []
+            layout = found[0] if found else "unknown"
+        if dataset in DETECTORS:
+            seen.notes.extend(_other_families(path, dataset))
+        names = SPLITS_OF.get(dataset, ("train", "val", "test"))
+        if dataset == "folder" and options.get("layout", layout) == folder.OMNIGLOT and not options.get("val_alphabets"):
+            names = ("train", "test")
+            seen.notes.append("Omniglot has no validation split; pass val_alphabets=K (data.options.val_alphabets=K "
+                              "in a config) to hold out K background alphabets as 'val'")
+        splits: Dict[str, Dict[str, Any]] = {}
+        for split in names:
+            unbuilt = len(seen.unbuilt)
+            try:
+                data = DATASETS.build(dataset, str(path), split, **options)
+            except (DataError, ConfigError) as exc:
+                splits[split] = {"error": str(exc)}
+                continue
+            summary = data.summary()
+            summary["format"] = data.meta.get("format", layout)
+            if "cache" in data.meta or len(seen.unbuilt) > unbuilt:
+                summary["cache"] = "not built yet" if len(seen.unbuilt) > unbuilt else "built"
+            splits[split] = summary
+    notes = list(seen.notes)
+    pending = [s for s, v in splits.items() if v.get("cache") == "not built yet"]
+    if pending:
+        notes.append(f"decode cache not built yet for {', '.join(pending)} (inspecting writes nothing; "
+                     "the first training or evaluation run decodes the images once)")
     return {
         "root": str(path),
         "dataset": dataset,
         "format": layout,
         "also_readable_as": ALSO_READABLE_AS.get(dataset, []),
         "splits": splits,
+        "notes": notes,
+        "unreadable": [s for s, v in splits.items() if "error" in v],
     }
+
+
+def check_report(info: Dict[str, Any]) -> None:
+    """DataError naming the splits ``inspect_root`` could not read (so ``metakd data ROOT`` exits non-zero)."""
+    bad = [s for s, v in info["splits"].items() if "error" in v]
+    if bad:
+        raise DataError(
+            f"{info['root']!r}: {len(bad)} of {len(info['splits'])} splits cannot be read as {info['dataset']} "
+            f"({', '.join(bad)}); the reasons are listed in the report above"
+        )
 
 
 def format_report(info: Dict[str, Any]) -> str:
@@ -112,6 +155,8 @@ def format_report(info: Dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
     lines += ["", fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
+    if info.get("notes"):
+        lines += ["", "notes:"] + [f"  - {n}" for n in info["notes"]]
     if errors:
-        lines += [""] + errors
+        lines += ["", "errors:"] + errors
     return "\n".join(lines)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from ..errors import ConfigError, DataError
+from .cache import note
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SPLIT_ALIASES: dict[str, str] = {"validation": "val", "valid": "val"}
@@ -64,6 +65,26 @@ def first_existing(folder: Path, names: Sequence[str]) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def pick_file(folder: Path, names: Sequence[str], loader: str) -> Path | None:
+    """``first_existing``, noting (``cache.note``) which file was used when several of ``names`` exist."""
+    present = [folder / n for n in names if (folder / n).is_file()]
+    if len(present) > 1:
+        others = " and ".join(p.name for p in present[1:])
+        note(f"{loader}: {str(folder)!r} holds both {present[0].name} and {others}; using {present[0].name} "
+             f"(move {others} out of the folder to use {'them' if len(present) > 2 else 'it'} instead)")
+    return present[0] if present else None
+
+
+def layout_choice(loader: str, root: Path, present: Sequence[str], why: str = "") -> str:
+    """``present[0]``, noting the choice when ``root`` holds several layouts and how to pick another."""
+    if len(present) > 1:
+        how = (f"data.options.layout={present[1]}" if len(present) == 2
+               else f"data.options.layout=<{' or '.join(present[1:])}>")
+        note(f"{loader}: {str(root)!r} holds the layouts {' and '.join(present)}; using {present[0]}{why} "
+             f"(set {how} in a config, or layout= when calling the loader, to read the other)")
+    return present[0]
 
 
 def missing_split_error(loader: str, root: Path, split: str, looked_for: Sequence[str], what: str = "") -> DataError:

@@ -24,13 +24,15 @@ from ..errors import DataError
 from ..registry import DATASETS
 from .base import ImageSplit
 from .cache import cache_file, cached_uint8_array, files_fingerprint, fingerprint, resolve_cache_dir, root_tag
-from .image_io import decode_many_into, resize_into
+from .image_io import decode_image, decode_many_into, resize_into
 from .loader_args import (
     check_choice,
     check_positive_int,
     first_existing,
+    layout_choice,
     missing_split_error,
     normalize_split,
+    pick_file,
     reject_unknown,
     require_root,
 )
@@ -182,6 +184,7 @@ def _load_csv(path: Path, root: Path, split: str, size: int, cache: Path) -> Ima
         lambda out: decode_many_into(out, files, channels=3, desc=desc),
         desc=desc,
         stale_glob=stale,
+        probe=lambda: decode_image(files[0], size, 3),
     )
     meta = {"format": CSV_IMAGES, "cache": str(cache_path)}
     return ImageSplit(images, labels, class_names, f"{NAME}/{split}", str(path), meta)
@@ -215,8 +218,8 @@ def load_mini_imagenet(
             looked = [n for lay in LAYOUTS for n in SPLIT_FILES[lay][split]]
             raise missing_split_error(NAME, root_path, split, looked + ["images/ (with the CSV files)"],
                                       "no miniImageNet layout found")
-        chosen = present[0]
-    path = first_existing(root_path, SPLIT_FILES[chosen][split])
+        chosen = layout_choice(NAME, root_path, present)
+    path = pick_file(root_path, SPLIT_FILES[chosen][split], NAME)
     if path is None:
         raise missing_split_error(NAME, root_path, split, SPLIT_FILES[chosen][split], f"layout {chosen}")
     cache = resolve_cache_dir(root_path, cache_dir)

@@ -314,6 +314,8 @@ class EpisodeSampler:
         evaluation score, so Q = 0 is refused).
     seed: seeds the training stream (``sample``); evaluation episodes use their own seed.
     skip_small_classes: classes with fewer than K+Q images are an error by default; True leaves them out.
+        None (the default): the split's ``meta["skip_small_classes"]``, which ``load_split`` sets from the
+        dataset option of that name (``data.options.skip_small_classes`` in a config), else False.
     device: where batches are built. storage: "host" gathers with numpy from the split (memory maps
         stay on disk) and sends uint8 to the device; "device" first copies the whole split to the
         device as a uint8 tensor and gathers there (fastest on a GPU when the split fits).
@@ -323,7 +325,7 @@ class EpisodeSampler:
     """
 
     def __init__(self, split: ImageSplit, n_way: int, k_shot: int, q_query: int = 15, *, seed: int = 0,
-                 skip_small_classes: bool = False, device: Union[str, torch.device] = "cpu",
+                 skip_small_classes: Optional[bool] = None, device: Union[str, torch.device] = "cpu",
                  storage: str = "host", normalize: Normalize = None, dtype: torch.dtype = torch.float32) -> None:
         if not isinstance(split, ImageSplit):
             raise ConfigError(f"split must be a metakd.data.base.ImageSplit, got {type(split).__name__}")
@@ -339,6 +341,8 @@ class EpisodeSampler:
             raise ConfigError(f"dtype must be a floating torch dtype such as torch.float32, got {dtype!r}")
         self.dtype = dtype
         self.device = self._check_device(device)
+        if skip_small_classes is None:
+            skip_small_classes = split.meta.get("skip_small_classes", False)
         self._select_classes(bool(skip_small_classes))
         self.mean, self.std = self._resolve_normalize(normalize)
         self.converter = ImageConverter(dtype, self.mean, self.std)
@@ -379,7 +383,9 @@ class EpisodeSampler:
             raise DataError(
                 f"{self._where}: {self._request} episodes need {need} images per class "
                 f"(k_shot {self.k_shot} + q_query {self.q_query}), but class {shown}{more} "
-                f"({len(small)} of {len(counts)} classes too small). Pass skip_small_classes=True to leave them out."
+                f"({len(small)} of {len(counts)} classes too small). To leave them out, set "
+                "data.options.skip_small_classes=true in the config (or pass skip_small_classes=True to "
+                "EpisodeSampler or load_split)."
             )
         if skip_small:
             self.skipped = {self.split.class_names[c]: int(counts[c]) for c in small}

@@ -21,8 +21,8 @@ import numpy as np
 from ..errors import DataError
 from ..registry import DATASETS
 from .base import ImageSplit
-from .cache import cache_file, cached_uint8_array, files_fingerprint, resolve_cache_dir, root_tag
-from .image_io import decode_many_into, resize_into
+from .cache import cache_file, cached_uint8_array, files_fingerprint, note, resolve_cache_dir, root_tag
+from .image_io import decode_image, decode_many_into, resize_into
 from .loader_args import check_choice, check_positive_int, missing_split_error, normalize_split, reject_unknown, require_root
 from .npz_io import npz_header, npz_mmap, npz_read_into
 from .pickle_io import as_text, int_labels, load_pickle, remap_sorted, require_keys, text_keys
@@ -96,17 +96,25 @@ def _load_ren(files: Dict[str, Path], lab: Dict[str, Any], split: str, size: int
     labels, ids = remap_sorted(raw)
     names = _class_names(lab, raw, ids, n, lpath)
 
+    def items() -> list:
+        got = load_pickle(png, encoding="latin1", what="tieredImageNet PNG list")
+        if not isinstance(got, (list, tuple)):
+            raise DataError(f"{str(png)!r}: expected a list of PNG byte arrays, got {type(got).__name__}")
+        if len(got) != n:
+            raise DataError(f"{str(png)!r} holds {len(got)} images but {lpath.name} has {n} labels")
+        return got
+
     def fill(out: np.ndarray) -> None:
-        items = load_pickle(png, encoding="latin1", what="tieredImageNet PNG list")
-        if not isinstance(items, (list, tuple)):
-            raise DataError(f"{str(png)!r}: expected a list of PNG byte arrays, got {type(items).__name__}")
-        if len(items) != n:
-            raise DataError(f"{str(png)!r} holds {len(items)} images but {lpath.name} has {n} labels")
-        decode_many_into(out, items, channels=3, desc=desc, where=lambda i: f"{png} (image #{i})")
+        decode_many_into(out, items(), channels=3, desc=desc, where=lambda i: f"{png} (image #{i})")
+
+    def probe() -> None:
+        first = items()[:1]
+        if first:
+            decode_image(first[0], size, 3, f"{png} (image #0)")
 
     desc = f"{NAME}/{split}: decoding {n} PNGs once into a {size}px cache (later loads memory-map it)"
     path, stale = cache_file(cache, f"{NAME}-{root_tag(png.parent)}-{split}-{REN}-{size}px", files_fingerprint([png]))
-    images = cached_uint8_array(path, (n, size, size, 3), fill, desc=desc, stale_glob=stale)
+    images = cached_uint8_array(path, (n, size, size, 3), fill, desc=desc, stale_glob=stale, probe=probe)
     meta = {"format": REN, "cache": str(path), "original_labels": [int(i) for i in ids]}
     meta.update(_superclasses(lab, raw, n, lpath))
     return ImageSplit(images, labels, names, f"{NAME}/{split}", str(png), meta)
@@ -178,6 +186,11 @@ def load_tiered_imagenet(
     if layout is None:
         if has_png and has_npz:
             layout = METAOPTNET if "labels" in lab else REN
+            other = REN if layout == METAOPTNET else METAOPTNET
+            note(f"{NAME}: {str(root_path)!r} holds both releases' {split!r} images ({files['png'].name}: {REN}, "
+                 f"{files['npz'].name}: {METAOPTNET}); using {layout}, as {files['labels'].name} holds "
+                 f"{'labels' if layout == METAOPTNET else 'label_specific'!r} (set data.options.layout={other} "
+                 f"in a config, or layout= when calling the loader, to read the other)")
         else:
             layout = REN if has_png else METAOPTNET
     cache = resolve_cache_dir(root_path, cache_dir)
