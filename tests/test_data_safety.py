@@ -322,3 +322,18 @@ def test_pickle_that_runs_a_command_is_refused(tmp_path, case):
     info = inspect_root(root)
     assert "refusing to load" in info["splits"]["train"]["error"] and str(target) in info["splits"]["train"]["error"]
     assert not marker.exists()
+
+
+def test_split_repr_is_one_line_without_pixels(tmp_path):
+    import numpy as np
+
+    from metakd.data.base import ImageSplit
+
+    split = ImageSplit(np.zeros((6, 28, 28, 1), np.uint8), np.array([0, 0, 1, 1, 2, 2]), ["a", "b", "c"],
+                       name="glyphs/train", source="/data/g")
+    assert repr(split) == ("ImageSplit(glyphs/train: 3 classes, 6 images of 28x28x1 uint8, in memory, "
+                           "source='/data/g')")
+    np.save(tmp_path / "x.npy", np.zeros((4, 8, 8, 3), np.uint8))
+    mm = ImageSplit(np.load(tmp_path / "x.npy", mmap_mode="r"), np.array([0, 1, 0, 1]), ["a", "b"], name="m/val")
+    assert "\n" not in repr(mm) and "memory-mapped" in repr(mm) and "4 images of 8x8x3" in repr(mm)
+    assert str(split) == repr(split)

@@ -19,12 +19,12 @@ class ImageSplit:
     name: short id such as ``"mini_imagenet/train"``; source: the file or folder it came from.
     """
 
-    images: np.ndarray
-    labels: np.ndarray
-    class_names: List[str]
+    images: np.ndarray = field(repr=False)
+    labels: np.ndarray = field(repr=False)
+    class_names: List[str] = field(repr=False)
     name: str = ""
     source: str = ""
-    meta: Dict[str, object] = field(default_factory=dict)
+    meta: Dict[str, object] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         where = self.source or self.name or "dataset"
@@ -43,6 +43,15 @@ class ImageSplit:
                 f"{where}: labels must lie in 0..{len(self.class_names) - 1} (one per class name), "
                 f"got range {self.labels.min()}..{self.labels.max()}"
             )
+
+    def __repr__(self) -> str:
+        """One line: dataset/split, classes, images, image shape, storage (never the pixels)."""
+        h, w, c = self.image_shape
+        storage = "memory-mapped" if isinstance(self.images, np.memmap) or isinstance(
+            getattr(self.images, "base", None), np.memmap) else "in memory"
+        where = f", source={self.source!r}" if self.source else ""
+        return (f"ImageSplit({self.name or 'unnamed'}: {self.num_classes} classes, {len(self)} images of "
+                f"{h}x{w}x{c} uint8, {storage}{where})")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
