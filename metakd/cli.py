@@ -3,25 +3,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 from .errors import MetakdError
+from .validate import consistency_views_arg, positive_int_arg
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from .config import load_config
     from .engine.distributed import is_main_process
-    from .engine.train import Trainer
+    from .engine.run_dir import check_run_folder, clear_run
+    from .engine.train import Trainer, default_output_dir
 
     cfg = load_config(args.config, args.overrides)
     if args.output_dir:
         cfg["output_dir"] = args.output_dir
+    overwrite = args.overwrite and not args.resume and is_main_process()
+    if overwrite:  # refuse a folder that is not a metakd run before loading any data
+        check_run_folder(default_output_dir(cfg))
     trainer = Trainer(cfg, progress=not args.no_progress)
-    if args.overwrite and not args.resume and trainer.out.exists() and is_main_process():
-        shutil.rmtree(trainer.out)
+    if overwrite:
+        kept = clear_run(trainer.out)
+        if kept:
+            print(f"metakd train: --overwrite kept {len(kept)} entries metakd did not write in {trainer.out}: "
+                  f"{', '.join(kept[:5])}{' ...' if len(kept) > 5 else ''}", file=sys.stderr)
     summary = trainer.fit(resume=args.resume if args.resume else False)
     if not is_main_process():  # under torchrun rank 0 reports
         return
@@ -36,6 +43,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from .engine.evaluate_checkpoint import evaluate_checkpoint
     from .engine.metrics import format_acc
 
+    failed = []
     for path in args.checkpoints:
         res = evaluate_checkpoint(Path(path), episodes=args.episodes, seed=args.seed, split=args.split,
                                   device=args.device, batch_size=args.batch_size, root=args.root,
@@ -43,9 +51,13 @@ def _cmd_eval(args: argparse.Namespace) -> None:
                                   progress=not args.no_progress)
         if not is_main_process():  # under torchrun rank 0 reports
             continue
-        print(f"{res['name']} ({res['learner']}, {res['backbone']}, {res['n_way']}-way {res['k_shot']}-shot, "
+        print(f"{res['run']} ({res['learner']}, {res['backbone']}, {res['n_way']}-way {res['k_shot']}-shot, "
               f"{res['split']}): {format_acc(res['accuracy'], res['ci95'])} % over {res['episodes']} episodes "
               f"(seed {res['episode_seed']}) on {res['device']} -> {res['output']}")
+        if res.get("output_error"):
+            failed.append(f"{res['output_error']}; the result was written to {res['output']} instead")
+    if failed:
+        raise MetakdError(" | ".join(failed))
 
 
 def _cmd_list(args: argparse.Namespace) -> None:
@@ -66,10 +78,11 @@ def _cmd_list(args: argparse.Namespace) -> None:
 
 def _cmd_data(args: argparse.Namespace) -> None:
     from . import data  # noqa: F401
-    from .data.inspect import format_report, inspect_root
+    from .data.inspect import check_report, format_report, inspect_root
 
     info = inspect_root(args.root, dataset=args.dataset)
-    print(json.dumps(info, indent=2, default=str) if args.json else format_report(info))
+    print(json.dumps(info, indent=2, default=str) if args.json else format_report(info), flush=True)
+    check_report(info)  # a split that cannot be read fails the command (exit 2), after the report
 
 
 def _cmd_config(args: argparse.Namespace) -> None:
@@ -95,6 +108,17 @@ def _cmd_robustness(args: argparse.Namespace) -> None:
                             progress=not args.no_progress)
     print(report["table"])
     print(f"written: {report['output_dir']}/robustness.{{md,json,png}}")
+    if report.get("output_error"):
+        raise MetakdError(f"{report['output_error']}; the report was written to {report['output_dir']} instead")
+
+
+def _cmd_compare(args: argparse.Namespace) -> None:
+    from .engine.compare import run_compare
+
+    report = run_compare([Path(p) for p in args.results], out=Path(args.out) if args.out else None)
+    print(report["table"])
+    if args.out:
+        print(f"written: {report['output_dir']}/compare.{{md,json,png}}")
 
 
 def _cmd_distill(args: argparse.Namespace) -> None:
@@ -127,10 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate checkpoints on the fixed test episodes (mean ± 95%% CI)")
     e.add_argument("checkpoints", nargs="+", help="run folders (their best.pt) or checkpoint files")
-    e.add_argument("--episodes", type=int, help="number of fixed episodes (default: the config's eval.episodes, 600)")
+    e.add_argument("--episodes", type=positive_int_arg, help="number of fixed episodes (default: the config's eval.episodes, 600)")
     e.add_argument("--seed", type=int, help="seed of the fixed episode list (default: the config's eval.seed)")
     e.add_argument("--split", default="test", choices=("train", "val", "test"))
-    e.add_argument("--batch-size", type=int, help="tasks per evaluation batch")
+    e.add_argument("--batch-size", type=positive_int_arg, help="tasks per evaluation batch")
     e.add_argument("--device", default="auto")
     e.add_argument("--root", help="dataset root, when it moved since training")
     e.add_argument("--out", help="JSON result path (default: next to the checkpoint)")
@@ -155,28 +179,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("demo", help="MAML vs MAML+MSD vs ProtoNet on the built-in glyph dataset (standard and augmented), a few minutes on a CPU")
     m.add_argument("--output-dir", default="runs/demo")
-    m.add_argument("--iterations", type=int, help="meta-iterations per learner (default: the demo configs')")
-    m.add_argument("--threads", type=int, help="torch CPU threads (default: 1 on a CPU, which is fastest for these tiny models)")
-    m.add_argument("--episodes", type=int, default=600, help="fixed test episodes")
+    m.add_argument("--iterations", type=positive_int_arg, help="meta-iterations per learner (default: the demo configs')")
+    m.add_argument("--threads", type=positive_int_arg, help="torch CPU threads (default: 1 on a CPU, which is fastest for these tiny models)")
+    m.add_argument("--episodes", type=positive_int_arg, default=600, help="fixed test episodes")
     m.add_argument("--device", default="auto")
     m.add_argument("--no-progress", action="store_true")
     m.set_defaults(func=_cmd_demo)
 
     r = sub.add_parser("robustness", help="checkpoints under the augmented test scenario (weak/strong × support/query/both)")
     r.add_argument("checkpoints", nargs="+", help="run folders (their best.pt) or checkpoint files")
-    r.add_argument("--episodes", type=int, help="fixed test episodes (default: the config's eval.episodes)")
+    r.add_argument("--episodes", type=positive_int_arg, help="fixed test episodes (default: the config's eval.episodes)")
     r.add_argument("--seed", type=int, help="seed of the fixed episode list (default: the config's eval.seed)")
     r.add_argument("--levels", nargs="+", default=["standard", "weak", "strong"], choices=("standard", "weak", "strong"))
     r.add_argument("--sides", nargs="+", default=["support", "query", "both"], choices=("support", "query", "both"))
-    r.add_argument("--consistency-views", type=int, default=4, help="augmented support copies for the consistency "
+    r.add_argument("--consistency-views", type=consistency_views_arg, default=4, help="augmented support copies for the consistency "
                    "metric (0: skip it)")
     r.add_argument("--scenario-seed", type=int, default=0, help="seed of the per-episode perturbations")
-    r.add_argument("--batch-size", type=int)
+    r.add_argument("--batch-size", type=positive_int_arg, help="tasks per evaluation batch")
     r.add_argument("--device", default="auto")
     r.add_argument("--root", help="dataset root, when it moved since training")
     r.add_argument("--out", help="output folder (default: <run>/robustness, or ./robustness for several)")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=_cmd_robustness)
+    cmp = sub.add_parser("compare", help="methods compared episode by episode on their shared fixed test episodes "
+                         "(paired differences, 95%% CI, paired t-test)")
+    cmp.add_argument("results", nargs="+", help="eval_*.json or robustness.json files, or run folders holding one; "
+                     "the first is the baseline")
+    cmp.add_argument("--out", help="folder for compare.{md,json,png} (default: print only)")
+    cmp.set_defaults(func=_cmd_compare)
     k = sub.add_parser("distill", help="teacher -> student knowledge distillation for classification (KD, KD + rank, MKD)")
     k.add_argument("config", help="config name (e.g. distill_glyphs_kd) or path to a YAML file")
     k.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.root=/data/cifar teacher.checkpoint=t.pt")
@@ -184,17 +214,70 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--output-dir", help="run folder (default: runs/<config name>)")
     k.add_argument("--no-progress", action="store_true", help="no progress bars")
     k.set_defaults(func=_cmd_distill)
+    for command in sub.choices.values():
+        if not any("--threads" in a.option_strings for a in command._actions):
+            command.add_argument("--threads", type=positive_int_arg, help=THREADS_HELP)
     return p
 
 
+THREADS_HELP = ("torch CPU threads (default: the config's `threads`, else 1 on a machine without CUDA: these "
+                "models are tiny, and on a shared CPU one thread measured up to 46x faster than two)")
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Optional[List[str]]) -> argparse.Namespace:
+    """Parse, accepting ``key=value`` overrides anywhere after the command (before or after the flags)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        overrides = [a for a in extra if "=" in a and not a.startswith("-")]
+        rest = [a for a in extra if a not in overrides]
+        if rest or not hasattr(args, "overrides"):
+            parser.error(f"unrecognized arguments: {' '.join(rest or extra)}")
+        args.overrides = list(args.overrides) + overrides
+    return args
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    """--threads wins over a config's ``threads`` (passed on as the override threads=N); without either,
+    1 thread on a machine without CUDA."""
+    import torch
+
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+        if hasattr(args, "overrides"):
+            args.overrides = list(args.overrides) + [f"threads={args.threads}"]
+    elif not torch.cuda.is_available():
+        torch.set_num_threads(1)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; returns the exit status: 0, 2 for an error (one line on stderr, no traceback:
+    a MetakdError, or an OSError the command did not turn into one), 130 for Ctrl-C; a bad flag is
+    reported by argparse (usage, then one error line naming the flag) and returns its status, 2."""
     try:
+        args = _parse(build_parser(), argv)
+    except SystemExit as exc:  # --help (0) or a bad flag (2)
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        if args.command != "demo":  # the demo has its own --threads default
+            _set_threads(args)
         args.func(args)
     except MetakdError as exc:
-        print(f"metakd {args.command}: error: {exc}", file=sys.stderr)
+        print(f"metakd {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"metakd {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:  # last resort: a file operation no command wrapped
+        from .atomic import describe_os_error
+
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        print(f"metakd {args.command}: error: {where}{describe_os_error(exc)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

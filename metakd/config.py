@@ -12,13 +12,13 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple
-
 import re
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import yaml
 
 from .errors import ConfigError
+from .validate import in_range, positive_int
 
 ANY = object()  # a value of any type (free-form dicts)
 _NUM = (int, float)
@@ -151,7 +151,21 @@ def resolve_config_path(name_or_path: str, relative_to: Optional[Path] = None) -
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2 booleans: only true/false. PyYAML's YAML 1.1 reading turns the option
-    values off/on/yes/no into booleans, so ``amp: off`` or MSD's ``on: prob`` key would change meaning."""
+    values off/on/yes/no into booleans, so ``amp: off`` or MSD's ``on: prob`` key would change meaning.
+    A key given twice in one mapping is an error (PyYAML would silently keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: Dict[Tuple[str, str], Any] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                first = seen.setdefault((key_node.tag, key_node.value), key_node)
+                if first is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key_node.value!r} (first at line {first.start_mark.line + 1}); "
+                        "each key may appear once in a mapping", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
@@ -165,13 +179,36 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
 
+def yaml_error_line(exc: yaml.YAMLError) -> str:
+    """A PyYAML error (several lines, with a source excerpt) as one line: where, then what."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = "; ".join(str(p) for p in (exc.problem, exc.context) if p)
+        return f"not valid YAML{where}: {what}"
+    return f"not valid YAML: {' '.join(str(exc).split())}"
+
+
 def _read_yaml(path: Path) -> Dict[str, Any]:
     try:
-        data = load_yaml(path.read_text())
+        raw = path.read_bytes()
+    except OSError as exc:
+        from .atomic import describe_os_error
+
+        raise ConfigError(f"{path}: cannot read the config file: {describe_os_error(exc)}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte 0x{raw[exc.start]:02x} at line {line}); "
+                          "save the config as UTF-8") from None
+    try:
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        raise ConfigError(f"{path}: {yaml_error_line(exc)}") from None
     if data is None:
-        return {}
+        raise ConfigError(f"{path}: the config file is empty; expected a mapping of sections "
+                          "(e.g. 'inherit: maml_glyphs_5w1s' or 'train: {iterations: 100}')")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
     return data
@@ -231,46 +268,89 @@ def _type_name(types: tuple) -> str:
     return " or ".join("null" if t is None else t.__name__ for t in types)
 
 
-def validate(cfg: Dict[str, Any], source: str = "config",
+class Origins:
+    """Where each key's value came from, for error messages: the ``key=value`` override that set it,
+    else ``source`` (the config file, or "defaults"). Called with a dotted key, returns the source."""
+
+    def __init__(self, source: str, overrides: Iterable[str] = ()):
+        self.source = source
+        self.items: Dict[str, str] = {}
+        for item in overrides:
+            key = ".".join(p for p in item.split("=", 1)[0].strip().split(".") if p)
+            self.items.pop(key, None)
+            self.items[key] = item
+
+    def __call__(self, key: str) -> str:
+        if key in self.items:
+            return f"override {self.items[key]!r}"
+        for k, item in reversed(list(self.items.items())):
+            if k.startswith(key + "."):
+                return f"override {item!r}"
+        return self.source
+
+
+Source = Union[str, Callable[[str], str]]
+
+
+def as_origins(source: Source, overrides: Iterable[str] = ()) -> Callable[[str], str]:
+    return source if callable(source) else Origins(source, overrides)
+
+
+def validate(cfg: Dict[str, Any], source: Source = "config",
              schema: Optional[Dict[str, Dict[str, Tuple[tuple, Any]]]] = None,
-             choices: Optional[Dict[Tuple[str, str], Any]] = None) -> Dict[str, Any]:
+             choices: Optional[Dict[Tuple[str, str], Any]] = None, overrides: Iterable[str] = ()) -> Dict[str, Any]:
     """Check every section and key against ``schema`` and return a full config (defaults filled in).
 
     schema: section -> key -> (types, default); default the few-shot SCHEMA, whose range checks then
     apply too. choices: (section, key) -> allowed values (default VALID_CHOICES with SCHEMA).
+    source: the file name errors start with (or an ``Origins``); keys set by one of ``overrides`` are
+    blamed on that override instead.
     """
+    where = as_origins(source, overrides)
     if schema is not None:
-        return _validate_keys(cfg, source, schema, choices or {})
-    out = _validate_keys(cfg, source, SCHEMA, VALID_CHOICES)
+        return _validate_keys(cfg, where, schema, choices or {})
+    out = _validate_keys(cfg, where, SCHEMA, VALID_CHOICES)
+
+    def check(key: str, fn, *args, **kwargs) -> None:
+        section, _, sub = key.rpartition(".")
+        value = out[section][sub] if section else out[sub]
+        if value is not None:
+            fn(value, key, *args, source=where(key), **kwargs)
+
+    check("threads", positive_int)
+    check("data.image_size", positive_int)
     for key in ("n_way", "train_n_way", "k_shot", "q_query", "test_q_query"):
-        if out["episodes"][key] is not None and out["episodes"][key] < 1:
-            raise ConfigError(f"{source}: episodes.{key} must be >= 1, got {out['episodes'][key]}")
-    for key in ("iterations", "meta_batch", "val_every", "checkpoint_every", "log_every"):
-        if out["train"][key] < 1:
-            raise ConfigError(f"{source}: train.{key} must be >= 1, got {out['train'][key]}")
-    if out["eval"]["episodes"] < 1 or out["eval"]["batch_size"] < 1:
-        raise ConfigError(f"{source}: eval.episodes and eval.batch_size must be >= 1")
+        check(f"episodes.{key}", positive_int)
+    for key in ("iterations", "meta_batch", "lr_step", "val_every", "val_episodes", "checkpoint_every", "log_every"):
+        check(f"train.{key}", positive_int)
+    check("train.lr", in_range, 0, lo_open=True)
+    check("train.weight_decay", in_range, 0)
+    check("train.momentum", in_range, 0, 1, hi_open=True)
+    check("train.lr_gamma", in_range, 0, lo_open=True)
+    check("train.grad_clip", in_range, 0, lo_open=True)
+    check("eval.episodes", positive_int)
+    check("eval.batch_size", positive_int)
     return out
 
 
-def _validate_keys(cfg: Dict[str, Any], source: str, schema, choices) -> Dict[str, Any]:
+def _validate_keys(cfg: Dict[str, Any], where: Callable[[str], str], schema, choices) -> Dict[str, Any]:
     out = defaults(schema)
     sections = [s for s in schema if s]
     for key, value in cfg.items():
         if key in schema[""]:
-            out[key] = _check(source, key, value, schema[""][key], ("", key), choices)
+            out[key] = _check(where(key), key, value, schema[""][key], ("", key), choices)
         elif key in sections:
             if not isinstance(value, dict):
-                raise ConfigError(f"{source}: section {key!r} must be a mapping, got {value!r}")
+                raise ConfigError(f"{where(key)}: section {key!r} must be a mapping, got {value!r}")
             for sub, subval in value.items():
                 if sub not in schema[key]:
                     raise ConfigError(
-                        f"{source}: unknown key '{key}.{sub}'; valid keys of '{key}': {', '.join(schema[key])}"
+                        f"{where(f'{key}.{sub}')}: unknown key '{key}.{sub}'; valid keys of '{key}': {', '.join(schema[key])}"
                     )
-                out[key][sub] = _check(source, f"{key}.{sub}", subval, schema[key][sub], (key, sub), choices)
+                out[key][sub] = _check(where(f"{key}.{sub}"), f"{key}.{sub}", subval, schema[key][sub], (key, sub), choices)
         else:
             raise ConfigError(
-                f"{source}: unknown key {key!r}; valid top-level keys: {', '.join(list(schema['']) + sections)}"
+                f"{where(str(key))}: unknown key {key!r}; valid top-level keys: {', '.join(list(schema['']) + sections)}"
             )
     return out
 
@@ -298,18 +378,19 @@ def load_config(name_or_path: Optional[str] = None, overrides: Iterable[str] = (
                 schema: Optional[Dict[str, Dict[str, Tuple[tuple, Any]]]] = None,
                 choices: Optional[Dict[Tuple[str, str], Any]] = None) -> Dict[str, Any]:
     """Load a config by name or path (or the defaults), apply ``key=value`` overrides, validate
-    against ``schema`` (default: the few-shot SCHEMA; other jobs such as distillation pass theirs)."""
+    against ``schema`` (default: the few-shot SCHEMA; other jobs such as distillation pass theirs).
+    Errors name the override that set a bad value, else the file."""
     raw: Dict[str, Any] = {}
-    source = "defaults"
+    label = "defaults"
     if name_or_path:
         path = resolve_config_path(name_or_path)
         raw = _load_raw(path)
-        source = str(path)
+        label = str(path)
         raw.setdefault("name", path.stem)
     overrides = list(overrides)
     if overrides:
         merge(raw, parse_overrides(overrides))
-    return validate(raw, source, schema, choices)
+    return validate(raw, Origins(label, overrides), schema, choices)
 
 
 def dump_config(cfg: Dict[str, Any]) -> str:

@@ -31,8 +31,9 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 
 from pathlib import Path
 
-from ..config import SCHEMA, config_dirs, load_config
+from ..config import SCHEMA, Origins, Source, as_origins, config_dirs, load_config
 from ..errors import ConfigError
+from ..validate import in_range, positive_int
 
 _NUM = (int, float)
 
@@ -114,17 +115,25 @@ DISTILL_CHOICES: Dict[Tuple[str, str], Any] = {
 }
 
 
-def check_distill_config(cfg: Dict[str, Any], source: str = "config") -> Dict[str, Any]:
-    """Range checks the type schema cannot express; returns ``cfg``."""
-    def positive(section: str, key: str, strict: bool = True) -> None:
+def check_distill_config(cfg: Dict[str, Any], source: Source = "config") -> Dict[str, Any]:
+    """Range checks the type schema cannot express; returns ``cfg``. ``source``: the file name, or an
+    ``Origins`` that blames the override that set a key."""
+    where = as_origins(source)
+
+    def positive(section: str, key: str, strict: bool = True, hi: Any = None) -> None:
         value = cfg[section][key]
-        if value is not None and (value <= 0 if strict else value < 0):
-            raise ConfigError(f"{source}: {section}.{key} must be {'>' if strict else '>='} 0, got {value}")
+        if value is not None:
+            in_range(value, f"{section}.{key}", 0, hi, lo_open=strict, hi_open=True, source=where(f"{section}.{key}"))
 
     for key in ("epochs", "batch_size", "lr", "eval_every", "eval_batch_size", "log_every", "checkpoint_every"):
         positive("train", key)
-    for key in ("momentum", "weight_decay"):
-        positive("train", key, strict=False)
+    positive("train", "momentum", strict=False, hi=1)
+    positive("train", "weight_decay", strict=False)
+    positive("train", "lr_gamma")
+    if cfg["train"]["nesterov"] and cfg["train"]["momentum"] == 0:
+        raise ConfigError(f"{where('train.nesterov')}: train.nesterov=true needs train.momentum > 0")
+    if cfg["threads"] is not None:
+        positive_int(cfg["threads"], "threads", source=where("threads"))
     positive("data", "image_size")
     positive("data", "crop_padding", strict=False)
     positive("data", "holdout_per_class")
@@ -141,15 +150,15 @@ def check_distill_config(cfg: Dict[str, Any], source: str = "config") -> Dict[st
         ms = cfg[section]["lr_milestones"]
         if ms is not None and (not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in ms)
                                or ms != sorted(ms)):
-            raise ConfigError(f"{source}: {section}.lr_milestones must be increasing positive epoch numbers, got {ms!r}")
+            raise ConfigError(f"{where(section + '.lr_milestones')}: {section}.lr_milestones must be increasing positive epoch numbers, got {ms!r}")
     mkd = cfg["mkd"]
     if not mkd["t_min"] < cfg["distill"]["temperature"] < mkd["t_max"]:
-        raise ConfigError(f"{source}: distill.temperature={cfg['distill']['temperature']} must lie strictly inside "
+        raise ConfigError(f"{where('distill.temperature')}: distill.temperature={cfg['distill']['temperature']} must lie strictly inside "
                           f"(mkd.t_min, mkd.t_max) = ({mkd['t_min']}, {mkd['t_max']})")
     if not mkd["heldout_fraction"] < 1:
-        raise ConfigError(f"{source}: mkd.heldout_fraction must be in (0, 1), got {mkd['heldout_fraction']}")
+        raise ConfigError(f"{where('mkd.heldout_fraction')}: mkd.heldout_fraction must be in (0, 1), got {mkd['heldout_fraction']}")
     if cfg["distill"]["rank_fraction"] > 1:
-        raise ConfigError(f"{source}: distill.rank_fraction must be in (0, 1], got {cfg['distill']['rank_fraction']}")
+        raise ConfigError(f"{where('distill.rank_fraction')}: distill.rank_fraction must be in (0, 1], got {cfg['distill']['rank_fraction']}")
     return cfg
 
 
@@ -174,5 +183,6 @@ def load_distill_config(name_or_path: Optional[str] = None, overrides: Iterable[
     """Load, override and validate a ``metakd distill`` config (see the module docstring)."""
     if name_or_path:
         name_or_path = resolve_distill_config(name_or_path)
+    overrides = list(overrides)
     cfg = load_config(name_or_path, overrides, schema=DISTILL_SCHEMA, choices=DISTILL_CHOICES)
-    return check_distill_config(cfg, name_or_path or "defaults")
+    return check_distill_config(cfg, Origins(name_or_path or "defaults", overrides))

@@ -100,18 +100,27 @@ def make_distilled(student: nn.Module, teacher_cfg: Dict[str, Any], in_channels:
 
 
 def make_optimizer(cfg: Dict[str, Any], params) -> torch.optim.Optimizer:
+    """Adam, AdamW or SGD (Nesterov momentum when ``train.momentum`` > 0) from the ``train`` section."""
     t = cfg["train"]
     params = [p for p in params if p.requires_grad]
-    if t["optimizer"] == "adam":
-        return torch.optim.Adam(params, lr=t["lr"], weight_decay=t["weight_decay"])
-    if t["optimizer"] == "adamw":
-        return torch.optim.AdamW(params, lr=t["lr"], weight_decay=t["weight_decay"])
-    return torch.optim.SGD(params, lr=t["lr"], momentum=t["momentum"], weight_decay=t["weight_decay"], nesterov=True)
+    try:
+        if t["optimizer"] == "adam":
+            return torch.optim.Adam(params, lr=t["lr"], weight_decay=t["weight_decay"])
+        if t["optimizer"] == "adamw":
+            return torch.optim.AdamW(params, lr=t["lr"], weight_decay=t["weight_decay"])
+        return torch.optim.SGD(params, lr=t["lr"], momentum=t["momentum"], weight_decay=t["weight_decay"],
+                               nesterov=t["momentum"] > 0)
+    except ValueError as exc:  # torch's own range checks
+        raise ConfigError(f"train.optimizer={t['optimizer']} rejects train.lr={t['lr']}, train.weight_decay="
+                          f"{t['weight_decay']}, train.momentum={t['momentum']}: {exc}") from None
 
 
 def make_scheduler(cfg: Dict[str, Any], optimizer: torch.optim.Optimizer):
-    if cfg["train"]["lr_schedule"] == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg["train"]["iterations"])
-    if cfg["train"]["lr_schedule"] == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg["train"]["lr_step"], gamma=cfg["train"]["lr_gamma"])
+    """The ``train.lr_schedule``: cosine over the iterations, step (``lr_step``, ``lr_gamma``; both range
+    checked by ``metakd.config.validate``, torch checks neither) or constant (None)."""
+    t = cfg["train"]
+    if t["lr_schedule"] == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t["iterations"])
+    if t["lr_schedule"] == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=t["lr_step"], gamma=t["lr_gamma"])
     return None

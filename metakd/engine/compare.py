@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Sequence
 from ..atomic import atomic_write, write_json
 from ..errors import MetakdError
 from ..stats import format_interval, paired_difference, t_interval
+from .evaluate_checkpoint import run_label
 
 STANDARD = "standard"
 
@@ -25,15 +26,15 @@ def _scenario(row: Dict[str, Any]) -> str:
 
 
 def _run_label(path: Path, name: str) -> str:
-    """A run is named by its folder (two runs of one config differ there), with the config name if other."""
-    folder = path.parent.parent if path.parent.name == "robustness" else path.parent
-    return folder.name if folder.name == name else f"{folder.name} [{name}]"
+    """A result is named by its run folder (see ``run_label``), also when it lies in <run>/robustness/."""
+    return run_label(path.parent if path.parent.name == "robustness" else path, name)
 
 
 def _from_eval(path: Path, data: Dict[str, Any]) -> Dict[str, Any]:
     if "per_episode" not in data:
         raise MetakdError(f"{path}: no per-episode accuracies (written by an older metakd eval); evaluate the run again")
-    return {"label": _run_label(path, data.get("name", "?")), "source": str(path),
+    label = data.get("run") or _run_label(Path(data.get("checkpoint", path)), data.get("name", "?"))
+    return {"label": label, "source": str(path),
             "fingerprint": data.get("episodes_fingerprint"), "scenarios": {STANDARD: data["per_episode"]}}
 
 
@@ -43,8 +44,8 @@ def _from_robustness(path: Path, model: Dict[str, Any]) -> Dict[str, Any]:
         if "per_episode" not in row:
             raise MetakdError(f"{path}: no per-episode accuracies (written by an older metakd robustness); run it again")
         scen[_scenario(row)] = row["per_episode"]
-    ckpt = Path(model.get("checkpoint", path))
-    return {"label": _run_label(ckpt, model.get("name", "?")), "source": str(path),
+    label = model.get("run") or _run_label(Path(model.get("checkpoint", path)), model.get("name", "?"))
+    return {"label": label, "source": str(path),
             "fingerprint": model.get("episodes_fingerprint"), "scenarios": scen}
 
 

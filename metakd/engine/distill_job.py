@@ -18,13 +18,14 @@ the teacher sees the same augmented batch as the student, in eval mode, without 
 Exact resume: the batch order of an epoch is a pure function of (seed, epoch); augmentation and
 MKD held-out draws come from generators whose states are checkpointed with the model, optimiser,
 scheduler, temperatures, position inside the epoch and the global RNG states, so a run stopped at
-any step (``max_steps``, Ctrl-C) and resumed gives bit-identical weights on the same device.
+any step (``max_steps``, Ctrl-C, SIGTERM) and resumed gives bit-identical weights on the same device.
+A signal stops the run at the next step boundary (an end-of-epoch test evaluation in progress is
+abandoned and rerun on resume) and saves last.pt there.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
+import signal
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -35,31 +36,26 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..atomic import atomic_write, remove_stale_temps, write_json
 from ..config import dump_config
 from ..distill import MetaTemperatures, kd_loss, mkd_step, rank_loss
 from ..errors import ConfigError, MetakdError
 from ..models import build_backbone
 from .build import resolve_device
-from .checkpoint import rng_state, save_atomic, set_rng_state
+from .checkpoint import rng_state, safe_load, save_atomic, set_rng_state
 from .distill_data import ClassificationData, epoch_order, heldout_split, load_classification, prepare
 from .metrics import JsonlLogger
+from .run_dir import StopGuard, check_output_dir, config_differences, fault_point, make_output_dir
 
 TEACHER_KIND = "metakd-distill-teacher"
-_RESUME_FREE = ("output_dir", "device", "threads", "description")
+# Config keys a resume may change (they change no trained weight); any other difference is refused.
+_RESUME_FREE = ("name", "output_dir", "device", "threads", "description")
 _RESUME_FREE_TRAIN = ("eval_every", "log_every", "checkpoint_every", "eval_batch_size")
+RESUME_FREE = _RESUME_FREE + tuple(f"train.{k}" for k in _RESUME_FREE_TRAIN)
 
 
 def _write_json(path: Path, obj: Dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
-def _comparable(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    out = {k: v for k, v in cfg.items() if k not in _RESUME_FREE}
-    out["train"] = {k: v for k, v in cfg["train"].items() if k not in _RESUME_FREE_TRAIN}
-    return out
+    write_json(path, obj, what="result file")
 
 
 @torch.no_grad()
@@ -103,9 +99,9 @@ def load_teacher(path: Path, cfg: Dict[str, Any], data: ClassificationData) -> T
         raise ConfigError(f"teacher.checkpoint: {path} does not exist; give the teacher.pt written by `metakd distill` "
                           "(output_dir/teacher/teacher.pt) or set teacher.checkpoint=null to train the teacher first")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise ConfigError(f"teacher.checkpoint: {path} could not be read ({type(exc).__name__}: {exc})") from None
+        ckpt = safe_load(path, what="teacher checkpoint")
+    except MetakdError as exc:
+        raise ConfigError(f"teacher.checkpoint: {exc}") from None
     if not isinstance(ckpt, dict) or ckpt.get("kind") != TEACHER_KIND:
         raise ConfigError(f"teacher.checkpoint: {path} is not a distillation teacher (expected the teacher.pt "
                           "written by `metakd distill`)")
@@ -163,6 +159,7 @@ class PhaseTrainer:
         self.aug_gen = torch.Generator().manual_seed(seed + 1)
         self.heldout_gen = torch.Generator().manual_seed(seed + 2)
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
+        self.pending_end = False  # the epoch ``self.epoch`` ended, its record / test evaluation not done yet
         self.window: Dict[str, List[float]] = {}
         self.epoch_sums: Dict[str, float] = {"loss": 0.0, "acc": 0.0, "n": 0.0, "seconds": 0.0}
         self.last_test: Optional[float] = None
@@ -174,25 +171,39 @@ class PhaseTrainer:
             "metakd_version": __version__, "kind": "metakd-distill-state", "role": self.role, "config": self.cfg,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-            "step": self.step, "aug_gen": self.aug_gen.get_state(), "heldout_gen": self.heldout_gen.get_state(),
+            "step": self.step, "pending_end": self.pending_end, "aug_gen": self.aug_gen.get_state(), "heldout_gen": self.heldout_gen.get_state(),
             "temps": None if self.temps is None else self.temps.state_dict(),
             "temp_optimizer": None if self.temps is None else self.temp_optimizer.state_dict(),
             "window": self.window, "epoch_sums": self.epoch_sums, "last_test": self.last_test, "rng": rng_state(),
         }
 
-    def save(self) -> Path:
-        return save_atomic(self.state(), self.out / "last.pt")
+    def save(self, guard: Optional[StopGuard] = None) -> Path:
+        state, path = self.state(), self.out / "last.pt"
+
+        def write(f: Any) -> None:
+            torch.save(state, f)
+            fault_point("save", self.step)
+
+        if guard is None:
+            return atomic_write(path, write, what="checkpoint")
+        with guard.saving_file(str(path)):
+            return atomic_write(path, write, what="checkpoint")
 
     def resume(self) -> None:
         path = self.out / "last.pt"
         ckpt = load_checkpoint_any(path)
-        if _comparable(ckpt["config"]) != _comparable(self.cfg) or ckpt.get("role") != self.role:
-            raise MetakdError(f"{path} was written by a different distillation config; resume with the config it "
-                              "was trained with (only output_dir, device, threads and logging keys may change)")
+        diffs = config_differences(ckpt["config"], self.cfg, RESUME_FREE)
+        if ckpt.get("role") != self.role:
+            diffs.append(f"role: checkpoint {ckpt.get('role')!r}, now {self.role!r}")
+        if diffs:
+            raise MetakdError(f"{path} was written by a different distillation config: {'; '.join(diffs)}. Resume "
+                              "with the config it was trained with (only name, description, output_dir, device, "
+                              "threads, train.eval_every, log_every, checkpoint_every and eval_batch_size may change)")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.epoch, self.batch_in_epoch, self.step = ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]
+        self.pending_end = bool(ckpt.get("pending_end", False))
         self.aug_gen.set_state(ckpt["aug_gen"])
         self.heldout_gen.set_state(ckpt["heldout_gen"])
         if self.temps is not None:
@@ -200,7 +211,7 @@ class PhaseTrainer:
             self.temp_optimizer.load_state_dict(ckpt["temp_optimizer"])
         self.window, self.epoch_sums, self.last_test = ckpt["window"], ckpt["epoch_sums"], ckpt["last_test"]
         set_rng_state(ckpt["rng"])
-        self.logger.truncate_after(self.step)
+        self.logger.truncate_after(self.step, drop_at_step=("epoch",) if self.pending_end else ())
 
     # -- one step
     def _batch(self, idx: Tensor, augment: bool) -> Tuple[Tensor, Tensor]:
@@ -255,6 +266,7 @@ class PhaseTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        fault_point("step", self.step + 1)
         parts["loss"] = float(loss.detach())
         parts["acc"] = float((logits.detach().argmax(-1) == y).float().mean())
         return parts
@@ -265,13 +277,17 @@ class PhaseTrainer:
         full, rest = divmod(n, bs)
         return full + (1 if rest >= 2 else 0)  # a last batch of one image would break BatchNorm
 
-    def fit(self, budget: Optional[int] = None) -> Tuple[bool, int]:
-        """Train to ``epochs`` or for ``budget`` more steps; returns (finished, steps taken)."""
+    def fit(self, budget: Optional[int] = None, guard: Optional[StopGuard] = None) -> Tuple[bool, int]:
+        """Train to ``epochs`` or for ``budget`` more steps; returns (finished, steps taken). With a
+        (entered) ``guard``, a signal stops at the next step boundary: last.pt is saved, MetakdError raised."""
+        guard = guard if guard is not None else StopGuard()  # not entered: installs no handler
         t = self.cfg["train"]
         bs, taken = t["batch_size"], 0
         nb = self.batches_per_epoch()
         self.model.train()
         try:
+            if self.pending_end:
+                self._finish_epoch(nb, guard)
             while self.epoch < self.epochs:
                 order = self.train_idx[epoch_order(len(self.train_idx), self.seed, self.epoch)]
                 bar = tqdm(total=nb, initial=self.batch_in_epoch, disable=not self.progress, dynamic_ncols=True,
@@ -279,10 +295,12 @@ class PhaseTrainer:
                                 f"epoch {self.epoch + 1}/{self.epochs}", unit="batch", leave=False)
                 tic = time.perf_counter()
                 while self.batch_in_epoch < nb:
-                    if budget is not None and taken >= budget:
+                    if guard.stopping or (budget is not None and taken >= budget):
                         self.epoch_sums["seconds"] += time.perf_counter() - tic
                         bar.close()
-                        self.save()
+                        if guard.stopping:
+                            raise KeyboardInterrupt
+                        self.save(guard)
                         return False, taken
                     b = self.batch_in_epoch
                     m = self.train_step(order[b * bs:(b + 1) * bs])
@@ -305,18 +323,24 @@ class PhaseTrainer:
                         self.window = {}
                 bar.close()
                 self.epoch_sums["seconds"] += time.perf_counter() - tic
-                self._end_epoch(nb)
-        except KeyboardInterrupt:
-            self.save()
-            raise MetakdError(f"interrupted in {self.role} epoch {self.epoch + 1}; saved {self.out / 'last.pt'} — "
-                              "continue with --resume") from None
+                self.epoch += 1
+                self.batch_in_epoch = 0
+                self.scheduler.step()
+                self.pending_end = True
+                self._finish_epoch(nb, guard)
+        except KeyboardInterrupt:  # a signal (at a step boundary or in an abandoned evaluation), or raised by code
+            guard.signum = guard.signum or signal.SIGINT
+            self.model.train()
+            self.save(guard)
+            verb = "terminated (SIGTERM)" if guard.name == "SIGTERM" else "interrupted"
+            where = f"after {self.role} epoch {self.epoch} (its evaluation reruns on resume)" if self.pending_end \
+                else f"in {self.role} epoch {self.epoch + 1}"
+            raise MetakdError(f"{verb} {where}; saved {self.out / 'last.pt'} — continue with --resume") from None
         return True, taken
 
-    def _end_epoch(self, nb: int) -> None:
+    def _finish_epoch(self, nb: int, guard: StopGuard) -> None:
+        """The end of epoch ``self.epoch``: test evaluation (abandonable), its record, the periodic last.pt."""
         t = self.cfg["train"]
-        self.epoch += 1
-        self.batch_in_epoch = 0
-        self.scheduler.step()
         rec: Dict[str, Any] = {"kind": "epoch", "epoch": self.epoch, "step": self.step,
                                "train_loss": self.epoch_sums["loss"] / nb,
                                "train_acc": self.epoch_sums["acc"] / self.epoch_sums["n"] if self.epoch_sums["n"] else None,
@@ -325,16 +349,19 @@ class PhaseTrainer:
             tt, ts = self.temps()
             rec.update({"t_teacher": float(tt.detach()), "t_student": float(ts.detach())})
         if self.epoch % t["eval_every"] == 0 or self.epoch == self.epochs:
-            self.last_test = test_accuracy(self.model, self.data, self.device, t["eval_batch_size"])
-            rec["test_acc"] = self.last_test
+            with guard.abandonable():
+                fault_point("val", self.epoch)
+                test_acc = test_accuracy(self.model, self.data, self.device, t["eval_batch_size"])
+            self.last_test = rec["test_acc"] = test_acc
         self.logger.log(rec)
         if self.progress:
             tqdm.write(f"{self.role} epoch {self.epoch}/{self.epochs}: loss {rec['train_loss']:.4f}"
                        + (f", test top-1 {100 * rec['test_acc']:.2f}%" if "test_acc" in rec else "")
                        + (f", T_t {rec['t_teacher']:.2f} T_s {rec['t_student']:.2f}" if "t_teacher" in rec else ""))
         self.epoch_sums = {"loss": 0.0, "acc": 0.0, "n": 0.0, "seconds": 0.0}
+        self.pending_end = False
         if self.epoch % t["checkpoint_every"] == 0 or self.epoch == self.epochs:
-            self.save()
+            self.save(guard)
 
     def final_record(self) -> Dict[str, Any]:
         epochs = [r for r in self.logger.read() if r["kind"] == "epoch" and r.get("test_acc") is not None]
@@ -358,10 +385,7 @@ def load_checkpoint_any(path: Path) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise MetakdError(f"checkpoint {path} does not exist; nothing to resume (run without --resume)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise MetakdError(f"checkpoint {path} could not be read ({type(exc).__name__}: {exc})") from None
+    ckpt = safe_load(path)
     if not isinstance(ckpt, dict) or ckpt.get("kind") != "metakd-distill-state":
         raise MetakdError(f"{path} is not a `metakd distill` checkpoint")
     return ckpt
@@ -377,11 +401,13 @@ def run_distill(cfg: Dict[str, Any], output_dir: Optional[Path] = None, resume: 
 
     max_steps: stop after this many optimiser steps in this call (teacher and student together),
     saving last.pt of the phase in progress; the result then has ``"finished": false``.
+    SIGINT / SIGTERM: last.pt of the phase in progress is saved at a step boundary, then MetakdError.
     """
     out = Path(output_dir) if output_dir is not None else default_output_dir(cfg)
     device = resolve_device(cfg["device"])
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
+    check_output_dir(out)
     if not resume and any((out / p / "last.pt").exists() for p in ("teacher", "student")):
         raise MetakdError(f"{out} already holds a distillation run: pass --resume to continue it, or choose another "
                           "output_dir")
@@ -389,9 +415,20 @@ def run_distill(cfg: Dict[str, Any], output_dir: Optional[Path] = None, resume: 
         raise ConfigError(f"teacher.checkpoint: {cfg['teacher']['checkpoint']} does not exist")
     start = time.perf_counter()
     data = load_classification(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(dump_config(cfg))
-    budget = max_steps
+    with StopGuard() as guard:
+        try:
+            return _run_phases(cfg, out, data, device, guard, resume, progress, max_steps, start)
+        except KeyboardInterrupt:  # an abandoned evaluation outside a phase: nothing to save
+            verb = "terminated (SIGTERM)" if guard.name == "SIGTERM" else "interrupted"
+            raise MetakdError(f"{verb}; the saved phases in {out} are complete — continue with --resume") from None
+
+
+def _run_phases(cfg: Dict[str, Any], out: Path, data: ClassificationData, device: torch.device, guard: StopGuard,
+                resume: bool, progress: bool, budget: Optional[int], start: float) -> Dict[str, Any]:
+    for folder in (out, out / "teacher", out / "student"):
+        remove_stale_temps(folder)
+    make_output_dir(out)
+    atomic_write(out / "config.yaml", dump_config(cfg), what="run config")
     result: Dict[str, Any] = {"name": cfg["name"], "method": cfg["distill"]["method"], "dataset": cfg["data"]["dataset"],
                               "classes": data.num_classes, "data": data.info, "seed": cfg["seed"],
                               "device": str(device), "output_dir": str(out)}
@@ -403,43 +440,51 @@ def run_distill(cfg: Dict[str, Any], output_dir: Optional[Path] = None, resume: 
         teacher_path = out / "teacher" / "teacher.pt"
         if not teacher_path.exists():
             tdir = out / "teacher"
+            make_output_dir(tdir)
             trainer = PhaseTrainer(cfg, "teacher", data, device, tdir, progress=progress)
             if resume and (tdir / "last.pt").exists():
                 trainer.resume()
             elif not resume:
                 (tdir / "metrics.jsonl").unlink(missing_ok=True)
-            done, taken = trainer.fit(budget)
+            done, taken = trainer.fit(budget, guard)
             budget = None if budget is None else budget - taken
             if not done:
                 return {**result, "finished": False, "phase": "teacher", "step": trainer.step}
             rec = trainer.final_record()
-            _write_json(tdir / "result.json", rec)
-            save_atomic({"kind": TEACHER_KIND, "metakd_version": __version__, "arch": cfg["teacher"]["arch"],
-                         "options": cfg["teacher"]["options"], "model": trainer.model.state_dict(),
-                         "class_names": data.class_names, "in_channels": data.in_channels,
-                         "image_size": data.image_size, "mean": data.mean.tolist(), "std": data.std.tolist(),
-                         "test_acc": rec["test_acc"], "config": cfg}, teacher_path)
+            with guard.saving_file(str(teacher_path)):
+                _write_json(tdir / "result.json", rec)
+                save_atomic({"kind": TEACHER_KIND, "metakd_version": __version__, "arch": cfg["teacher"]["arch"],
+                             "options": cfg["teacher"]["options"], "model": trainer.model.state_dict(),
+                             "class_names": data.class_names, "in_channels": data.in_channels,
+                             "image_size": data.image_size, "mean": data.mean.tolist(), "std": data.std.tolist(),
+                             "test_acc": rec["test_acc"], "config": cfg}, teacher_path)
+            if guard.stopping:
+                verb = "terminated (SIGTERM)" if guard.name == "SIGTERM" else "interrupted"
+                raise MetakdError(f"{verb} after the teacher phase; saved {teacher_path} — continue with --resume")
     teacher, tckpt = load_teacher(teacher_path, cfg, data)
-    result["teacher"] = {"arch": tckpt["arch"], "checkpoint": str(teacher_path),
-                         "test_acc": test_accuracy(teacher, data, device, cfg["train"]["eval_batch_size"])}
+    with guard.abandonable():
+        teacher_acc = test_accuracy(teacher, data, device, cfg["train"]["eval_batch_size"])
+    result["teacher"] = {"arch": tckpt["arch"], "checkpoint": str(teacher_path), "test_acc": teacher_acc}
 
     # student
     sdir = out / "student"
+    make_output_dir(sdir)
     trainer = PhaseTrainer(cfg, "student", data, device, sdir, teacher=teacher, progress=progress)
     if resume and (sdir / "last.pt").exists():
         trainer.resume()
     elif not resume:
         (sdir / "metrics.jsonl").unlink(missing_ok=True)
-    done, _ = trainer.fit(budget)
+    done, _ = trainer.fit(budget, guard)
     if not done:
         return {**result, "finished": False, "phase": "student", "step": trainer.step}
     rec = trainer.final_record()
-    _write_json(sdir / "result.json", rec)
-    save_atomic({"kind": "metakd-distill-student", "metakd_version": __version__, "arch": cfg["student"]["arch"],
-                 "options": cfg["student"]["options"], "model": trainer.model.state_dict(),
-                 "class_names": data.class_names, "in_channels": data.in_channels, "image_size": data.image_size,
-                 "mean": data.mean.tolist(), "std": data.std.tolist(), "test_acc": rec["test_acc"], "config": cfg},
-                sdir / "student.pt")
-    result.update({"student": rec, "finished": True, "seconds_this_call": time.perf_counter() - start})
-    _write_json(out / "result.json", result)
+    with guard.saving_file(str(sdir / "student.pt")):
+        _write_json(sdir / "result.json", rec)
+        save_atomic({"kind": "metakd-distill-student", "metakd_version": __version__, "arch": cfg["student"]["arch"],
+                     "options": cfg["student"]["options"], "model": trainer.model.state_dict(),
+                     "class_names": data.class_names, "in_channels": data.in_channels, "image_size": data.image_size,
+                     "mean": data.mean.tolist(), "std": data.std.tolist(), "test_acc": rec["test_acc"], "config": cfg},
+                    sdir / "student.pt")
+        result.update({"student": rec, "finished": True, "seconds_this_call": time.perf_counter() - start})
+        _write_json(out / "result.json", result)
     return result

@@ -11,7 +11,7 @@ from ..data.augment import AugmentStrengths, augment_images, episode_seed, pertu
 from ..data.episode import EpisodeBatch
 from ..data.sampler import EpisodeSampler, episodes_fingerprint
 from ..distill.consistency import prediction_consistency
-from ..errors import ConfigError
+from ..validate import consistency_views as check_views, positive_int
 from .metrics import mean_ci95
 
 
@@ -32,9 +32,8 @@ def evaluate_episodes(learner: torch.nn.Module, sampler: EpisodeSampler, episode
     default AugmentStrengths(); the draws are seeded per episode too); adds consistency,
     consistency_ci95 and per_episode_consistency. It costs k extra adaptations per episode.
     """
-    if consistency_views and (isinstance(consistency_views, bool) or not isinstance(consistency_views, int)
-                              or consistency_views < 2):
-        raise ConfigError(f"consistency_views must be 0 (off) or an integer >= 2, got {consistency_views!r}")
+    check_views(consistency_views)
+    positive_int(batch_size, "batch_size")
     strengths = augment or AugmentStrengths()
     was_training = learner.training
     learner.eval()

@@ -1,13 +1,16 @@
 """``metakd eval``: a trained checkpoint on the fixed test episodes, printed and written as JSON."""
 from __future__ import annotations
 
-import json
+import errno
 import os
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from ..errors import MetakdError
+from ..atomic import temp_path_for, write_error, write_json
+from ..errors import ConfigError, MetakdError
+from ..validate import consistency_views as check_views, integer, positive_int
 from .build import make_learner, make_sampler, resolve_device, split_for
 from .checkpoint import load_checkpoint
 from .distributed import evaluate_sharded, init_distributed
@@ -25,12 +28,88 @@ def find_checkpoint(path: Path, which: str = "best") -> Path:
     return path
 
 
+def run_label(checkpoint: Path, name: str) -> str:
+    """How results name a run: its folder (two runs of one config, two seeds say, differ there), with
+    the config name in brackets when the folder is named otherwise."""
+    folder = Path(checkpoint).resolve().parent.name
+    return folder if folder == name or not folder else f"{folder} [{name}]"
+
+
+def existing_checkpoint(path: Path, which: str = "best") -> Path:
+    """``find_checkpoint``, and an error now if the file is not there."""
+    found = find_checkpoint(path, which)
+    if not found.is_file():
+        raise MetakdError(f"checkpoint {found} does not exist")
+    return found
+
+
+def check_writable(path: Path, what: str = "file") -> None:
+    """Fail now, before the work, if ``path`` cannot be written: create (and remove) a temporary beside
+    it, named as ``metakd.atomic`` names them. Creates the missing parent folders."""
+    path = Path(path)
+    probe = temp_path_for(path)
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        os.remove(probe)
+    except OSError as exc:
+        raise write_error(path, exc, what) from None
+
+
+def write_with_fallback(target: Path, write: Callable[[Path], Any], prefix: str) -> Tuple[Path, Optional[str]]:
+    """``write(target)``; when that fails (MetakdError), ``write(<new temp folder>/<target name>)`` so
+    the work is not lost. Returns (where it went, the first failure's message or None)."""
+    try:
+        write(target)
+        return Path(target), None
+    except MetakdError as exc:
+        fallback = Path(tempfile.mkdtemp(prefix=prefix)) / Path(target).name
+        write(fallback)
+        return fallback, str(exc)
+
+
+def _shape(t: Any) -> str:
+    return str(tuple(t.shape)) if hasattr(t, "shape") else type(t).__name__
+
+
+def state_dict_mismatch(model: Mapping[str, Any], saved: Mapping[str, Any], limit: int = 4) -> str:
+    """What keeps ``saved`` from loading into ``model`` (shape differences, missing and extra keys), one
+    line; empty when they fit."""
+    shapes = [f"{k}: checkpoint {_shape(saved[k])} vs model {_shape(v)}" for k, v in model.items()
+              if k in saved and _shape(saved[k]) != _shape(v)]
+    missing = [k for k in model if k not in saved]
+    extra = [k for k in saved if k not in model]
+    parts = []
+    for label, items in (("shape mismatch", shapes), ("missing in the checkpoint", missing), ("not in the model", extra)):
+        if items:
+            more = f" (and {len(items) - limit} more)" if len(items) > limit else ""
+            parts.append(f"{label}: {'; '.join(items[:limit])}{more}")
+    return "; ".join(parts)
+
+
 def load_learner(path: Path, device: str = "auto") -> Tuple[Any, Dict[str, Any]]:
     """Rebuild the learner a checkpoint holds (in eval mode) and return it with the checkpoint dict."""
     ckpt = load_checkpoint(path, map_location="cpu")
     info = ckpt.get("data", {})
-    learner = make_learner(ckpt["config"], info.get("in_channels", 3), info.get("image_size", 84))
-    learner.load_state_dict(ckpt["learner"])
+    cfg = ckpt["config"]
+    try:
+        learner = make_learner(cfg, info.get("in_channels", 3), info.get("image_size", 84))
+    except ConfigError as exc:
+        raise ConfigError(f"checkpoint {path}: its config no longer builds a learner: {exc}") from None
+    state = ckpt["learner"]
+    if not isinstance(state, Mapping):
+        raise MetakdError(f"checkpoint {path}: 'learner' holds a {type(state).__name__}, not a state dict")
+    what = (f"checkpoint {path} does not fit the learner its config builds ({cfg['learner']['name']}, "
+            f"{cfg['model']['backbone']}, {cfg['episodes']['n_way']}-way)")
+    mismatch = state_dict_mismatch(learner.state_dict(), state)
+    if mismatch:
+        raise MetakdError(f"{what}: {mismatch}")
+    try:
+        learner.load_state_dict(state)
+    except RuntimeError as exc:
+        raise MetakdError(f"{what}: {' '.join(str(exc).split())}") from None
     learner.to(resolve_device(device)).eval()
     return learner, ckpt
 
@@ -48,8 +127,8 @@ def prepare_evaluation(path: Path, device, *, split: str = "test", episodes: Opt
     cfg = ckpt["config"]
     if root is not None:
         cfg["data"]["root"] = root
-    episodes = episodes or cfg["eval"]["episodes"]
-    seed = cfg["eval"]["seed"] if seed is None else seed
+    episodes = positive_int(cfg["eval"]["episodes"] if episodes is None else episodes, "episodes")
+    seed = integer(cfg["eval"]["seed"] if seed is None else seed, "seed")
     sampler = make_sampler(cfg, split_for(cfg, split), q_query=cfg["episodes"]["test_q_query"], device=device,
                            normalize=ckpt.get("normalize"))
     return ckpt_path, learner, ckpt, sampler, sampler.fixed_episodes(episodes, seed), episodes, seed
@@ -66,33 +145,48 @@ def evaluate_checkpoint(path: Path, *, episodes: Optional[int] = None, seed: Opt
 
     Episode count, seed and batch size default to the config's ``eval`` section; ``root`` points at
     the data when it moved since training. Writes ``eval_<split>_<episodes>ep_seed<seed>.json`` next
-    to the checkpoint (or to ``out``) and returns the same dict.
+    to the checkpoint (or to ``out``; checked writable before evaluating) and returns the same dict
+    with ``output``, the path written; if that write fails after all, the JSON goes to a new temporary
+    folder instead and ``output_error`` says why.
     """
+    for value, name in ((episodes, "episodes"), (batch_size, "batch_size")):
+        if value is not None:
+            positive_int(value, name)
+    check_views(consistency_views)
     ctx = init_distributed(resolve_device(device))  # under torchrun: episodes sharded over the ranks
     dev = ctx.device_for(resolve_device(device))
+    if out is not None and ctx.is_main:
+        existing_checkpoint(Path(path))
+        check_writable(out, "evaluation result")
     ckpt_path, learner, ckpt, sampler, fixed, episodes, seed = prepare_evaluation(
         path, dev, split=split, episodes=episodes, seed=seed, root=root)
     cfg = ckpt["config"]
+    target = Path(out) if out is not None else ckpt_path.parent / f"eval_{split}_{episodes}ep_seed{seed}.json"
+    if out is None and ctx.is_main:
+        check_writable(target, "evaluation result")
     start = time.perf_counter()
-    res = evaluate_sharded(ctx, learner, sampler, fixed, batch_size=batch_size or cfg["eval"]["batch_size"],
+    batch_size = positive_int(cfg["eval"]["batch_size"] if batch_size is None else batch_size, "batch_size")
+    res = evaluate_sharded(ctx, learner, sampler, fixed, batch_size=batch_size,
                            progress=progress, desc=f"eval {cfg['name']}", consistency_views=consistency_views)
     ep = cfg["episodes"]
     result = {
-        "name": cfg["name"], "checkpoint": str(ckpt_path), "step": ckpt["step"], "split": split,
+        "name": cfg["name"], "run": run_label(ckpt_path, cfg["name"]), "checkpoint": str(ckpt_path),
+        "step": ckpt["step"], "split": split,
         "dataset": cfg["data"]["dataset"], "learner": cfg["learner"]["name"], "backbone": cfg["model"]["backbone"],
         "n_way": ep["n_way"], "k_shot": ep["k_shot"], "q_query": ep["test_q_query"],
         "episodes": res["episodes"], "episode_seed": seed, "train_seed": cfg["seed"],
         "episodes_fingerprint": res["fingerprint"], "accuracy": res["acc"], "ci95": res["ci95"],
         "seconds": time.perf_counter() - start, "device": describe_device(dev), "config": cfg,
+        "per_episode": res["per_episode"],  # for paired comparisons (metakd compare)
     }
     if consistency_views:
         result.update(consistency=res["consistency"], consistency_ci95=res["consistency_ci95"],
                       consistency_views=consistency_views)
-    target = Path(out) if out is not None else ckpt_path.parent / f"eval_{split}_{episodes}ep_seed{seed}.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
     if ctx.is_main:
-        tmp = target.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, target)
+        # the result must survive a write that fails after all (disk full, folder gone): output_error says so
+        target, error = write_with_fallback(target, lambda p: write_json(p, result, what="evaluation result"),
+                                            "metakd-eval-")
+        if error:
+            result["output_error"] = error
     result["output"] = str(target)
     return result

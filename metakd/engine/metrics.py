@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Dict, Iterable, List, Sequence
 
 import numpy as np
+
+from ..atomic import atomic_write, write_error
+from ..errors import MetakdError
 
 
 def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
@@ -25,30 +27,57 @@ def format_acc(mean: float, ci: float) -> str:
 
 
 class JsonlLogger:
-    """Appends one JSON object per line; safe to reopen after a resume."""
+    """Appends one JSON object per line; safe to reopen after a resume. A last line torn by a crash
+    mid-write is skipped when reading and removed by ``truncate_after``."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def log(self, record: Dict[str, object]) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
+        line = json.dumps(record) + "\n"
+        try:
+            try:
+                f = open(self.path, "a")
+            except FileNotFoundError:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                f = open(self.path, "a")
+            with f:
+                f.write(line)
+                f.flush()
+        except OSError as exc:
+            raise write_error(self.path, exc, "metrics log") from None
 
-    def truncate_after(self, step: int) -> None:
-        """Drop records written after ``step`` (a resumed run rewrites them)."""
+    def _records(self) -> List[Dict[str, object]]:
+        try:
+            lines = self.path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MetakdError(f"cannot read the metrics log {self.path}: {exc}") from None
+        out = []
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                if i == len(lines) - 1:  # torn by a crash mid-write
+                    break
+                raise MetakdError(f"the metrics log {self.path} is damaged at line {i + 1} (not JSON)") from None
+            out.append(rec)
+        return out
+
+    def truncate_after(self, step: int, drop_at_step: Sequence[str] = ()) -> None:
+        """Drop records written after ``step``, and those of the kinds ``drop_at_step`` at ``step`` (a resumed
+        run rewrites them), and a torn last line."""
         if not self.path.exists():
             return
-        keep = [line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        os.replace(tmp, self.path)
+        keep = [r for r in self._records()
+                if r.get("step", 0) < step or (r.get("step", 0) == step and r.get("kind") not in drop_at_step)]
+        atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in keep), what="metrics log")
 
     def read(self) -> List[Dict[str, object]]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        return self._records()
 
 
 def plot_curves(records: Iterable[Dict[str, object]], path: Path, title: str = "") -> Path:
@@ -78,8 +107,8 @@ def plot_curves(records: Iterable[Dict[str, object]], path: Path, title: str = "
         fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, dpi=110, format="png"), what="training curves")
+    finally:
+        plt.close(fig)
     return path

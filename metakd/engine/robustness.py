@@ -14,17 +14,17 @@ written atomically.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from ..atomic import atomic_write
 from ..data.augment import LEVELS, SCENARIO_LEVELS, SIDES
 from ..errors import MetakdError
+from ..validate import consistency_views as check_views, integer, positive_int
 from .build import resolve_device
 from .evaluate import evaluate_episodes
-from .evaluate_checkpoint import prepare_evaluation
+from .evaluate_checkpoint import check_writable, existing_checkpoint, prepare_evaluation, run_label, write_with_fallback
 from .metrics import format_acc
 from .train import describe_device
 
@@ -51,32 +51,43 @@ def evaluate_robustness(path: Path, *, episodes: Optional[int] = None, seed: Opt
                         batch_size: Optional[int] = None, root: Optional[str] = None,
                         progress: bool = True) -> Dict[str, Any]:
     """One checkpoint (file or run dir) under every scenario; returns its info and one row per scenario."""
+    _check_counts(episodes, batch_size, consistency_views, scenario_seed)
+    todo = scenarios(levels, sides)
     dev = resolve_device(device)
     ckpt_path, learner, ckpt, sampler, fixed, episodes, seed = prepare_evaluation(
         path, dev, episodes=episodes, seed=seed, root=root)
     cfg = ckpt["config"]
+    batch_size = positive_int(cfg["eval"]["batch_size"] if batch_size is None else batch_size, "batch_size")
     rows = []
-    for level, side in scenarios(levels, sides):
-        res = evaluate_episodes(learner, sampler, fixed, batch_size=batch_size or cfg["eval"]["batch_size"],
+    for level, side in todo:
+        res = evaluate_episodes(learner, sampler, fixed, batch_size=batch_size,
                                 progress=progress, desc=f"{cfg['name']} {level}{'/' + side if side else ''}",
                                 consistency_views=consistency_views,
                                 scenario=None if side is None else (level, side), scenario_seed=scenario_seed)
         row = {"level": level, "side": side, "accuracy": res["acc"], "ci95": res["ci95"], "episodes": res["episodes"],
-               "seconds": res["seconds"]}
+               "seconds": res["seconds"], "per_episode": res["per_episode"]}
         if consistency_views:
             row.update(consistency=res["consistency"], consistency_ci95=res["consistency_ci95"])
         rows.append(row)
     ep = cfg["episodes"]
-    return {"name": cfg["name"], "checkpoint": str(ckpt_path), "step": ckpt["step"], "learner": cfg["learner"]["name"],
+    return {"name": cfg["name"], "run": run_label(ckpt_path, cfg["name"]), "checkpoint": str(ckpt_path), "step": ckpt["step"], "learner": cfg["learner"]["name"],
             "learner_options": cfg["learner"]["options"], "backbone": cfg["model"]["backbone"],
             "dataset": cfg["data"]["dataset"], "n_way": ep["n_way"], "k_shot": ep["k_shot"], "q_query": ep["test_q_query"],
             "episodes": episodes, "episode_seed": seed, "episodes_fingerprint": res["fingerprint"],
             "scenario_seed": scenario_seed, "consistency_views": consistency_views, "rows": rows}
 
 
+def _check_counts(episodes: Optional[int], batch_size: Optional[int], consistency_views: int, scenario_seed: int) -> None:
+    for value, name in ((episodes, "episodes"), (batch_size, "batch_size")):
+        if value is not None:
+            positive_int(value, name)
+    check_views(consistency_views)
+    integer(scenario_seed, "scenario_seed")
+
+
 def model_label(model: Dict[str, Any]) -> str:
     host = model["learner_options"].get("host") if model["learner"] == "msd" else None
-    return f"{model['name']} ({model['learner']}{'+' + host if host else ''})"
+    return f"{model.get('run', model['name'])} ({model['learner']}{'+' + host if host else ''})"
 
 
 def scenario_label(row: Dict[str, Any]) -> str:
@@ -100,18 +111,6 @@ def scenario_notes() -> str:
     for name, s in SCENARIO_LEVELS.items():
         lines.append(f"- {name}: " + ", ".join(f"{k}={v}" for k, v in s.as_dict().items()))
     return "\n".join(lines)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def plot_robustness(models: List[Dict[str, Any]], path: Path) -> Path:
@@ -147,9 +146,7 @@ def plot_robustness(models: List[Dict[str, Any]], path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    path = Path(path)
-    _write_atomic(path, buf.getvalue())
-    return path
+    return atomic_write(path, buf.getvalue(), what="robustness chart")
 
 
 def run_robustness(checkpoints: Sequence[Path], *, out: Optional[Path] = None, **kwargs: Any) -> Dict[str, Any]:
@@ -157,13 +154,18 @@ def run_robustness(checkpoints: Sequence[Path], *, out: Optional[Path] = None, *
     ``out`` (default: ``<run dir>/robustness`` for one checkpoint, ``./robustness`` for several)."""
     if not checkpoints:
         raise MetakdError("robustness: give at least one checkpoint or run directory")
-    start = time.perf_counter()
-    models = [evaluate_robustness(Path(c), **kwargs) for c in checkpoints]
+    _check_counts(kwargs.get("episodes"), kwargs.get("batch_size"), kwargs.get("consistency_views", 4),
+                  kwargs.get("scenario_seed", 0))
+    scenarios(kwargs.get("levels", (STANDARD, *LEVELS)), kwargs.get("sides", SIDES))
     if out is None:
         first = Path(checkpoints[0])
         out = (first if first.is_dir() else first.parent) / "robustness" if len(checkpoints) == 1 else Path("robustness")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    for c in checkpoints:
+        existing_checkpoint(Path(c))
+    check_writable(out / "robustness.json", "robustness report")  # before the work, not after
+    start = time.perf_counter()
+    models = [evaluate_robustness(Path(c), **kwargs) for c in checkpoints]
     same = len({m["episodes_fingerprint"] for m in models}) == 1
     report = {"models": models, "same_episodes": same, "scenario_levels": {k: v.as_dict() for k, v in SCENARIO_LEVELS.items()},
               "device": describe_device(resolve_device(kwargs.get("device", "auto"))),
@@ -173,9 +175,15 @@ def run_robustness(checkpoints: Sequence[Path], *, out: Optional[Path] = None, *
               f"{models[0]['episodes_fingerprint'][:12]}{'' if same else '; WARNING: models were evaluated on different episode lists'}), "
               f"scenario seed {models[0]['scenario_seed']}, consistency over {models[0]['consistency_views']} augmented "
               f"support copies.\n\n")
-    _write_atomic(out / "robustness.json", json.dumps(report, indent=2).encode())
-    _write_atomic(out / "robustness.md", (header + table + "\n\n" + scenario_notes() + "\n").encode())
-    plot_robustness(models, out / "robustness.png")
+    def write(folder: Path) -> None:
+        atomic_write(folder / "robustness.json", json.dumps(report, indent=2), what="robustness report")
+        atomic_write(folder / "robustness.md", header + table + "\n\n" + scenario_notes() + "\n", what="robustness table")
+        plot_robustness(models, folder / "robustness.png")
+
+    # a write that fails after all the evaluating (disk full, folder gone) goes to a temporary folder instead
+    out, error = write_with_fallback(out / "robustness.json", lambda p: write(p.parent), "metakd-robustness-")
     report["table"] = table
-    report["output_dir"] = str(out)
+    report["output_dir"] = str(out.parent)
+    if error:
+        report["output_error"] = error
     return report

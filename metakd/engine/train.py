@@ -6,8 +6,8 @@ alone writes files and shows progress.
 """
 from __future__ import annotations
 
-import json
 import math
+import signal
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,12 +17,20 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..atomic import atomic_write, remove_stale_temps, write_json
 from ..config import dump_config
 from ..errors import MetakdError
 from .build import make_learner, make_optimizer, make_sampler, make_scheduler, normalization, resolve_device, split_for
-from .checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from .checkpoint import load_checkpoint, rng_state, set_rng_state
 from .distributed import DistContext, evaluate_sharded, init_distributed
 from .metrics import JsonlLogger, format_acc, plot_curves
+from .run_dir import StopGuard, check_output_dir, config_differences, fault_point, make_output_dir
+
+# Config keys a resume may change: they do not change the trained parameters (train.iterations extends or
+# shortens the run, except under the cosine schedule whose length it sets; data.root: the same data moved,
+# checked by its split summaries). Every other difference is refused, naming the keys.
+RESUME_FREE = ("name", "description", "device", "threads", "output_dir", "data.root", "data.storage",
+               "train.iterations", "train.val_every", "train.checkpoint_every", "train.log_every", "eval.")
 
 
 def default_output_dir(cfg: Dict[str, Any]) -> Path:
@@ -56,6 +64,7 @@ class Trainer:
         self.dist = dist if dist is not None else init_distributed(device)
         self.device = self.dist.device_for(device)
         self.progress = progress and self.dist.is_main
+        self.dist.run_on_main(lambda: check_output_dir(self.out), f"checking {self.out}")
         self.dist.check_same_config(cfg)
         self.shard = self.dist.shard(cfg["train"]["meta_batch"])
         if cfg["threads"]:
@@ -78,7 +87,10 @@ class Trainer:
         self.scheduler = make_scheduler(cfg, self.optimizer)
         self.val_episodes = self.val_sampler.fixed_episodes(cfg["train"]["val_episodes"], cfg["eval"]["seed"])
         self.step = 0
+        self.pending_val = False  # the validation due at self.step has not run (yet)
+        self.window: Dict[str, list] = {"loss": [], "acc": []}
         self.best: Dict[str, Any] = {"step": 0, "acc": -math.inf, "ci95": 0.0}
+        self.guard: Optional[StopGuard] = None
         self.logger = JsonlLogger(self.out / "metrics.jsonl") if self.dist.is_main else None
 
     # -- checkpoints
@@ -88,13 +100,15 @@ class Trainer:
             "metakd_version": __version__,
             "config": self.cfg,
             "step": self.step,
+            "pending_val": self.pending_val,
+            "window": {k: list(v) for k, v in self.window.items()},
             "learner": self.learner.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "sampler": self.train_sampler.state_dict(),
             "rng": rng_state(),
             "best": dict(self.best),
-            "normalize": self.normalize,
+            "normalize": None if self.normalize is None else tuple(tuple(float(v) for v in part) for part in self.normalize),
             "data": self.data_info,
         }
 
@@ -102,7 +116,17 @@ class Trainer:
         """Rank 0 writes ``output_dir/name``; with ``sync`` the other ranks wait until it is on disk."""
         path = self.out / name
         if self.dist.is_main:
-            save_atomic(self.state(), path)
+            state = self.state()
+
+            def write(f: Any) -> None:
+                torch.save(state, f)
+                fault_point("save", self.step)
+
+            if self.guard is not None:
+                with self.guard.saving_file(str(path)):
+                    atomic_write(path, write, what="checkpoint")
+            else:
+                atomic_write(path, write, what="checkpoint")
         if sync:
             self.dist.barrier(f"saving {path}")
         return path
@@ -119,12 +143,20 @@ class Trainer:
             ckpt = self.dist.run_on_main(lambda: load_checkpoint(path, map_location="cpu"), f"reading {path}")
         else:
             ckpt = load_checkpoint(path, map_location=self.device)
-        mine, theirs = dict(self.cfg), dict(ckpt["config"])
-        for key in ("train", "device", "output_dir", "eval"):
-            mine.pop(key, None), theirs.pop(key, None)
-        if mine != theirs:
-            raise MetakdError(f"checkpoint {path} was written by a different experiment config (data, episodes, model "
-                              "or learner differ); resume with the config it was trained with")
+        free = RESUME_FREE
+        if self.cfg["train"]["lr_schedule"] == "cosine":  # its length is train.iterations
+            free = tuple(k for k in RESUME_FREE if k != "train.iterations")
+        diffs = config_differences(ckpt["config"], self.cfg, free)
+        if not diffs and "data" in ckpt and ckpt["config"]["data"]["root"] != self.cfg["data"]["root"]:
+            strip = lambda d: {k: v for k, v in d.items() if k != "source"}  # noqa: E731
+            for split in ("train", "val"):
+                if strip(ckpt["data"][split]) != strip(self.data_info[split]):
+                    diffs.append(f"data.root: the {split} split at {self.cfg['data']['root']!r} differs from the one "
+                                 f"trained on ({ckpt['data'][split]} vs {self.data_info[split]})")
+        if diffs:
+            raise MetakdError(f"checkpoint {path} was written by a different experiment config: {'; '.join(diffs)}. "
+                              "Resume with the config it was trained with (only train.iterations, val_every, "
+                              "checkpoint_every, log_every, eval.*, device, threads, output_dir and data.root may change)")
         self.learner.load_state_dict(ckpt["learner"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler is not None and ckpt.get("scheduler") is not None:
@@ -132,13 +164,16 @@ class Trainer:
         self.train_sampler.load_state_dict(ckpt["sampler"])
         set_rng_state(ckpt["rng"])
         self.step = int(ckpt["step"])
+        self.pending_val = bool(ckpt.get("pending_val", False))
+        self.window = {k: list(v) for k, v in ckpt.get("window", {"loss": [], "acc": []}).items()}
         self.best = dict(ckpt["best"])
-        if self.logger is not None:
-            self.logger.truncate_after(self.step)
+        if self.logger is not None:  # records after the checkpoint (and a validation it will rerun) are rewritten
+            self.logger.truncate_after(self.step, drop_at_step=("val",) if self.pending_val else ())
 
     # -- loop
 
     def validate(self) -> Dict[str, Any]:
+        fault_point("val", self.step)
         with _rng_untouched(self.device):
             res = evaluate_sharded(self.dist, self.learner, self.val_sampler, self.val_episodes,
                                    batch_size=self.cfg["eval"]["batch_size"], progress=self.progress, desc="validation")
@@ -149,6 +184,7 @@ class Trainer:
         its shard's images; gradients are averaged over ranks before the (identical) optimiser step."""
         t = self.cfg["train"]
         episodes = self.train_sampler.sample_episodes(t["meta_batch"])
+        fault_point("sample", self.step + 1)
         batch = self.train_sampler.batch(episodes[self.shard])
         self.dist.seed_step(self.cfg["seed"], self.step)
         loss, metrics = self.learner.meta_loss(batch)
@@ -159,6 +195,7 @@ class Trainer:
         if t["grad_clip"] is not None:
             metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.learner.parameters(), t["grad_clip"]))
         self.optimizer.step()
+        fault_point("step", self.step + 1)
         if self.scheduler is not None:
             self.scheduler.step()
         self.dist.average_buffers(self.learner)
@@ -167,52 +204,90 @@ class Trainer:
     def fit(self, resume: bool | str | Path = False, max_steps: Optional[int] = None) -> Dict[str, Any]:
         """Train up to ``train.iterations`` meta-iterations (or ``max_steps`` more, to stop early).
 
-        resume: False, True (output_dir/last.pt) or a checkpoint path. Ctrl-C saves last.pt first.
+        resume: False, True (output_dir/last.pt) or a checkpoint path. SIGINT (Ctrl-C) and SIGTERM stop
+        the run at the next step boundary (a validation in progress is abandoned and rerun on resume)
+        and save last.pt there; previous signal handlers are restored on return.
         Returns the summary written to summary.json.
         """
+        with StopGuard() as guard:
+            self.guard = guard
+            try:
+                return self._fit(guard, resume, max_steps)
+            finally:
+                self.guard = None
+
+    def _stop_requested(self, guard: StopGuard) -> bool:
+        """Whether any rank got a signal (agreed by all ranks, so they stop at the same step)."""
+        if not self.dist.active:
+            return guard.stopping
+        return any(self.dist.all_gather_object(guard.stopping, "agreeing on stopping"))
+
+    def _after_step(self, guard: StopGuard, bar: Any) -> None:
+        """The step boundary's work: the due validation (abandonable), best.pt, the periodic last.pt."""
+        t = self.cfg["train"]
+        if self.pending_val:
+            if self.dist.active:  # a rank must not leave a collective the others are in
+                res = self.validate()
+            else:
+                with guard.abandonable():
+                    res = self.validate()
+            self._log({"kind": "val", "step": self.step, "acc": res["acc"], "ci95": res["ci95"],
+                       "episodes": res["episodes"]})
+            if self.dist.is_main:
+                bar.write(f"step {self.step}: validation {format_acc(res['acc'], res['ci95'])} "
+                          f"({res['episodes']} episodes)")
+            self.pending_val = False
+            if res["acc"] > self.best["acc"]:
+                self.best = {"step": self.step, "acc": res["acc"], "ci95": res["ci95"]}
+                self.save("best.pt")
+        if self.step % t["checkpoint_every"] == 0 and self.step > 0:
+            self.save("last.pt")
+
+    def _fit(self, guard: StopGuard, resume: bool | str | Path, max_steps: Optional[int]) -> Dict[str, Any]:
         t = self.cfg["train"]
         if resume:
             self.resume(None if resume is True else Path(resume))
         self.dist.run_on_main(lambda: self._prepare_output(bool(resume)), f"preparing {self.out}")
         stop_at = t["iterations"] if max_steps is None else min(t["iterations"], self.step + max_steps)
         self.learner.train()
-        window: Dict[str, list] = {"loss": [], "acc": []}
         bar = tqdm(total=t["iterations"], initial=self.step, desc=f"train {self.cfg['name']}", unit="it",
                    disable=not self.progress, dynamic_ncols=True)
         tic, tasks = time.perf_counter(), 0
+        agreed = True
         try:
-            while self.step < stop_at:
+            if self.pending_val:
+                self._after_step(guard, bar)
+            while self.step < stop_at and not self._stop_requested(guard):
                 metrics = self.train_step()
                 self.step += 1
                 tasks += t["meta_batch"]
-                window["loss"].append(metrics["loss"])
-                window["acc"].append(metrics["acc"])
+                self.window["loss"].append(metrics["loss"])
+                self.window["acc"].append(metrics["acc"])
                 bar.update(1)
                 if self.step % t["log_every"] == 0 or self.step == stop_at:
                     rate = tasks / max(time.perf_counter() - tic, 1e-9)
-                    rec = {"kind": "train", "step": self.step, "loss": sum(window["loss"]) / len(window["loss"]),
-                           "acc": sum(window["acc"]) / len(window["acc"]), "tasks_per_s": rate,
+                    rec = {"kind": "train", "step": self.step, "loss": sum(self.window["loss"]) / len(self.window["loss"]),
+                           "acc": sum(self.window["acc"]) / len(self.window["acc"]), "tasks_per_s": rate,
                            "lr": self.optimizer.param_groups[0]["lr"]}
                     self._log(rec)
                     bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{100 * rec['acc']:.1f}", tasks_s=f"{rate:.1f}")
-                    window = {"loss": [], "acc": []}
+                    self.window = {"loss": [], "acc": []}
                     tic, tasks = time.perf_counter(), 0
-                if self.step % t["val_every"] == 0 or self.step == t["iterations"]:
-                    res = self.validate()
-                    self._log({"kind": "val", "step": self.step, "acc": res["acc"], "ci95": res["ci95"],
-                               "episodes": res["episodes"]})
-                    if self.dist.is_main:
-                        bar.write(f"step {self.step}: validation {format_acc(res['acc'], res['ci95'])} "
-                                  f"({res['episodes']} episodes)")
-                    if res["acc"] > self.best["acc"]:
-                        self.best = {"step": self.step, "acc": res["acc"], "ci95": res["ci95"]}
-                        self.save("best.pt")
-                if self.step % t["checkpoint_every"] == 0:
-                    self.save("last.pt")
-        except KeyboardInterrupt:
-            self.save("last.pt", sync=False)  # the other ranks may be stuck in a collective
+                self.pending_val = self.step % t["val_every"] == 0 or self.step == t["iterations"]
+                self._after_step(guard, bar)
+        except KeyboardInterrupt:  # an abandoned validation, or a KeyboardInterrupt raised by code
+            guard.signum = guard.signum or signal.SIGINT
+            agreed = False
+        if guard.stopping:
             bar.close()
-            raise MetakdError(f"interrupted at step {self.step}; saved {self.out / 'last.pt'} — continue with --resume") from None
+            self.learner.train()  # an abandoned validation may have left it in eval mode
+            last = self.out / "last.pt"
+            if self.step == 0 and not resume:
+                raise MetakdError(f"interrupted ({guard.name}) before the first step; nothing to resume — start again")
+            self.save("last.pt", sync=agreed)  # after an abandoned step the other ranks may be stuck in a collective
+            verb = "terminated (SIGTERM)" if guard.name == "SIGTERM" else "interrupted"
+            pending = " (its validation reruns on resume)" if self.pending_val else ""
+            raise MetakdError(f"{verb} at step {self.step}{pending}; saved {last} — continue with --resume")
         bar.close()
         self.save("last.pt")
         if not self.dist.run_on_main(lambda: (self.out / "best.pt").exists(), "looking for best.pt"):
@@ -222,7 +297,7 @@ class Trainer:
         if self.dist.active:
             summary["world_size"] = self.dist.world_size
         if self.dist.is_main:
-            (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+            write_json(self.out / "summary.json", summary, what="run summary")
             records = self.logger.read()
             if records:
                 plot_curves(records, self.out / "curves.png", title=self.cfg["name"])
@@ -230,14 +305,15 @@ class Trainer:
         return summary
 
     def _prepare_output(self, resumed: bool) -> None:
-        """Rank 0: create output_dir, refuse to overwrite a run, write config.yaml."""
-        self.out.mkdir(parents=True, exist_ok=True)
+        """Rank 0: create output_dir, remove dead writers' temporaries, refuse to overwrite a run, write config.yaml."""
+        make_output_dir(self.out)
+        remove_stale_temps(self.out)
         if not resumed:
             if (self.out / "last.pt").exists():
                 raise MetakdError(f"{self.out} already holds a run (last.pt): pass resume (--resume) to continue it, "
                                   "or choose another output_dir")
             (self.out / "metrics.jsonl").unlink(missing_ok=True)
-        (self.out / "config.yaml").write_text(dump_config(self.cfg))
+        atomic_write(self.out / "config.yaml", dump_config(self.cfg), what="run config")
 
 
 def describe_device(device: torch.device) -> str:
