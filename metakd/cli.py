@@ -214,9 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--output-dir", help="run folder (default: runs/<config name>)")
     k.add_argument("--no-progress", action="store_true", help="no progress bars")
     k.set_defaults(func=_cmd_distill)
-    for command in sub.choices.values():
+    for name, command in sub.choices.items():
         if not any("--threads" in a.option_strings for a in command._actions):
             command.add_argument("--threads", type=positive_int_arg, help=THREADS_HELP)
+        if name in ("train", "distill"):
+            command.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files to "
+                                 "<output dir>/tensorboard/ (the config key tensorboard: true; needs the tensorboard package)")
     return p
 
 
@@ -241,6 +244,8 @@ def _set_threads(args: argparse.Namespace) -> None:
     1 thread on a machine without CUDA."""
     import torch
 
+    if getattr(args, "tensorboard", False):
+        args.overrides = list(args.overrides) + ["tensorboard=true"]
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
         if hasattr(args, "overrides"):

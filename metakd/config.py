@@ -32,6 +32,7 @@ SCHEMA: Dict[str, Dict[str, Tuple[tuple, Any]]] = {
         "threads": ((int, None), None),
         "output_dir": ((str, None), None),
         "description": ((str,), ""),
+        "tensorboard": ((bool,), False),  # also write TensorBoard event files to output_dir/tensorboard/
     },
     "data": {
         "dataset": ((str,), "glyphs"),

@@ -49,7 +49,7 @@ from .run_dir import StopGuard, check_output_dir, config_differences, fault_poin
 
 TEACHER_KIND = "metakd-distill-teacher"
 # Config keys a resume may change (they change no trained weight); any other difference is refused.
-_RESUME_FREE = ("name", "output_dir", "device", "threads", "description")
+_RESUME_FREE = ("name", "output_dir", "device", "threads", "tensorboard", "description")
 _RESUME_FREE_TRAIN = ("eval_every", "log_every", "checkpoint_every", "eval_batch_size")
 RESUME_FREE = _RESUME_FREE + tuple(f"train.{k}" for k in _RESUME_FREE_TRAIN)
 
@@ -163,7 +163,7 @@ class PhaseTrainer:
         self.window: Dict[str, List[float]] = {}
         self.epoch_sums: Dict[str, float] = {"loss": 0.0, "acc": 0.0, "n": 0.0, "seconds": 0.0}
         self.last_test: Optional[float] = None
-        self.logger = JsonlLogger(out / "metrics.jsonl")
+        self.logger = JsonlLogger(out / "metrics.jsonl", tensorboard=out / "tensorboard" if cfg["tensorboard"] else None)
 
     # -- checkpoints
     def state(self) -> Dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Dict, Iterable, List, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
@@ -28,12 +28,52 @@ def format_acc(mean: float, ci: float) -> str:
 
 class JsonlLogger:
     """Appends one JSON object per line; safe to reopen after a resume. A last line torn by a crash
-    mid-write is skipped when reading and removed by ``truncate_after``."""
+    mid-write is skipped when reading and removed by ``truncate_after``.
 
-    def __init__(self, path: Path):
+    tensorboard: a folder to mirror every record into as TensorBoard scalars (tag ``<kind>/<key>`` for
+    each number, at the record's step); needs the ``tensorboard`` package (extra ``metakd[tensorboard]``).
+    The first record a process logs rewrites the event files from the records already in the log (none
+    for a new run; the kept ones after a resume), so they always show exactly what metrics.jsonl holds.
+    """
+
+    def __init__(self, path: Path, tensorboard: Optional[Path] = None):
         self.path = Path(path)
+        self.tb_dir = None if tensorboard is None else Path(tensorboard)
+        self._tb: Any = None
+        if self.tb_dir is not None:
+            _summary_writer_class()  # fail now, not at the first record, when the package is missing
+
+    def _tb_writer(self) -> Any:
+        if self._tb is None:
+            self._tb = _summary_writer_class()(log_dir=str(self.tb_dir))
+        return self._tb
+
+    def _tb_log(self, record: Dict[str, object]) -> None:
+        step = record.get("step")
+        writer = self._tb_writer()
+        for key, value in record.items():
+            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                writer.add_scalar(f"{record.get('kind', 'log')}/{key}", float(value), global_step=step)
+        writer.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+    def _rewrite_tensorboard(self, records: List[Dict[str, object]]) -> None:
+        self.close()
+        if self.tb_dir.is_dir():
+            for old in self.tb_dir.glob("events.out.tfevents.*"):
+                old.unlink()
+        for rec in records:
+            self._tb_log(rec)
 
     def log(self, record: Dict[str, object]) -> None:
+        if self.tb_dir is not None:
+            if self._tb is None:  # first record of this process: the event files start as a copy of the log
+                self._rewrite_tensorboard(self._records())
+            self._tb_log(record)
         line = json.dumps(record) + "\n"
         try:
             try:
@@ -75,9 +115,19 @@ class JsonlLogger:
         keep = [r for r in self._records()
                 if r.get("step", 0) < step or (r.get("step", 0) == step and r.get("kind") not in drop_at_step)]
         atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in keep), what="metrics log")
+        self.close()  # the next record rewrites the event files from the kept records
 
     def read(self) -> List[Dict[str, object]]:
         return self._records()
+
+
+def _summary_writer_class() -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise MetakdError("tensorboard: true needs the tensorboard package: pip install 'metakd[tensorboard]' "
+                          "(or pip install tensorboard)") from None
+    return SummaryWriter
 
 
 def plot_curves(records: Iterable[Dict[str, object]], path: Path, title: str = "") -> Path:

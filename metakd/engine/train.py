@@ -29,7 +29,7 @@ from .run_dir import StopGuard, check_output_dir, config_differences, fault_poin
 # Config keys a resume may change: they do not change the trained parameters (train.iterations extends or
 # shortens the run, except under the cosine schedule whose length it sets; data.root: the same data moved,
 # checked by its split summaries). Every other difference is refused, naming the keys.
-RESUME_FREE = ("name", "description", "device", "threads", "output_dir", "data.root", "data.storage",
+RESUME_FREE = ("name", "description", "device", "threads", "tensorboard", "output_dir", "data.root", "data.storage",
                "train.iterations", "train.val_every", "train.checkpoint_every", "train.log_every", "eval.")
 
 
@@ -91,7 +91,8 @@ class Trainer:
         self.window: Dict[str, list] = {"loss": [], "acc": []}
         self.best: Dict[str, Any] = {"step": 0, "acc": -math.inf, "ci95": 0.0}
         self.guard: Optional[StopGuard] = None
-        self.logger = JsonlLogger(self.out / "metrics.jsonl") if self.dist.is_main else None
+        self.logger = JsonlLogger(self.out / "metrics.jsonl", tensorboard=self.out / "tensorboard" if cfg["tensorboard"]
+                                  else None) if self.dist.is_main else None
 
     # -- checkpoints
 
@@ -302,6 +303,8 @@ class Trainer:
             if records:
                 plot_curves(records, self.out / "curves.png", title=self.cfg["name"])
         self.dist.barrier("finishing the run")
+        if self.logger is not None:
+            self.logger.close()
         return summary
 
     def _prepare_output(self, resumed: bool) -> None:
