@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from metakd.engine.evaluate import evaluate_episodes  # noqa: E402
 from metakd.engine.evaluate_checkpoint import prepare_evaluation  # noqa: E402
 from metakd.engine.metrics import format_acc, mean_ci95  # noqa: E402
-from metakd.engine.train import describe_device  # noqa: E402
+from metakd.engine.build import describe_device  # noqa: E402
 from results_io import write_json_and_markdown  # noqa: E402
 from short_runs import train_fresh  # noqa: E402
 from speed import device_slug  # noqa: E402

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from metakd.engine.metrics import format_acc, mean_ci95  # noqa: E402
 from metakd.engine.robustness import evaluate_robustness, scenario_label  # noqa: E402
-from metakd.engine.train import describe_device  # noqa: E402
+from metakd.engine.build import describe_device  # noqa: E402
 from results_io import write_json_and_markdown  # noqa: E402
 from short_runs import train_fresh  # noqa: E402
 

@@ -29,6 +29,16 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def describe_device(device: torch.device) -> str:
+    """What results record as the device: the GPU's name, or the CPU's kind, cores and torch version."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    import os
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__})"
+
+
 def split_for(cfg: Dict[str, Any], which: str) -> ImageSplit:
     """Load the split named by ``data.<which>_split`` (which: train / val / test)."""
     data = cfg["data"]

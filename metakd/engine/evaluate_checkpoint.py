@@ -11,10 +11,9 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from ..atomic import temp_path_for, write_error, write_json
 from ..errors import ConfigError, MetakdError
 from ..validate import consistency_views as check_views, integer, positive_int
-from .build import make_learner, make_sampler, resolve_device, split_for
+from .build import describe_device, make_learner, make_sampler, resolve_device, split_for
 from .checkpoint import load_checkpoint
 from .distributed import evaluate_sharded, init_distributed
-from .train import describe_device
 
 
 def find_checkpoint(path: Path, which: str = "best") -> Path:

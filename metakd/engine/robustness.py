@@ -22,11 +22,10 @@ from ..atomic import atomic_write
 from ..data.augment import LEVELS, SCENARIO_LEVELS, SIDES
 from ..errors import MetakdError
 from ..validate import consistency_views as check_views, integer, positive_int
-from .build import resolve_device
+from .build import describe_device, resolve_device
 from .evaluate import evaluate_episodes
 from .evaluate_checkpoint import check_writable, existing_checkpoint, prepare_evaluation, run_label, write_with_fallback
 from .metrics import format_acc
-from .train import describe_device
 
 STANDARD = "standard"
 

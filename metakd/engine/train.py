@@ -20,7 +20,7 @@ from .. import __version__
 from ..atomic import atomic_write, remove_stale_temps, write_json
 from ..config import dump_config
 from ..errors import MetakdError
-from .build import make_learner, make_optimizer, make_sampler, make_scheduler, normalization, resolve_device, split_for
+from .build import describe_device, make_learner, make_optimizer, make_sampler, make_scheduler, normalization, resolve_device, split_for
 from .checkpoint import load_checkpoint, rng_state, set_rng_state
 from .distributed import DistContext, evaluate_sharded, init_distributed
 from .metrics import JsonlLogger, format_acc, plot_curves
@@ -318,11 +318,3 @@ class Trainer:
             (self.out / "metrics.jsonl").unlink(missing_ok=True)
         atomic_write(self.out / "config.yaml", dump_config(self.cfg), what="run config")
 
-
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    import platform
-    import os
-
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__})"
