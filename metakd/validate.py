@@ -9,6 +9,8 @@ import argparse
 import math
 from typing import Any, Callable, Optional
 
+import numpy as np
+
 from .errors import ConfigError
 
 
@@ -17,24 +19,27 @@ def _prefix(name: str, source: Optional[str]) -> str:
 
 
 def integer(value: Any, name: str, source: Optional[str] = None) -> int:
-    """``value`` if it is an int (bools refused), else ConfigError."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """``value`` as an int if it is a Python or NumPy integer (bools refused), else ConfigError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise ConfigError(f"{_prefix(name, source)} must be an integer, got {value!r}")
-    return value
+    return int(value)
+
+
+def int_at_least(value: Any, name: str, minimum: int, source: Optional[str] = None) -> int:
+    """An integer >= ``minimum``, else ConfigError naming ``name``."""
+    if integer(value, name, source) < minimum:
+        raise ConfigError(f"{_prefix(name, source)} must be >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def positive_int(value: Any, name: str, source: Optional[str] = None) -> int:
     """An int >= 1, else ConfigError naming ``name``."""
-    if integer(value, name, source) < 1:
-        raise ConfigError(f"{_prefix(name, source)} must be >= 1, got {value!r}")
-    return value
+    return int_at_least(value, name, 1, source)
 
 
 def non_negative_int(value: Any, name: str, source: Optional[str] = None) -> int:
     """An int >= 0, else ConfigError naming ``name``."""
-    if integer(value, name, source) < 0:
-        raise ConfigError(f"{_prefix(name, source)} must be >= 0, got {value!r}")
-    return value
+    return int_at_least(value, name, 0, source)
 
 
 def in_range(value: Any, name: str, lo: Optional[float] = None, hi: Optional[float] = None, *,

@@ -41,7 +41,7 @@ def test_unknown_option_names_it_and_the_valid_ones(tmp_path, name):
 def test_bad_split_and_image_size(tmp_path, name):
     with pytest.raises(ConfigError, match="unknown split 'dev'"):
         load(name, tmp_path, "dev")
-    with pytest.raises(ConfigError, match="image_size must be a positive integer"):
+    with pytest.raises(ConfigError, match="image_size must be >= 1"):
         load(name, tmp_path, image_size=0)
 
 
@@ -59,7 +59,7 @@ def test_bad_choices(tmp_path):
         load("folder", tmp_path, channels=2)
     with pytest.raises(ConfigError, match="layout must be one of"):
         load("mini_imagenet", tmp_path, layout="hdf5")
-    with pytest.raises(ConfigError, match="val_alphabets must be an integer"):
+    with pytest.raises(ConfigError, match="val_alphabets must be >= 0"):
         load("folder", tmp_path, val_alphabets=-1)
 
 

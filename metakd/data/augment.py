@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, DataError
+from ..validate import positive_int
 
 SIDES = ("support", "query", "both")
 LEVELS = ("weak", "strong")
@@ -218,8 +219,7 @@ def augment_views(x: Tensor, n_views: int, strengths: AugmentStrengths, *, seed:
 
     seed: the draws' seed (default: one drawn from ``generator`` / the global torch RNG).
     """
-    if isinstance(n_views, bool) or not isinstance(n_views, int) or n_views < 1:
-        raise ConfigError(f"augment_views: n_views must be an integer >= 1, got {n_views!r}")
+    positive_int(n_views, "n_views", source="augment_views")
     views = x.unsqueeze(0).expand(n_views, *x.shape)
     if strengths.is_identity:
         return views

@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ..validate import integer, non_negative_int
 from ..errors import ConfigError, DataError
 from ..registry import DATASETS
 from .base import ImageSplit
@@ -150,10 +151,8 @@ def load_folder(
     split = normalize_split(split, NAME)
     size = check_positive_int(image_size, "image_size", NAME)
     check_choice(channels, "channels", (1, 3), NAME)
-    if isinstance(val_alphabets, bool) or not isinstance(val_alphabets, int) or val_alphabets < 0:
-        raise ConfigError(f"{NAME}: val_alphabets must be an integer >= 0, got {val_alphabets!r}")
-    if isinstance(split_seed, bool) or not isinstance(split_seed, int):
-        raise ConfigError(f"{NAME}: split_seed must be an integer, got {split_seed!r}")
+    non_negative_int(val_alphabets, "val_alphabets", source=NAME)
+    integer(split_seed, "split_seed", source=NAME)
     root_path = require_root(root, NAME)
     if layout is not None:
         check_choice(layout, "layout", LAYOUTS, NAME)

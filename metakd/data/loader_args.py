@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from ..errors import ConfigError, DataError
+from ..validate import positive_int
 from .cache import note
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -35,9 +36,7 @@ def reject_unknown(loader: str, unknown: Mapping[str, object], valid: Iterable[s
 
 def check_positive_int(value: object, name: str, loader: str) -> int:
     """An int >= 1 (bools refused), else ConfigError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{loader}: {name} must be a positive integer, got {value!r}")
-    return int(value)
+    return positive_int(value, name, source=loader)
 
 
 def check_choice(value: object, name: str, choices: Sequence[object], loader: str) -> object:

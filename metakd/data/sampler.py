@@ -25,6 +25,7 @@ from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, 
 import numpy as np
 import torch
 
+from ..validate import int_at_least
 from ..errors import ConfigError, DataError
 from .base import ImageSplit
 from .episode import EpisodeBatch
@@ -301,9 +302,7 @@ def make_batch(raw: RawEpisodes, convert: ImageConverter, device: Optional[torch
 
 def require_int(value: object, key: str, minimum: int = 1) -> int:
     """``value`` as an int >= ``minimum``; ConfigError naming ``key`` otherwise (bools refused)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    return int_at_least(value, key, minimum)
 
 
 class EpisodeSampler:
