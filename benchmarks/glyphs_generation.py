@@ -23,6 +23,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from metakd.atomic import write_json  # noqa: E402
 
 CHILD = r"""
 import json, sys, time, resource
@@ -92,10 +94,7 @@ def main() -> None:
         "runs": runs,
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, out)
+    write_json(out, report, what="benchmark result", indent=1)
     print("wrote", out)
 
 

@@ -30,12 +30,12 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from metakd.atomic import write_json  # noqa: E402
 
 CONFIGS = ("chunked-auto", "chunked-64rows", "one-block", "naive-chunked", "naive-full")
 # Measured live (B, C, C) tensors at peak, used only to decide what to skip (fp32, tanh form).
@@ -181,11 +181,7 @@ def main() -> None:
         "results": rows,
     }
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"rank_memory_{device}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(report, f, indent=2)
-    os.replace(tmp, out)
+    write_json(out, report, what="benchmark result")
     print(f"wrote {out}")
 
 

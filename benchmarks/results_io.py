@@ -2,17 +2,14 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from metakd.atomic import atomic_write as _atomic_write
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """``text`` into ``path`` via a temporary file and a rename, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """``text`` into ``path`` atomically (``metakd.atomic``), so a reader never sees half a file."""
+    _atomic_write(path, text, what="benchmark result")
 
 
 def write_json_and_markdown(out: Path, report: dict, markdown: str) -> None:

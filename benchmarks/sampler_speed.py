@@ -10,11 +10,9 @@ benchmarks/results/sampler_speed_<device>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from metakd.atomic import write_json as write_result  # noqa: E402
 from metakd.data.base import ImageSplit  # noqa: E402
 from metakd.data.loader import EpisodeLoader  # noqa: E402
 from metakd.data.sampler import EpisodeSampler  # noqa: E402
@@ -92,12 +91,7 @@ def bench_device(split: ImageSplit, device: torch.device, seconds: float, worker
 
 
 def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    write_result(path, payload, what="benchmark result")
 
 
 def main() -> None:

@@ -32,7 +32,6 @@ import platform
 import re
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -43,6 +42,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from metakd.atomic import atomic_write  # noqa: E402
 from metakd.data.episode import EpisodeBatch  # noqa: E402
 from metakd.learners import build_learner  # noqa: E402
 from metakd.models import build_backbone  # noqa: E402
@@ -205,12 +205,7 @@ def device_slug(device: torch.device) -> str:
 
 
 def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2) + "\n", what="benchmark result")
 
 
 def main(argv: Optional[List[str]] = None) -> dict:

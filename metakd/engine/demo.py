@@ -4,17 +4,17 @@ under the augmented test scenario (weak and strong perturbations of the support 
 trains on; ``metakd robustness`` gives all sides). A few minutes on a laptop CPU."""
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from ..config import load_config
+from ..atomic import atomic_write, write_json
 from ..errors import MetakdError
 from .evaluate_checkpoint import evaluate_checkpoint
 from .metrics import format_acc
 from .robustness import evaluate_robustness
+from .run_dir import clear_run
 from .train import Trainer
 
 DEMO_CONFIGS = ("demo_maml", "demo_msd", "demo_protonet")
@@ -58,8 +58,7 @@ def run_demo(output_dir: Path = Path("runs/demo"), iterations: Optional[int] = N
         overrides = [f"device={device}"] + ([f"train.iterations={iterations}"] if iterations else [])
         cfg = load_config(name, overrides)
         run_dir = output_dir / cfg["name"]
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
+        clear_run(run_dir)  # a previous demo's run; a folder that is not a metakd run is refused, not deleted
         print(f"== {cfg['name']}: {cfg['learner']['name']} on {cfg['data']['dataset']} "
               f"({cfg['train']['iterations']} meta-iterations)")
         tic = time.perf_counter()
@@ -86,9 +85,8 @@ def run_demo(output_dir: Path = Path("runs/demo"), iterations: Optional[int] = N
     if scenarios:
         print("Scenario columns: the same episodes with the support set perturbed at the weak / strong level "
               "(metakd.data.augment.SCENARIO_LEVELS, seeded per episode).")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.md").write_text(table + "\n")
-    slim = [{k: v for k, v in r.items() if k != "config"} for r in rows]
-    (output_dir / "results.json").write_text(json.dumps(slim, indent=2))
+    atomic_write(output_dir / "results.md", table + "\n", what="demo results")
+    write_json(output_dir / "results.json", [{k: v for k, v in r.items() if k != "config"} for r in rows],
+               what="demo results")
     print(f"\nwritten: {output_dir / 'results.md'}, {output_dir / 'results.json'}")
     return rows
