@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from learner_helpers import SmallConvNet, TinyNet, random_batch, train_and_evaluate
-from metakd.learners import GradientLearner, MetaLearner, build_learner
+from metakd.learners import GradientLearner, MetaLearner, PerStep, build_learner
 from metakd.registry import LEARNERS
 
 # --- README example begins ---------------------------------------------------------------------
@@ -28,6 +28,20 @@ class LayerLRMAML(GradientLearner):
 
     def inner_lr(self, name: str) -> torch.Tensor:
         return self.log_lrs[self.index[name]].exp()
+
+
+@LEARNERS.register("maml_step_lr")
+class StepLRMAML(GradientLearner):
+    """A new update rule: one learned inner rate per step, shared by every parameter."""
+
+    NAME = "maml_step_lr"
+
+    def __init__(self, model: nn.Module, **options):
+        super().__init__(model, **options)
+        self.step_lrs = nn.Parameter(torch.full((max(1, self.train_steps),), self.lr))  # meta-learned
+
+    def inner_lr(self, name: str) -> PerStep:
+        return PerStep(self.step_lrs)  # step s uses step_lrs[s] (later steps the last)
 
 
 @LEARNERS.register("cosine_centroid")
@@ -80,3 +94,31 @@ def test_custom_learners_train(name, options):
     assert after >= 0.5 and after >= before + 0.2, (before, after)
     if name == "maml_layer_lr":
         assert not torch.equal(start[-1], learner.log_lrs.detach()), "the rates are meta-learned"
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_per_step_rate_learner_runs_on_every_executor(first_order):
+    """The README's per-step-rate learner: MAML's loss at equal rates, and the same loss and meta-gradients
+    on the sequential, vectorised and (first order) compiled executors."""
+    batch = random_batch(tasks=2)
+    modes = [{"task_batching": "off"}, {"task_batching": "vmap"}] + ([{"compile": True}] if first_order else [])
+    results = []
+    for extra in modes:
+        torch.manual_seed(0)
+        learner = build_learner("maml_step_lr", TinyNet().double(), inner_lr=0.3, train_steps=2, first_order=first_order,
+                                **extra).double()
+        if not results:
+            with torch.no_grad():
+                learner.step_lrs.fill_(0.3)  # the float64 value (the rates were created in float32)
+            maml = build_learner("maml", learner.model, inner_lr=0.3, train_steps=2, first_order=first_order)
+            torch.testing.assert_close(learner.meta_loss(batch)[0], maml.meta_loss(batch)[0], rtol=1e-12, atol=0)
+        with torch.no_grad():
+            learner.step_lrs.copy_(torch.tensor([0.3, 0.1]))
+        loss, _ = learner.meta_loss(batch)
+        results.append((loss, torch.autograd.grad(loss, list(learner.parameters()))))
+    (l0, g0), rest = results[0], results[1:]
+    assert g0[-1].abs().min() > 0, "each step's rate gets its own meta-gradient"
+    for loss, grads in rest:
+        torch.testing.assert_close(loss, l0, rtol=1e-9, atol=1e-12)
+        for a, b in zip(g0, grads):
+            torch.testing.assert_close(b, a, rtol=1e-8, atol=1e-12)

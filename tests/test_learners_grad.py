@@ -165,8 +165,8 @@ def test_options_are_checked():
         build_learner("metasgd", model, first_order="yes")
     with pytest.raises(ConfigError, match="adapt prefix 'body'"):
         build_learner("maml", model, adapt=["body"])
-    with pytest.raises(ConfigError, match="unknown learner 'reptile'"):
-        build_learner("reptile", model)
+    with pytest.raises(ConfigError, match="unknown learner 'leo'"):
+        build_learner("leo", model)
     with pytest.raises(ConfigError, match="torch.nn.Module"):
         build_learner("maml", "conv4")
 
@@ -189,5 +189,6 @@ def test_wrong_number_of_logits_is_a_clear_error():
 
 
 def test_registry_lists_the_built_in_learners():
-    assert {"maml", "fomaml", "anil", "boil", "metasgd", "protonet"} <= set(LEARNERS.names())
-    assert all(issubclass(LEARNERS.get(n), GradientLearner) for n in ("maml", "fomaml", "anil", "boil", "metasgd"))
+    gradient = ("maml", "fomaml", "anil", "boil", "metasgd", "maml++", "unicorn_maml", "protomaml", "reptile")
+    assert {*gradient, "protonet"} <= set(LEARNERS.names())
+    assert all(issubclass(LEARNERS.get(n), GradientLearner) for n in gradient)

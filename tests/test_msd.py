@@ -89,13 +89,13 @@ def test_in_place_of_tasks_uses_the_hosts_number_of_adapted_copies(monkeypatch):
     batch = images(tasks=4)
     counts = {"plain": 0, "msd": 0}
 
-    def counting(learner, key):
-        real = learner.adapt
+    def counting(learner, key):  # tasks adapted by the learner's executor
+        real = learner.run_tasks
 
-        def adapt(*args, **kwargs):
-            counts[key] += 1
-            return real(*args, **kwargs)
-        monkeypatch.setattr(learner, "adapt", adapt)
+        def run_tasks(support_x, *args, **kwargs):
+            counts[key] += support_x.shape[0]
+            return real(support_x, *args, **kwargs)
+        monkeypatch.setattr(learner, "run_tasks", run_tasks)
 
     counting(plain, "plain")
     counting(msd.host, "msd")

@@ -3,8 +3,9 @@
     learner = build_learner("maml", model, inner_lr=0.01, train_steps=5)
     loss, metrics = learner.meta_loss(batch)      # batch: metakd.data.episode.EpisodeBatch
 
-Built in: maml, fomaml, anil, boil, metasgd (gradient-based, see ``gradient.py``) and protonet;
-msd wraps any of them with Meta Self-Distillation (``msd.py``).
+Built in: maml, fomaml, anil, boil, metasgd, maml++, unicorn_maml, protomaml, reptile (gradient-based,
+one inner-loop engine: ``gradient.py`` hooks, ``engine.py`` executors) and protonet; msd wraps any of
+them with Meta Self-Distillation (``msd.py``).
 """
 from __future__ import annotations
 
@@ -13,18 +14,24 @@ from typing import Any
 from torch import nn
 
 from ..registry import LEARNERS
-from . import anil, boil, fomaml, maml, metasgd, protonet  # noqa: F401  (registers the learners)
+from . import anil, boil, fomaml, maml, mamlpp, metasgd, protomaml, protonet, reptile, unicorn  # noqa: F401
 from . import msd  # noqa: F401  (Meta Self-Distillation around any of them)
 from . import distilled  # noqa: F401  (teacher -> student meta-learner distillation)
 from .anil import ANIL
 from .base import MetaLearner
 from .boil import BOIL
 from .fomaml import FOMAML
-from .gradient import GradientLearner
+from .engine import InnerLoop, PerStep
+from .gradient import GradientLearner, TaskRun
 from .maml import MAML
+from .mamlpp import MAMLpp
 from .metasgd import MetaSGD
 from .msd import MSD
+from .options import Opt
+from .protomaml import ProtoMAML
 from .protonet import ProtoNet
+from .reptile import Reptile
+from .unicorn import UnicornMAML
 
 
 def build_learner(name: str, model: nn.Module, **options: Any) -> MetaLearner:
@@ -32,5 +39,6 @@ def build_learner(name: str, model: nn.Module, **options: Any) -> MetaLearner:
     return LEARNERS.build(name, model, **options)
 
 
-__all__ = ["ANIL", "BOIL", "FOMAML", "GradientLearner", "LEARNERS", "MAML", "MetaLearner", "MetaSGD", "MSD", "ProtoNet",
+__all__ = ["ANIL", "BOIL", "FOMAML", "GradientLearner", "InnerLoop", "LEARNERS", "MAML", "MAMLpp", "MetaLearner",
+           "MetaSGD", "MSD", "Opt", "PerStep", "ProtoMAML", "ProtoNet", "Reptile", "TaskRun", "UnicornMAML",
            "build_learner"]

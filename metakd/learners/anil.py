@@ -3,6 +3,7 @@ from typing import Any, ClassVar, Dict
 
 from ..registry import LEARNERS
 from .gradient import GradientLearner
+from .options import without
 
 
 @LEARNERS.register("anil")
@@ -10,5 +11,5 @@ class ANIL(GradientLearner):
     """MAML whose inner loop moves only the parameters under ``head_name`` (default "head")."""
 
     NAME = "anil"
-    OPTIONS: ClassVar[Dict[str, Any]] = {k: v for k, v in GradientLearner.OPTIONS.items() if k != "adapt"}
+    OPTIONS: ClassVar[Dict[str, Any]] = without(GradientLearner.OPTIONS, "adapt")
     ADAPT = "head"

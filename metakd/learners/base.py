@@ -1,7 +1,7 @@
 """MetaLearner: the one abstract base of every learner. A new learner writes ``task_logits``."""
 from __future__ import annotations
 
-from typing import Any, ClassVar, Dict, Tuple
+from typing import Any, ClassVar, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -9,13 +9,16 @@ from torch import Tensor, nn
 
 from ..data.episode import EpisodeBatch
 from ..errors import ConfigError, DataError
+from ..models.common import check_input_shape
+from .options import resolve
 
 
 class MetaLearner(nn.Module):
     """model: nn.Module mapping (B,C,H,W) -> (B, n_way) logits (features for ProtoNet).
 
     Subclasses set ``NAME`` (their registry name, used in messages) and ``OPTIONS`` (every option
-    they accept with its default); ``self.options`` holds the resolved values.
+    they accept: an ``Opt`` with default and check (``options.py``), or a plain default);
+    ``self.options`` holds the resolved, checked values.
     ``meta_loss`` and ``evaluate`` loop over the tasks of a batch and call ``task_logits`` on each.
     """
 
@@ -26,14 +29,8 @@ class MetaLearner(nn.Module):
         super().__init__()
         if not isinstance(model, nn.Module):
             raise ConfigError(f"learner {self.NAME!r} needs a torch.nn.Module as model, got {type(model).__name__}")
-        unknown = sorted(set(options) - set(self.OPTIONS))
-        if unknown:
-            raise ConfigError(
-                f"unknown option(s) {', '.join(map(repr, unknown))} for learner {self.NAME!r}; "
-                f"valid options: {', '.join(sorted(self.OPTIONS)) or '(none)'}"
-            )
+        self.options: Dict[str, Any] = resolve(self.NAME, self.OPTIONS, options)
         self.model = model
-        self.options: Dict[str, Any] = {**self.OPTIONS, **options}
 
     def task_logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int,
                     training: bool) -> Tensor:
@@ -52,7 +49,7 @@ class MetaLearner(nn.Module):
     def meta_loss(self, batch: EpisodeBatch) -> Tuple[Tensor, Dict[str, float]]:
         """Mean query cross-entropy over the batch's tasks (training=True), differentiable w.r.t.
         ``self.parameters()``; metrics {"loss", "acc"} as python floats (acc: mean query accuracy)."""
-        check_batch(batch)
+        check_batch(batch, self.model)
         losses, accs = [], []
         for t in range(batch.num_tasks):
             logits = self._task_logits(batch, t, training=True)
@@ -68,7 +65,7 @@ class MetaLearner(nn.Module):
         Runs in eval() mode (restored afterwards) and keeps no outer graph; an inner loop may still use
         autograd (so do not call it under torch.inference_mode).
         """
-        check_batch(batch)
+        check_batch(batch, self.model)
         was_training = self.training
         self.eval()
         try:
@@ -85,11 +82,14 @@ class MetaLearner(nn.Module):
         return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
 
 
-def check_batch(batch: EpisodeBatch) -> None:
-    """DataError unless the batch's tensors have consistent episode shapes (no device sync)."""
+def check_batch(batch: EpisodeBatch, model: Optional[nn.Module] = None) -> None:
+    """DataError unless the batch's tensors have consistent episode shapes (no device sync); with
+    ``model``, ConfigError unless its images fit the backbone (``models.common.check_input_shape``)."""
     sx, sy, qx, qy = batch.support_x, batch.support_y, batch.query_x, batch.query_y
     if sx.dim() != 5 or qx.dim() != 5:
         raise DataError(f"episode images must be (T, N*K, C, H, W); got support {tuple(sx.shape)}, query {tuple(qx.shape)}")
+    if model is not None:
+        check_input_shape(model, sx.shape[2:], "the episode batch")
     if sy.shape != sx.shape[:2] or qy.shape != qx.shape[:2]:
         raise DataError(
             f"episode labels must be (T, N*K) and (T, N*Q) matching the images; got support_y {tuple(sy.shape)} "

@@ -1,10 +1,9 @@
-"""Task batching: the inner loops of all tasks of a meta-batch as one vectorised computation.
+"""Task batching support: what the vectorised executor (``engine.run_vectorised``) needs around vmap.
 
 One task's adaptation is a pure function (fast params from θ and its support set, then query logits);
 ``torch.func.vmap`` maps it over the task dimension, and the inner gradients are ``torch.func.grad``
-inside it. The outer autograd differentiates through both, so second order needs nothing more; first
-order detaches the inner gradients. Transductive BatchNorm stays per task: each task's statistics
-are computed inside the vmapped function, over that task's images only.
+inside it. Transductive BatchNorm stays per task: each task's statistics are computed inside the
+vmapped function, over that task's images only.
 
 BatchNorm under vmap. PyTorch's batching rule for the double backward of the fused batch-norm kernel
 gives wrong second-order meta-gradients (measured here with torch 2.14: errors of 1e-2 on a float64
@@ -22,16 +21,13 @@ loop; the graph each task keeps for the outer backward is the same as in the seq
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import grad, vmap
 from torch.overrides import TorchFunctionMode
 
-from .functional import LossFn, Params, forward
 
 # Bytes of device memory one task is assumed to need per byte of its measured forward peak (backward and
 # allocator slack); used by :func:`auto_chunk` on CUDA.
@@ -78,44 +74,6 @@ def vmap_blocker(model: nn.Module) -> Optional[str]:
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training and module.track_running_stats:
             return name or type(module).__name__
     return None
-
-
-def batched_logits(model: nn.Module, params: Params, buffers: Mapping[str, Tensor], names: Sequence[str],
-                   lrs: Mapping[str, Union[float, Tensor]], support_x: Tensor, support_y: Tensor, query_x: Tensor,
-                   steps: int, first_order: bool, loss_fn: LossFn = F.cross_entropy,
-                   chunk: Optional[int] = None) -> Tensor:
-    """Query logits (T, Q, n_way) of every task after ``steps`` inner steps on its own support set.
-
-    support_x (T, S, C, H, W), support_y (T, S), query_x (T, Q, C, H, W). ``params`` is θ (shared by all
-    tasks); the result is differentiable w.r.t. θ and tensor ``lrs`` unless called under no_grad (the
-    inner gradients are computed by torch.func.grad either way). ``first_order`` detaches the inner
-    gradients. ``chunk`` tasks are vectorised at once (None: all).
-    """
-    adapted = {n: params[n] for n in names}
-    static = {n: p for n, p in params.items() if n not in adapted}
-    buffers = dict(buffers)
-
-    def support_loss(fast: Params, sx: Tensor, sy: Tensor) -> Tensor:
-        return loss_fn(forward(model, {**static, **fast}, buffers, sx), sy)
-
-    inner_grad = grad(support_loss)
-
-    def one_task(fast: Params, sx: Tensor, sy: Tensor, qx: Tensor) -> Tensor:
-        for _ in range(steps):
-            g = inner_grad(fast, sx, sy)
-            fast = {n: fast[n] - lrs[n] * (g[n].detach() if first_order else g[n]) for n in names}
-        return forward(model, {**static, **fast}, buffers, qx)
-
-    tasks = support_x.shape[0]
-    chunk = tasks if chunk is None else max(1, min(int(chunk), tasks))
-    mapped = vmap(one_task, in_dims=(None, 0, 0, 0), randomness="different")
-    out: List[Tensor] = []
-    primitive = not first_order or torch.is_autocast_enabled(support_x.device.type)
-    with PrimitiveBatchNorm() if primitive else contextlib.nullcontext():
-        for start in range(0, tasks, chunk):
-            end = start + chunk
-            out.append(mapped(adapted, support_x[start:end], support_y[start:end], query_x[start:end]))
-    return out[0] if len(out) == 1 else torch.cat(out)
 
 
 def auto_chunk(measure_one: Callable[[], Tensor], tasks: int, device: torch.device, cache: Dict[Any, int],

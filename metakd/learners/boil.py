@@ -3,6 +3,7 @@ from typing import Any, ClassVar, Dict
 
 from ..registry import LEARNERS
 from .gradient import GradientLearner
+from .options import without
 
 
 @LEARNERS.register("boil")
@@ -13,5 +14,5 @@ class BOIL(GradientLearner):
     """
 
     NAME = "boil"
-    OPTIONS: ClassVar[Dict[str, Any]] = {k: v for k, v in GradientLearner.OPTIONS.items() if k != "adapt"}
+    OPTIONS: ClassVar[Dict[str, Any]] = without(GradientLearner.OPTIONS, "adapt")
     ADAPT = "body"

@@ -8,16 +8,16 @@ compiles is the rest, which is most of the time spent in evaluation and first-or
   in Python, so the graph is one step whatever the number of steps;
 - the query forward of evaluation and of first-order training (a single backward is supported).
 
-First-order training reuses the no-grad steps: with constant inner gradients g_1..g_s the adapted
-weights are θ - lr·G with G = Σ g_i, so rebuilding them as ``θ - lr * G`` outside the compiled code
-gives the same outer gradients for θ (identity) and for learned rates (-G) as the eager path.
+First-order training reuses the no-grad steps (``engine.run_first_order``): with constant inner
+gradients g_1..g_s the adapted weights are θ - Σ lr_i·g_i, so rebuilding them outside the compiled
+code gives the same outer gradients for θ (identity) and for learned rates (-g_i) as the eager path.
 Compiled kernels reorder floating-point sums, so results match the eager path to float tolerance,
 not bit for bit.
 """
 from __future__ import annotations
 
 import copy
-from typing import Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Callable, Dict, Mapping, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -82,54 +82,3 @@ class CompiledInner:
             return self._get("forward_batched", lambda: vmap(self._forward, in_dims=(0, None, None, 0),
                                                              randomness="different"))
         return self._get("forward", lambda: self._forward)
-
-
-def detached_rates(lrs: Rates) -> Dict[str, Union[float, Tensor]]:
-    return {n: lr.detach() if isinstance(lr, Tensor) else lr for n, lr in lrs.items()}
-
-
-def first_order_adapt(inner: CompiledInner, params: Params, buffers: Params, names: list, lrs: Rates,
-                   support_x: Tensor, support_y: Tensor, steps: int, training: bool,
-                   batched: bool = False) -> Params:
-    """Fast parameters after ``steps`` no-grad inner steps of ``inner`` (compiled or not; first order).
-
-    support_x (S, C, H, W) and support_y (S,), or with ``batched`` (T, S, C, H, W) and (T, S), the
-    result's adapted entries then carrying a leading task dimension. training=False: detached fast
-    parameters (evaluation). training=True: θ - lr·G for the adapted names, differentiable w.r.t. θ and
-    tensor rates as first-order MAML's are.
-    """
-    step = inner.step(batched)
-    static = {n: p.detach() for n, p in params.items() if n not in names}
-    fast = {n: params[n].detach() for n in names}
-    if batched:
-        tasks = support_x.shape[0]
-        fast = {n: p.expand(tasks, *p.shape).contiguous() for n, p in fast.items()}
-    rates = detached_rates(lrs)
-    total: Optional[Params] = None
-    with torch.no_grad():
-        for _ in range(steps):
-            fast, g = step(fast, static, dict(buffers), support_x, support_y, rates)
-            total = g if total is None else {n: total[n] + g[n] for n in names}
-    if not training:
-        return {**static, **fast}
-    if total is None:  # zero steps: θ itself (per task when batched)
-        total = {n: torch.zeros_like(fast[n]) for n in names}
-    return {**params, **{n: params[n] - lrs[n] * total[n] for n in names}}
-
-
-def first_order_batched_logits(inner: CompiledInner, params: Params, buffers: Params, names: list, lrs: Rates,
-                            support_x: Tensor, support_y: Tensor, query_x: Tensor, steps: int, training: bool,
-                            chunk: Optional[int] = None) -> Tensor:
-    """Query logits (T, Q, n_way) of every task, inner loops and query forward vmapped (and compiled when
-    ``inner`` compiles; first order, see :func:`first_order_adapt`); ``chunk`` tasks at a time (None: all)."""
-    tasks = support_x.shape[0]
-    chunk = tasks if chunk is None else max(1, min(int(chunk), tasks))
-    out = []
-    for start in range(0, tasks, chunk):
-        end = start + chunk
-        fast = first_order_adapt(inner, params, buffers, names, lrs, support_x[start:end], support_y[start:end],
-                              steps, training, batched=True)
-        adapted = {n: fast[n] for n in names}
-        static = {n: p for n, p in fast.items() if n not in adapted}
-        out.append(inner.forward(True)(adapted, static, dict(buffers), query_x[start:end]))
-    return out[0] if len(out) == 1 else torch.cat(out)

@@ -42,16 +42,10 @@ from ..distill.temperature import MetaTemperatures
 from ..errors import ConfigError
 from ..registry import LEARNERS
 from .base import MetaLearner, check_batch
-from .functional import inner_loop
 from .gradient import GradientLearner
+from .options import Opt
 
 KD_ON = ("query", "support", "both")
-
-
-def _nonneg(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ConfigError(f"option {key}={value!r} of learner 'distilled' must be a number >= 0")
-    return float(value)
 
 
 @LEARNERS.register("distilled")
@@ -68,9 +62,12 @@ class DistilledLearner(MetaLearner):
 
     NAME = "distilled"
     OPTIONS: ClassVar[Dict[str, Any]] = {
-        "ce_weight": 1.0, "kd_weight": 1.0, "rank_weight": 0.0, "temperature": 4.0, "t_min": 1.0, "t_max": 21.0,
-        "shared_temperature": False, "learn_temperature": False, "kd_on": "query", "support_kd_weight": 1.0,
-        "kd_scale": "product", "rank_form": "tanh", "rank_k": 100.0, "rank_beta": 1.0, "teacher_steps": None,
+        "ce_weight": Opt(1.0, "number>=0"), "kd_weight": Opt(1.0, "number>=0"), "rank_weight": Opt(0.0, "number>=0"),
+        "temperature": Opt(4.0, "number"), "t_min": Opt(1.0, "number"), "t_max": Opt(21.0, "number"),
+        "shared_temperature": Opt(False, "bool"), "learn_temperature": Opt(False, "bool"),
+        "kd_on": Opt("query", choices=KD_ON), "support_kd_weight": Opt(1.0, "number>=0"),
+        "kd_scale": "product", "rank_form": "tanh", "rank_k": 100.0, "rank_beta": 1.0,
+        "teacher_steps": Opt(None, "int>=0", nullable=True),
     }
 
     def __init__(self, student: MetaLearner, teacher: MetaLearner, **options: Any):
@@ -80,15 +77,7 @@ class DistilledLearner(MetaLearner):
         super().__init__(student, **options)
         o = self.options
         for key in ("ce_weight", "kd_weight", "rank_weight", "support_kd_weight"):
-            o[key] = _nonneg(key, o[key])
-        if o["kd_on"] not in KD_ON:
-            raise ConfigError(f"option kd_on={o['kd_on']!r} of learner 'distilled' must be one of {', '.join(KD_ON)}")
-        for key in ("learn_temperature", "shared_temperature"):
-            if not isinstance(o[key], bool):
-                raise ConfigError(f"option {key}={o[key]!r} of learner 'distilled' must be true or false")
-        if o["teacher_steps"] is not None and (isinstance(o["teacher_steps"], bool) or not isinstance(o["teacher_steps"], int)
-                                              or o["teacher_steps"] < 0):
-            raise ConfigError(f"option teacher_steps={o['teacher_steps']!r} of learner 'distilled' must be null or an int >= 0")
+            o[key] = float(o[key])
         inner_kd = o["kd_on"] in ("support", "both")
         if inner_kd and not isinstance(student, GradientLearner):
             raise ConfigError(f"kd_on={o['kd_on']!r} puts KD in the student's inner loop, which needs a gradient-based "
@@ -102,8 +91,6 @@ class DistilledLearner(MetaLearner):
                                   "temperatures' gradient flows through the inner-loop gradient")
         if o["teacher_steps"] is not None and not isinstance(teacher, GradientLearner):
             raise ConfigError(f"teacher_steps applies to gradient-based teachers, not {teacher.NAME!r}")
-        if isinstance(o["temperature"], bool) or not isinstance(o["temperature"], (int, float)):
-            raise ConfigError(f"option temperature={o['temperature']!r} of learner 'distilled' must be a number")
         # LearnableTemperature checks t_min < temperature < t_max itself.
         self.temperatures = MetaTemperatures(o["temperature"], o["temperature"], o["t_min"], o["t_max"],
                                              shared=o["shared_temperature"], learn_teacher=o["learn_temperature"],
@@ -162,11 +149,7 @@ class DistilledLearner(MetaLearner):
         def support_loss(logits: Tensor, labels: Tensor) -> Tensor:
             return st.support_loss(logits, labels) + w * kd_loss(logits, t_support, ts, tt, scale=scale)
 
-        names = st.adapted_names()
-        fast = inner_loop(st.model, st.parameters_dict(), dict(st.model.named_buffers()), support_x, support_y, names,
-                          {n: st.inner_lr(n) for n in names}, st.train_steps, create_graph=not st.first_order,
-                          keep_graph=True, loss_fn=support_loss)
-        return st.predict(fast, query_x)
+        return st.predict(st.adapt(support_x, support_y, training=True, loss=support_loss), query_x)
 
     def task_losses(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor,
                     n_way: int) -> Tuple[Tensor, Tensor, Dict[str, Tensor]]:
@@ -190,7 +173,7 @@ class DistilledLearner(MetaLearner):
 
     def meta_loss(self, batch: EpisodeBatch) -> Tuple[Tensor, Dict[str, float]]:
         """Mean over tasks of the distillation outer loss; metrics loss, acc, ce, [kd], [rank], t_teacher, t_student."""
-        check_batch(batch)
+        check_batch(batch, self.model)
         totals, accs, sums = [], [], {}
         for t in range(batch.num_tasks):
             total, logits, parts = self.task_losses(batch.support_x[t], batch.support_y[t], batch.query_x[t],
@@ -200,6 +183,8 @@ class DistilledLearner(MetaLearner):
             for k, v in parts.items():
                 sums.setdefault(k, []).append(v.detach())
         loss = torch.stack(totals).mean()
+        if isinstance(self.student, GradientLearner) and self.training and torch.is_grad_enabled():
+            self.student.meta_step_done()
         metrics = {"loss": float(loss.detach()), "acc": float(torch.stack(accs).mean())}
         metrics.update({k: float(torch.stack(v).mean()) for k, v in sums.items()})
         tt, ts = self.temperatures()

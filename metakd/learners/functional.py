@@ -2,15 +2,12 @@
 
 A model is any ordinary ``nn.Module``; its parameters are swapped for a dict of tensors with
 ``torch.func.functional_call``, so the inner loop is plain tensor math: no module cloning, no
-monkey-patching, no per-task state. :func:`inner_loop` is a pure function of
-(params, support_x, support_y) -> fast params, so a later version can batch it over tasks.
+monkey-patching, no per-task state. The inner loop itself is ``engine.py``.
 """
 from __future__ import annotations
 
 from typing import Callable, Dict, Iterable, List, Mapping, Sequence, Union
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint as _checkpoint
@@ -27,6 +24,15 @@ def forward(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str
     return functional_call(model, (dict(params), dict(buffers)), (x,))
 
 
+def submodule_forward(model: nn.Module, name: str, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor],
+                      x: Tensor) -> Tensor:
+    """``model.<name>(x)`` with its parameters and buffers taken from the whole model's dicts."""
+    cut = len(name) + 1
+    p = {k[cut:]: v for k, v in params.items() if k.startswith(name + ".")}
+    b = {k[cut:]: v for k, v in buffers.items() if k.startswith(name + ".")}
+    return functional_call(getattr(model, name), (p, b), (x,))
+
+
 def checkpointed_forward(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor],
                          x: Tensor) -> Tensor:
     """:func:`forward` whose activations are recomputed when needed instead of kept (non-reentrant
@@ -37,49 +43,6 @@ def checkpointed_forward(model: nn.Module, params: Mapping[str, Tensor], buffers
         return forward(model, dict(zip(names, values)), buffers, inp)
 
     return _checkpoint(run, x, *[params[n] for n in names], use_reentrant=False)
-
-
-def sgd_step(loss: Tensor, params: Params, names: Sequence[str], lrs: Mapping[str, Union[float, Tensor]],
-             create_graph: bool) -> Params:
-    """One gradient step on ``loss`` for the parameters ``names``: p - lr * dloss/dp; the others unchanged.
-
-    With ``create_graph`` the step is differentiable (second order); without it the gradients are
-    constants and only the identity path p -> p' carries the outer gradient (first order).
-    """
-    grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph, allow_unused=True)
-    fast = dict(params)
-    for name, grad in zip(names, grads):
-        if grad is not None:
-            fast[name] = params[name] - lrs[name] * grad
-    return fast
-
-
-def inner_loop(model: nn.Module, params: Params, buffers: Mapping[str, Tensor], support_x: Tensor,
-               support_y: Tensor, names: Sequence[str], lrs: Mapping[str, Union[float, Tensor]], steps: int,
-               create_graph: bool, keep_graph: bool = True, loss_fn: LossFn = F.cross_entropy,
-               checkpoint: bool = False) -> Params:
-    """``steps`` gradient steps of ``loss_fn(model(support_x), support_y)`` on ``names``; returns fast params.
-
-    support_x (S, C, H, W), support_y (S,). ``keep_graph=False`` (evaluation) cuts the graph after every
-    step, so memory does not grow with the steps and the result is detached from ``params``; the
-    gradients of the inner loop are still computed by autograd. ``checkpoint`` (with keep_graph)
-    recomputes each support forward's activations in the backward passes instead of keeping them.
-    """
-    run = checkpointed_forward if checkpoint and keep_graph else forward
-    fast = dict(params)
-    if not keep_graph:
-        for name in names:
-            fast[name] = fast[name].detach().requires_grad_(True)
-    with torch.enable_grad():
-        for _ in range(steps):
-            loss = loss_fn(run(model, fast, buffers, support_x), support_y)
-            fast = sgd_step(loss, fast, names, lrs, create_graph=create_graph and keep_graph)
-            if not keep_graph:
-                for name in names:
-                    fast[name] = fast[name].detach().requires_grad_(True)
-    if not keep_graph:
-        fast = {name: t.detach() for name, t in fast.items()}
-    return fast
 
 
 def _under(name: str, prefix: str) -> bool:

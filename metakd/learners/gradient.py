@@ -1,20 +1,35 @@
-"""GradientLearner: the MAML family's shared machinery, over the functional core.
+"""GradientLearner: the MAML family's shared machinery, over the one inner-loop engine (``engine.py``).
 
-Subclasses override up to three hooks: ``adapted_names()`` (which parameters the inner loop
-moves), ``inner_lr(name)`` (a float or a tensor of the parameter's shape, which may itself be
-meta-learned) and the ``first_order`` flag. Everything else follows:
+A learner fills in the description of its inner loop through hooks; every executor runs it:
 
-    fast = adapt(support_x, support_y, training)      # dict name -> tensor
-    logits = predict(fast, query_x)                    # task_logits
+    adapted_names()                       which parameters the inner loop moves
+    inner_lr(name)                        a float, a tensor broadcastable to the parameter (may be
+                                          meta-learned), or PerStep(values (S, ...)): one rate per step
+    step_state(index, graph)              per-step (parameter, buffer) overrides, e.g. per-step BatchNorm
+    support_loss(logits, labels)          the inner-loop loss
+    init_fast(params, buffers, sx, sy, graph)  fast-weight entries to replace before step 0
+    query_steps(steps, graph)             after which update counts the query logits are needed
+    outer_losses(logits, query_y, run)    per-task outer loss from those logits (default: last-step CE)
+    first_order_now()                     whether this call is first order (MAML++ switches it)
+    meta_step_done()                      once per training meta-iteration (MAML++'s schedules)
+
+    fast = adapt(support_x, support_y, training, loss=None)      # dict name -> tensor
+    logits = predict(fast, query_x)                              # task_logits
 
 Second order means the inner gradients are taken with ``create_graph=True`` in training; at
 evaluation the inner loop runs without it and its result is detached.
+
+The executor is chosen once, when the learner is built (``_plan``), from the options and the model:
+sequential, vectorised (vmap) or no-grad first order (compiled or eager). Per call only the facts the
+build cannot know select from that plan: the device type (``task_batching: auto``), train/eval mode
+(running-statistics BatchNorm cannot be vmapped in train mode) and whether the call is first order.
 """
 from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, ClassVar, ContextManager, Dict, List, Optional, Tuple, Union
+from dataclasses import dataclass
+from typing import Any, ClassVar, ContextManager, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -23,24 +38,31 @@ from torch import Tensor, nn
 from ..data.episode import EpisodeBatch
 from ..errors import ConfigError
 from .base import MetaLearner, check_batch, check_query_logits
-from .batched import auto_chunk, batched_logits, vmap_blocker
-from .compiled import COMPILE_MODES, CompiledInner, first_order_adapt, first_order_batched_logits
-from .functional import Params, forward, inner_loop, select_names
+from .batched import auto_chunk, vmap_blocker
+from .compiled import COMPILE_MODES, CompiledInner
+from .engine import InnerLoop, PerStep, Rate, State, run_first_order, run_sequential, run_vectorised
+from .functional import LossFn, Params, forward, select_names
+from .options import Opt
 
 TASK_BATCHING = ("off", "vmap", "auto")
 AMP = ("off", "bf16")
 
 
-def _positive_number(learner: str, key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(f"option {key}={value!r} of learner {learner!r} must be a positive number")
-    return float(value)
+def _adapt_spec(value: Any) -> Optional[str]:
+    if value in ("all", "head", "body") or (isinstance(value, (list, tuple)) and value
+                                            and all(isinstance(p, str) for p in value)):
+        return None
+    return "must be 'all', 'head', 'body' or a list of parameter-name prefixes"
 
 
-def _steps(learner: str, key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"option {key}={value!r} of learner {learner!r} must be an integer >= 0")
-    return value
+@dataclass
+class TaskRun:
+    """What an executor returns for T tasks: query ``logits`` (T, U, Q, N), U = len(query_after), in
+    float32 under amp; the adapted entries of the ``fast`` weights ((T, ...) each) when asked for."""
+
+    logits: Tensor
+    query_after: Tuple[int, ...]
+    fast: Optional[Params] = None
 
 
 class GradientLearner(MetaLearner):
@@ -52,14 +74,14 @@ class GradientLearner(MetaLearner):
 
     Performance options (results equal within float rounding):
     task_batching ("auto"): "off" loops over tasks; "vmap" runs the inner loops of all tasks as one
-        vectorised computation (``batched.py``); "auto" is "vmap" on CUDA and "off" on the CPU
-        (where vmap measured slower, see benchmarks/speed_suite.py). A model with running-statistics
-        BatchNorm in train() mode, checkpoint_inner, or a subclass overriding adapt/predict/task_logits
-        falls back to the loop (with a warning when "vmap" was asked for).
+        vectorised computation; "auto" is "vmap" on CUDA and "off" on the CPU (where vmap measured
+        slower, see benchmarks/speed_suite.py). A model with running-statistics BatchNorm in train()
+        mode, or a subclass overriding adapt/predict/task_logits, falls back to the loop (with a
+        warning when "vmap" was asked for).
     task_chunk (None): tasks vectorised at once; None: all on the CPU, on CUDA what fits in free memory.
     amp ("off"): "bf16" runs forward computations under torch.autocast(bfloat16) (CUDA; CPU for tests).
     checkpoint_inner (False): recompute the activations of each inner step's forward in the backward
-        passes instead of keeping them (sequential path; works with second order).
+        passes instead of keeping them (sequential executor; works with second order).
     compile (False): torch.compile the inner steps and query forward of evaluation and first-order
         training (``compiled.py``); second-order training stays eager, since torch.compile
         (aot_autograd, torch 2.14) has no double backward. Each new input shape compiles once (tens of
@@ -68,120 +90,153 @@ class GradientLearner(MetaLearner):
     """
 
     OPTIONS: ClassVar[Dict[str, Any]] = {
-        "inner_lr": 0.01, "train_steps": 5, "test_steps": 10, "first_order": False, "adapt": "all", "head_name": "head",
-        "task_batching": "auto", "task_chunk": None, "amp": "off", "checkpoint_inner": False,
-        "compile": False, "compile_mode": "default",
+        "inner_lr": Opt(0.01, "positive"),
+        "train_steps": Opt(5, "int>=0"),
+        "test_steps": Opt(10, "int>=0"),
+        "first_order": Opt(False, "bool"),
+        "adapt": Opt("all", check=_adapt_spec),
+        "head_name": Opt("head", "str", hint="a parameter-name prefix"),
+        "task_batching": Opt("auto", choices=TASK_BATCHING),
+        "task_chunk": Opt(None, "int>=1", nullable=True, hint="null (automatic) or an integer >= 1"),
+        "amp": Opt("off", choices=AMP),
+        "checkpoint_inner": Opt(False, "bool"),
+        "compile": Opt(False, "bool"),
+        "compile_mode": Opt("default", choices=COMPILE_MODES),
     }
     ADAPT: ClassVar[Any] = "all"  # used when "adapt" is not among a subclass's OPTIONS
+    FIRST_ORDER: ClassVar[bool] = False  # used when "first_order" is not among a subclass's OPTIONS
+    NEEDS_FAST: ClassVar[bool] = False  # outer_losses reads run.fast (Reptile)
 
     def __init__(self, model: nn.Module, **options: Any):
         super().__init__(model, **options)
         o = self.options
-        self.lr = _positive_number(self.NAME, "inner_lr", o["inner_lr"])
-        self.train_steps = _steps(self.NAME, "train_steps", o["train_steps"])
-        self.test_steps = _steps(self.NAME, "test_steps", o["test_steps"])
-        self.first_order = o.get("first_order", False)
-        if not isinstance(self.first_order, bool):
-            raise ConfigError(f"option first_order={self.first_order!r} of learner {self.NAME!r} must be true or false")
-        self.head_name = o["head_name"]
-        if not isinstance(self.head_name, str) or not self.head_name:
-            raise ConfigError(f"option head_name={self.head_name!r} of learner {self.NAME!r} must be a parameter-name prefix")
+        self.lr = float(o["inner_lr"])
+        self.train_steps: int = o["train_steps"]
+        self.test_steps: int = o["test_steps"]
+        self.first_order: bool = o.get("first_order", self.FIRST_ORDER)
+        self.head_name: str = o["head_name"]
         named = [n for n, p in model.named_parameters() if p.requires_grad]
         self._adapted = select_names(named, o.get("adapt", self.ADAPT), self.head_name)
-        self.task_batching = o.get("task_batching", "auto")
-        if self.task_batching not in TASK_BATCHING:
-            raise ConfigError(f"option task_batching={self.task_batching!r} of learner {self.NAME!r} must be one of "
-                              f"{', '.join(TASK_BATCHING)}")
-        self.task_chunk = o.get("task_chunk")
-        if self.task_chunk is not None and (isinstance(self.task_chunk, bool) or not isinstance(self.task_chunk, int)
-                                            or self.task_chunk < 1):
-            raise ConfigError(f"option task_chunk={self.task_chunk!r} of learner {self.NAME!r} must be null "
-                              "(automatic) or an integer >= 1")
-        self.amp = o.get("amp", "off")
-        if self.amp not in AMP:
-            raise ConfigError(f"option amp={self.amp!r} of learner {self.NAME!r} must be one of {', '.join(AMP)}")
-        self.checkpoint_inner = o.get("checkpoint_inner", False)
-        if not isinstance(self.checkpoint_inner, bool):
-            raise ConfigError(f"option checkpoint_inner={self.checkpoint_inner!r} of learner {self.NAME!r} must be "
-                              "true or false")
+        self.task_batching: str = o["task_batching"]
+        self.task_chunk: Optional[int] = o["task_chunk"]
+        self.amp: str = o["amp"]
+        self.checkpoint_inner: bool = o["checkpoint_inner"]
+        self.compile: bool = o["compile"]
+        self.compile_mode: str = o["compile_mode"]
         if self.checkpoint_inner and self.task_batching == "vmap":
             raise ConfigError(f"learner {self.NAME!r}: checkpoint_inner=true works on the sequential path only; "
                               "set task_batching to 'off' or 'auto'")
-        self.compile = o.get("compile", False)
-        if not isinstance(self.compile, bool):
-            raise ConfigError(f"option compile={self.compile!r} of learner {self.NAME!r} must be true or false")
-        self.compile_mode = o.get("compile_mode", "default")
-        if self.compile_mode not in COMPILE_MODES:
-            raise ConfigError(f"option compile_mode={self.compile_mode!r} of learner {self.NAME!r} must be one of "
-                              f"{', '.join(COMPILE_MODES)}")
         self._compiled: Optional[CompiledInner] = None
         self._eager: Optional[CompiledInner] = None
         self._chunk_cache: Dict[Any, int] = {}
         self._warned: set = set()
+        self._plan = self._make_plan()
+        if self.task_batching == "vmap" and self._plan["no_vmap"] is not None:
+            self.uses_task_batching(torch.device("cuda"))  # warns once, now
 
     # Hooks -----------------------------------------------------------------------------------
     def adapted_names(self) -> List[str]:
         """Names (as in model.named_parameters()) of the parameters the inner loop adapts."""
         return self._adapted
 
-    def inner_lr(self, name: str) -> Union[float, Tensor]:
-        """The inner-loop learning rate of parameter ``name``: a float or a tensor broadcastable to it."""
+    def inner_lr(self, name: str) -> Rate:
+        """The inner rate of parameter ``name``: a float, a tensor broadcastable to it, or a PerStep."""
         return self.lr
 
     def support_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         """The inner-loop loss on the support set (cross-entropy)."""
         return F.cross_entropy(logits, labels)
 
-    # Functional API ----------------------------------------------------------------------------
+    def step_state(self, index: int, graph: bool) -> State:
+        """Per-step (parameter overrides, buffer overrides) of forward ``index`` (see engine.py); graph=False:
+        detached. Only called when a subclass overrides it."""
+        return {}, {}
+
+    def init_fast(self, params: Params, buffers: Params, support_x: Tensor, support_y: Tensor,
+                  graph: bool) -> Params:
+        """Entries of the fast weights to replace before step 0 (adapted names only; must run under vmap).
+        Only called when a subclass overrides it."""
+        return {}
+
+    def query_steps(self, steps: int, graph: bool) -> Tuple[int, ...]:
+        """Update counts after which the query logits are needed (ascending); the last is used for accuracy."""
+        return (steps,)
+
+    def outer_losses(self, run: TaskRun, query_y: Tensor) -> Tensor:
+        """Per-task outer loss (T,) of a training run; query_y (T, Q). Default: query CE after the last step."""
+        return _ce(run.logits[:, -1], query_y)
+
+    def first_order_now(self) -> bool:
+        """Whether the inner gradients of this training call are constants (first order)."""
+        return self.first_order
+
+    def meta_step_done(self) -> None:
+        """Called once per training meta-iteration by whoever computed its loss (``meta_loss``, MSD, the
+        distilled learner); MAML++ counts its schedules here."""
+
+    # The description --------------------------------------------------------------------------
     def parameters_dict(self) -> Params:
         """The model's parameters as a name -> tensor dict (the starting point θ of every task)."""
         return dict(self.model.named_parameters())
 
-    def _inner_start(self, training: bool) -> Tuple[List[str], Params, Dict[str, Union[float, Tensor]]]:
-        """Adapted names, starting parameters and their inner rates; detached when not training
-        (evaluation keeps no outer graph)."""
-        names = self.adapted_names()
+    def _inner_start(self, graph: bool) -> Tuple[Params, Dict[str, Rate]]:
+        """Starting parameters and inner rates; detached when not ``graph`` (evaluation)."""
         params = self.parameters_dict()
-        lrs = {n: self.inner_lr(n) for n in names}
-        if not training:
+        rates = {n: self.inner_lr(n) for n in self.adapted_names()}
+        if not graph:
             params = {n: p.detach() for n, p in params.items()}
-            lrs = {n: lr.detach() if isinstance(lr, Tensor) else lr for n, lr in lrs.items()}
-        return names, params, lrs
+            rates = {n: r.detach() if isinstance(r, (Tensor, PerStep)) else r for n, r in rates.items()}
+        return params, rates
 
-    def adapt(self, support_x: Tensor, support_y: Tensor, steps: Optional[int] = None,
-              training: bool = False) -> Params:
-        """Fast parameters after ``steps`` inner steps (default train_steps if training else test_steps).
+    def inner_loop(self, steps: int, graph: bool, first_order: bool, loss: Optional[LossFn] = None,
+                   query_after: Tuple[int, ...] = ()) -> Tuple[InnerLoop, Params]:
+        """(the description of this call's inner loop, θ): graph=False detaches θ and the rates."""
+        params, rates = self._inner_start(graph)
+        init = None
+        if self._has_init:
+            init = lambda p, b, x, y: self.init_fast(p, b, x, y, graph)  # noqa: E731
+        state = (lambda i: self.step_state(i, graph)) if self._has_state else None
+        loop = InnerLoop(self.model, self.adapted_names(), rates, steps, loss or self.support_loss, first_order,
+                         query_after=query_after, state=state, init=init, checkpoint=self.checkpoint_inner)
+        return loop, params
 
-        support_x (S, C, H, W), support_y (S,). With training=True the result stays differentiable
-        w.r.t. the learner's parameters (second order unless first_order); with training=False it is
-        detached.
-        """
-        if steps is None:
-            steps = self.train_steps if training else self.test_steps
-        names, params, lrs = self._inner_start(training)
-        if self.compiles(training):
-            with self.autocast(support_x.device):
-                return first_order_adapt(self.compiled_inner(), params, dict(self.model.named_buffers()), names, lrs,
-                                      support_x, support_y, steps, training)
-        with self.autocast(support_x.device):
-            return inner_loop(self.model, params, dict(self.model.named_buffers()), support_x, support_y, names, lrs,
-                              steps, create_graph=not self.first_order, keep_graph=training,
-                              loss_fn=self.support_loss, checkpoint=self.checkpoint_inner)
+    # Executors ------------------------------------------------------------------------------------
+    def _make_plan(self) -> Dict[str, Any]:
+        """What the build decides: which executors this learner may use (see the module docstring)."""
+        cls = type(self)
+        overridden = [m for m in ("adapt", "predict", "task_logits") if getattr(cls, m) is not getattr(GradientLearner, m)]
+        self._has_init = cls.init_fast is not GradientLearner.init_fast
+        self._has_state = cls.step_state is not GradientLearner.step_state
+        running = next((n for n, m in self.model.named_modules()
+                        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats), None)
+        no_vmap = None
+        if overridden:
+            no_vmap = f"{cls.__name__} overrides {', '.join(overridden)}, which the vectorised path would bypass"
+        elif self.checkpoint_inner:
+            no_vmap = "checkpoint_inner runs on the sequential path"
+        return {"no_vmap": no_vmap, "running_bn": running, "custom": bool(overridden)}
 
-    def predict(self, params: Params, x: Tensor) -> Tensor:
-        """Logits (B, n_way) of x (B, C, H, W) under the parameters ``params`` (float32 under amp)."""
-        buffers = dict(self.model.named_buffers())
-        with self.autocast(x.device):
-            if self.compiles(training=torch.is_grad_enabled()):
-                logits = self.compiled_inner().forward(batched=False)(params, {}, buffers, x)
-            else:
-                logits = forward(self.model, params, buffers, x)
-        return logits.float() if self.amp != "off" else logits
+    def uses_task_batching(self, device: torch.device) -> bool:
+        """Whether meta_loss/evaluate on ``device`` take the vectorised executor in the current mode."""
+        mode = self.task_batching
+        if mode == "off" or (mode == "auto" and device.type != "cuda"):
+            return False
+        reason = self._plan["no_vmap"]
+        blocker = vmap_blocker(self.model) if reason is None and self._plan["running_bn"] is not None else None
+        if blocker is not None:
+            reason = (f"module {blocker!r} is a BatchNorm that updates running statistics in place "
+                      "(bn: running in train mode), which vmap cannot batch; use bn: transductive to batch tasks")
+        if reason is None:
+            return True
+        if mode == "vmap" and reason not in self._warned:
+            self._warned.add(reason)
+            warnings.warn(f"learner {self.NAME!r}: task_batching='vmap' falls back to the sequential loop: {reason}",
+                          RuntimeWarning, stacklevel=3)
+        return False
 
-    # torch.compile ------------------------------------------------------------------------------
     def compiles(self, training: bool) -> bool:
         """Whether the compiled path runs: compile is on and no double backward is needed."""
-        return self.compile and (self.first_order or not training)
+        return self.compile and (self.first_order_now() or not training)
 
     def compiled_inner(self) -> CompiledInner:
         """The learner's compiled inner step and forward (built on first use)."""
@@ -201,86 +256,139 @@ class GradientLearner(MetaLearner):
             return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    # Task batching -----------------------------------------------------------------------------
-    def uses_task_batching(self, device: torch.device) -> bool:
-        """Whether meta_loss/evaluate on ``device`` take the vectorised path in the current mode."""
-        mode = self.task_batching
-        if mode == "off" or (mode == "auto" and (device.type != "cuda" or self.checkpoint_inner)):
-            return False
-        cls = type(self)
-        overridden = [m for m in ("adapt", "predict", "task_logits") if getattr(cls, m) is not getattr(GradientLearner, m)]
-        blocker = vmap_blocker(self.model)
-        reason = None
-        if overridden:
-            reason = f"{cls.__name__} overrides {', '.join(overridden)}, which the vectorised path would bypass"
-        elif blocker is not None:
-            reason = (f"module {blocker!r} is a BatchNorm that updates running statistics in place (bn: running in "
-                      "train mode), which vmap cannot batch; use bn: transductive to batch tasks")
-        if reason is None:
-            return True
-        if mode == "vmap" and reason not in self._warned:
-            self._warned.add(reason)
-            warnings.warn(f"learner {self.NAME!r}: task_batching='vmap' falls back to the sequential loop: {reason}",
-                          RuntimeWarning, stacklevel=3)
-        return False
+    def run_tasks(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, graph: bool,
+                  steps: Optional[int] = None, need_fast: bool = False) -> TaskRun:
+        """Run the inner loops of T tasks on the chosen executor. support_x (T, S, C, H, W), support_y (T, S),
+        query_x (T, Q, C, H, W). graph=True: meta-training (train_steps; differentiable, first or second
+        order); graph=False: evaluation (test_steps; detached; call under no_grad)."""
+        if steps is None:
+            steps = self.train_steps if graph else self.test_steps
+        need_fast = need_fast or self.NEEDS_FAST
+        first_order = self.first_order_now() or not graph
+        loop, params = self.inner_loop(steps, graph, first_order, query_after=self.query_steps(steps, graph))
+        buffers = dict(self.model.named_buffers())
+        compiled = self.compile and first_order
+        device = support_x.device
+        if self.uses_task_batching(device):
+            def run(sx: Tensor, sy: Tensor, qx: Tensor, chunk: Optional[int]) -> Tuple[Tensor, Optional[Params]]:
+                with self.autocast(sx.device):
+                    if compiled or (first_order and self.amp == "off"):
+                        inner = self.compiled_inner() if compiled else self.eager_inner()
+                        outs, chunks = [], []
+                        step = sx.shape[0] if chunk is None else chunk
+                        for a in range(0, sx.shape[0], step):
+                            fast, logits = run_first_order(loop, inner, params, buffers, sx[a:a + step],
+                                                           sy[a:a + step], qx[a:a + step], graph, batched=True)
+                            outs.append(torch.stack(logits, 1))
+                            chunks.append(fast)
+                        fast = None
+                        if need_fast:
+                            fast = {n: torch.cat([c[n] for c in chunks]) for n in loop.names}
+                        return torch.cat(outs) if len(outs) > 1 else outs[0], fast
+                    return run_vectorised(loop, params, buffers, sx, sy, qx, chunk=chunk, need_fast=need_fast)
+
+            tasks = support_x.shape[0]
+            chunk = self.task_chunk
+            if chunk is None:
+                key = (tuple(support_x.shape[1:]), tuple(query_x.shape[1:]), support_x.dtype, graph, steps)
+                chunk = auto_chunk(lambda: run(support_x[:1], support_y[:1], query_x[:1], 1)[0], tasks, device,
+                                   self._chunk_cache, key)
+            logits, fast = run(support_x, support_y, query_x, chunk)
+        else:
+            per_task, fasts = [], []
+            with self.autocast(device):
+                for t in range(support_x.shape[0]):
+                    if compiled:
+                        fast, out = run_first_order(loop, self.compiled_inner(), params, buffers, support_x[t],
+                                                    support_y[t], query_x[t], graph)
+                    else:
+                        fast, out = run_sequential(loop, params, buffers, support_x[t], support_y[t], query_x[t],
+                                                   keep_graph=graph)
+                    per_task.append(torch.stack(out))
+                    if need_fast:
+                        fasts.append(fast)
+            logits = torch.stack(per_task)
+            fast = {n: torch.stack([f[n] for f in fasts]) for n in loop.names} if need_fast else None
+        if self.amp != "off":
+            logits = logits.float()
+        return TaskRun(logits, loop.query_after, fast)
+
+    # Public API ------------------------------------------------------------------------------------
+    def adapt(self, support_x: Tensor, support_y: Tensor, steps: Optional[int] = None,
+              training: bool = False, loss: Optional[LossFn] = None) -> Params:
+        """Fast parameters after ``steps`` inner steps (default train_steps if training else test_steps).
+
+        support_x (S, C, H, W), support_y (S,). With training=True the result stays differentiable
+        w.r.t. the learner's parameters (second order unless first order); with training=False it is
+        detached. ``loss`` (logits, labels) -> scalar replaces ``support_loss`` for this call (e.g. a
+        distillation term); the compiled path then runs eagerly (it is specialised to support_loss).
+        The result includes the last step's per-step state, so ``predict`` uses it.
+        """
+        if steps is None:
+            steps = self.train_steps if training else self.test_steps
+        first_order = self.first_order_now() or not training
+        loop, params = self.inner_loop(steps, training, first_order, loss)
+        buffers = dict(self.model.named_buffers())
+        with self.autocast(support_x.device):
+            if self.compile and first_order and loss is None:
+                fast, _ = run_first_order(loop, self.compiled_inner(), params, buffers, support_x, support_y, None,
+                                          training)
+            else:
+                fast, _ = run_sequential(loop, params, buffers, support_x, support_y, keep_graph=training)
+        if self._has_state:
+            p, b = self.step_state(max(steps - 1, 0), training)
+            fast = {**fast, **p, **b}
+        return fast
+
+    def predict(self, params: Params, x: Tensor) -> Tensor:
+        """Logits (B, n_way) of x (B, C, H, W) under the parameters ``params`` (float32 under amp).
+        Entries of ``params`` that name buffers (per-step statistics from ``adapt``) replace those buffers."""
+        buffers = dict(self.model.named_buffers())
+        if self._has_state:
+            params = dict(params)
+            for name in [n for n in params if n in buffers]:
+                buffers[name] = params.pop(name)
+        with self.autocast(x.device):
+            if self.compiles(training=torch.is_grad_enabled()):
+                logits = self.compiled_inner().forward(batched=False)(params, {}, buffers, x)
+            else:
+                logits = forward(self.model, params, buffers, x)
+        return logits.float() if self.amp != "off" else logits
 
     def batched_task_logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, training: bool) -> Tensor:
-        """Query logits (T, Q, n_way) of all tasks, their inner loops vectorised (see ``batched.py``).
-
-        support_x (T, S, C, H, W), support_y (T, S), query_x (T, Q, C, H, W); training as in task_logits
-        (False: test_steps steps, no outer graph; call it under torch.no_grad).
-        """
-        steps = self.train_steps if training else self.test_steps
-        names, params, lrs = self._inner_start(training)
-        buffers = dict(self.model.named_buffers())
-        first_order = self.first_order or not training
-
-        def run(sx: Tensor, sy: Tensor, qx: Tensor, chunk: Optional[int]) -> Tensor:
-            with self.autocast(sx.device):
-                if first_order and (self.compile or self.amp == "off"):
-                    # no_grad inner steps, then θ - lr·G (compiled.py): no outer graph through the inner loop
-                    inner = self.compiled_inner() if self.compile else self.eager_inner()
-                    out = first_order_batched_logits(inner, params, buffers, names, lrs, sx, sy, qx, steps, training,
-                                                  chunk=chunk)
-                else:
-                    out = batched_logits(self.model, params, buffers, names, lrs, sx, sy, qx, steps, first_order,
-                                         loss_fn=self.support_loss, chunk=chunk)
-            return out.float() if self.amp != "off" else out
-
-        tasks = support_x.shape[0]
-        chunk = self.task_chunk
-        if chunk is None:
-            key = (tuple(support_x.shape[1:]), tuple(query_x.shape[1:]), support_x.dtype, training, steps)
-            chunk = auto_chunk(lambda: run(support_x[:1], support_y[:1], query_x[:1], 1), tasks, support_x.device,
-                               self._chunk_cache, key)
-        return run(support_x, support_y, query_x, chunk)
-
-    def _checked_batched_logits(self, batch: EpisodeBatch, training: bool) -> Tensor:
-        logits = self.batched_task_logits(batch.support_x, batch.support_y, batch.query_x, training)
-        return check_query_logits(self.NAME, logits, batch, per_task=False)
+        """Query logits (T, Q, n_way) after the last step of every task (see ``run_tasks``)."""
+        return self.run_tasks(support_x, support_y, query_x, graph=training).logits[:, -1]
 
     def meta_loss(self, batch: EpisodeBatch) -> Tuple[Tensor, Dict[str, float]]:
-        """As MetaLearner.meta_loss; vectorised over tasks when ``uses_task_batching``."""
-        if not self.uses_task_batching(batch.support_x.device):
+        """Mean over tasks of ``outer_losses`` (query CE by default), differentiable w.r.t. ``parameters()``;
+        metrics {"loss", "acc"} as python floats (acc: mean query accuracy after the last step)."""
+        if self._plan["custom"]:  # a subclass's own adapt/predict/task_logits, task by task
             return super().meta_loss(batch)
-        check_batch(batch)
-        logits = self._checked_batched_logits(batch, training=True)  # (T, Q, N)
-        per_task = F.cross_entropy(logits.transpose(1, 2), batch.query_y, reduction="none").mean(1)
-        loss = per_task.mean()
-        acc = (logits.detach().argmax(-1) == batch.query_y).float().mean(1).mean()
+        check_batch(batch, self.model)
+        run = self.run_tasks(batch.support_x, batch.support_y, batch.query_x, graph=True)
+        final = check_query_logits(self.NAME, run.logits[:, -1], batch, per_task=False)
+        loss = self.outer_losses(run, batch.query_y).mean()
+        acc = (final.detach().argmax(-1) == batch.query_y).float().mean(1).mean()
+        if self.training and torch.is_grad_enabled():
+            self.meta_step_done()
+        return loss, self._metrics(loss, acc, run, batch)
+
+    def _metrics(self, loss: Tensor, acc: Tensor, run: TaskRun, batch: EpisodeBatch) -> Dict[str, float]:
         loss_value, acc_value = torch.stack([loss.detach(), acc]).tolist()
-        return loss, {"loss": loss_value, "acc": acc_value}
+        return {"loss": loss_value, "acc": acc_value}
 
     def evaluate(self, batch: EpisodeBatch) -> Tensor:
-        """As MetaLearner.evaluate (accuracies (T,)); vectorised over tasks when ``uses_task_batching``."""
+        """Query accuracy of each task (T,) after test_steps steps, in eval() mode (restored afterwards),
+        keeping no outer graph (the inner loop still uses autograd: not under torch.inference_mode)."""
+        if self._plan["custom"]:
+            return super().evaluate(batch)
+        check_batch(batch, self.model)
         was_training = self.training
         self.eval()
         try:
-            if not self.uses_task_batching(batch.support_x.device):
-                return super().evaluate(batch)
-            check_batch(batch)
             with torch.no_grad():
-                logits = self._checked_batched_logits(batch, training=False)
+                run = self.run_tasks(batch.support_x, batch.support_y, batch.query_x, graph=False)
+            logits = check_query_logits(self.NAME, run.logits[:, -1], batch, per_task=False)
             return (logits.argmax(-1) == batch.query_y).float().mean(1)
         finally:
             self.train(was_training)
@@ -288,3 +396,8 @@ class GradientLearner(MetaLearner):
     def task_logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int,
                     training: bool) -> Tensor:
         return self.predict(self.adapt(support_x, support_y, training=training), query_x)
+
+
+def _ce(logits: Tensor, labels: Tensor) -> Tensor:
+    """Per-task mean cross-entropy (T,) of logits (T, Q, N) and labels (T, Q)."""
+    return F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(1)

@@ -1,11 +1,15 @@
 """Meta Self-Distillation (MSD, "Learn to learn more precisely", 2024) as a plug-in around any learner.
 
 Per task (S, Q): n augmented views Aug_j(S) of the support set, each adapting its own fast weights
-θ'_j from the same θ (``host.adapt``; a learner without ``adapt`` gets ``host.task_logits`` per view);
+θ'_j from the same θ (a gradient host runs all views of all tasks through its own executor,
+``host.run_tasks``, so its amp, compile, batching and checkpoint settings apply; another learner gets
+``host.task_logits`` per view);
 the same, un-augmented query set through every θ'_j gives v_j (n_views, Q, N). The meta-loss is
 
     mean_j CE(v_j, y_Q) + λ · consistency(v_1..v_n),
 
+with CE(v_j, y_Q) the host's own outer loss of view j for a gradient host (``outer_losses``: the query
+CE for MAML, the multi-step loss for MAML++, the step towards the adapted weights for Reptile),
 averaged over the tasks. MSD changes training only: ``evaluate`` is the host's own evaluation on
 un-augmented support sets.
 
@@ -36,7 +40,7 @@ trainer), and all views of all tasks are augmented in one kornia call under that
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Dict, List, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -49,10 +53,28 @@ from ..distill.temperature import LearnableTemperature
 from ..errors import ConfigError
 from ..registry import LEARNERS
 from .base import MetaLearner, check_batch
+from .gradient import GradientLearner
+from .options import Opt
 
 BUDGETS = ("per_task", "in_place_of_tasks")
 CONSISTENCIES = ("cosine", "kl", "rank")
 TEMPERATURE_RANGE = (0.05, 20.0)
+
+
+def _host_problem(host: Any) -> Optional[str]:
+    others = ", ".join(n for n in LEARNERS.names() if n != MSD.NAME)
+    if not isinstance(host, str) or host == MSD.NAME:
+        return f"must name another registered learner ({others})"
+    return None if host in LEARNERS else f"is not a registered learner; registered: {others}"
+
+
+def _mapping_problem(value: Any) -> Optional[str]:
+    return None if value is None or isinstance(value, dict) else "must be a mapping"
+
+
+def _normalize_problem(value: Any) -> Optional[str]:
+    ok = value is None or (isinstance(value, (list, tuple)) and len(value) == 2)
+    return None if ok else "must be null or [mean, std]"
 
 
 @LEARNERS.register("msd")
@@ -61,8 +83,11 @@ class MSD(MetaLearner):
 
     NAME = "msd"
     OPTIONS: ClassVar[Dict[str, Any]] = {
-        "host": "maml", "host_options": {}, "views": 4, "lam": 1.0, "consistency": "cosine", "on": "prob",
-        "temperature": 1.0, "learn_temperature": False, "budget": "per_task", "augment": None, "normalize": None,
+        "host": Opt("maml", check=_host_problem), "host_options": Opt({}, check=_mapping_problem),
+        "views": Opt(4, "int>=1"), "lam": Opt(1.0, "number>=0"), "consistency": Opt("cosine", choices=CONSISTENCIES),
+        "on": Opt("prob", choices=("prob", "logit")), "temperature": Opt(1.0, "positive"),
+        "learn_temperature": Opt(False, "bool"), "budget": Opt("per_task", choices=BUDGETS), "augment": Opt(None),
+        "normalize": Opt(None, check=_normalize_problem),
     }
 
     def __init__(self, model: nn.Module, **options: Any):
@@ -72,15 +97,7 @@ class MSD(MetaLearner):
         del self._modules["model"]  # the host owns the model; ``self.model`` reads it from there
         o = self.options
         host = o["host"]
-        if not isinstance(host, str) or host == self.NAME:
-            raise ConfigError(f"option host={host!r} of learner 'msd' must name another registered learner "
-                              f"({', '.join(n for n in LEARNERS.names() if n != self.NAME)})")
-        if host not in LEARNERS.names():
-            raise ConfigError(f"option host={host!r} of learner 'msd' is not a registered learner; registered: "
-                              f"{', '.join(n for n in LEARNERS.names() if n != self.NAME)}")
         host_options = o["host_options"] or {}
-        if not isinstance(host_options, dict):
-            raise ConfigError(f"option host_options of learner 'msd' must be a mapping, got {host_options!r}")
         both = sorted(set(host_options) & set(forwarded))
         if both:
             raise ConfigError(f"learner 'msd': host option(s) {', '.join(map(repr, both))} given both in host_options "
@@ -89,20 +106,7 @@ class MSD(MetaLearner):
             self.host: MetaLearner = LEARNERS.build(host, model, **{**forwarded, **host_options})
         except ConfigError as exc:
             raise ConfigError(f"learner 'msd' (host {host!r}): {exc}") from None
-        self.views = o["views"]
-        if isinstance(self.views, bool) or not isinstance(self.views, int) or self.views < 1:
-            raise ConfigError(f"option views={self.views!r} of learner 'msd' must be an integer >= 1")
-        self.lam = o["lam"]
-        if isinstance(self.lam, bool) or not isinstance(self.lam, (int, float)) or self.lam < 0:
-            raise ConfigError(f"option lam={self.lam!r} of learner 'msd' must be a number >= 0")
-        for key, choices in (("consistency", CONSISTENCIES), ("on", ("prob", "logit")), ("budget", BUDGETS)):
-            if o[key] not in choices:
-                raise ConfigError(f"option {key}={o[key]!r} of learner 'msd' must be one of {', '.join(choices)}")
-        t = o["temperature"]
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
-            raise ConfigError(f"option temperature={t!r} of learner 'msd' must be a positive number")
-        if not isinstance(o["learn_temperature"], bool):
-            raise ConfigError(f"option learn_temperature={o['learn_temperature']!r} of learner 'msd' must be true or false")
+        self.views, self.lam, t = o["views"], o["lam"], o["temperature"]
         self.learned_temperature = None
         if o["learn_temperature"]:
             lo, hi = TEMPERATURE_RANGE
@@ -111,8 +115,6 @@ class MSD(MetaLearner):
             self.learned_temperature = LearnableTemperature(float(t), lo, hi)
         self.strengths = AugmentStrengths.from_options(o["augment"], "learner 'msd' option augment")
         norm = o["normalize"]
-        if norm is not None and not (isinstance(norm, (list, tuple)) and len(norm) == 2):
-            raise ConfigError(f"option normalize={norm!r} of learner 'msd' must be null or [mean, std]")
         self.mean, self.std = (None, None) if norm is None else (list(norm[0]), list(norm[1]))
 
     @property
@@ -142,43 +144,46 @@ class MSD(MetaLearner):
         host = self.host
         out: List[Tensor] = []
         for view in views:
-            if hasattr(host, "adapt") and hasattr(host, "predict"):
+            if isinstance(host, GradientLearner):
                 out.append(host.predict(host.adapt(view, support_y, training=training), query_x))
             else:
                 out.append(host.task_logits(view, support_y, query_x, n_way, training))
         return torch.stack(out)
 
-    def batched_view_logits(self, views: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor | None:
-        """Query logits (n_views, T, Q, N) of all views of all tasks in one vectorised host call, or None
-        when the host does not batch tasks (see GradientLearner's task_batching).
+    def host_view_losses(self, views: Tensor, support_y: Tensor, query_x: Tensor,
+                         query_y: Tensor) -> Tuple[Tensor, Tensor]:
+        """A gradient host's outer losses (n_views, T) and final query logits (n_views, T, Q, N) of all views of
+        all tasks, in one call of the host's own executor (its amp, compile, batching and checkpoint settings,
+        and its outer loss: e.g. MAML++'s multi-step loss, Reptile's step).
 
-        views (n_views, T, S, C, H, W), support_y (T, S), query_x (T, Q, C, H, W).
+        views (n_views, T, S, C, H, W), support_y (T, S), query_x (T, Q, C, H, W), query_y (T, Q).
         """
         host = self.host
-        uses = getattr(host, "uses_task_batching", None)
-        if uses is None or not uses(views.device):
-            return None
         n, t = views.shape[:2]
-        logits = host.batched_task_logits(views.flatten(0, 1), support_y.repeat(n, 1),
-                                          query_x.repeat(n, *([1] * (query_x.dim() - 1))), training=True)
-        return logits.unflatten(0, (n, t))
+        run = host.run_tasks(views.flatten(0, 1), support_y.repeat(n, 1),
+                             query_x.repeat(n, *([1] * (query_x.dim() - 1))), graph=True)
+        losses = host.outer_losses(run, query_y.repeat(n, 1))
+        return losses.unflatten(0, (n, t)), run.logits[:, -1].unflatten(0, (n, t))
 
     def meta_loss(self, batch: EpisodeBatch) -> Tuple[Tensor, Dict[str, float]]:
         """mean over used tasks of [mean_j CE(v_j, y_Q) + λ·consistency(v)]; metrics loss, acc, ce,
         consistency_loss, consistency (prediction agreement, n ≥ 2), adapted_copies, temperature."""
-        check_batch(batch)
+        check_batch(batch, self.model)
         used = self.tasks_used(batch.num_tasks)
         sx = batch.support_x[:used]
         views = augment_views(sx, self.views, self.strengths, mean=self.mean, std=self.std)  # (n, T, S, C, H, W)
         losses, ces, cons, accs, agree = [], [], [], [], []
-        batched = self.batched_view_logits(views, batch.support_y[:used], batch.query_x[:used])
+        gradient = isinstance(self.host, GradientLearner)
+        if gradient:
+            host_losses, logits = self.host_view_losses(views, batch.support_y[:used], batch.query_x[:used],
+                                                        batch.query_y[:used])
         for t in range(used):
-            if batched is not None:
-                v = batched[:, t]
+            y = batch.query_y[t]
+            if gradient:
+                v, ce = logits[:, t], host_losses[:, t].mean()
             else:
                 v = self.view_logits(views[:, t], batch.support_y[t], batch.query_x[t], batch.n_way, training=True)
-            y = batch.query_y[t]
-            ce = torch.stack([F.cross_entropy(v_j, y) for v_j in v]).mean()
+                ce = torch.stack([F.cross_entropy(v_j, y) for v_j in v]).mean()
             loss = ce
             if self.lam > 0 and self.views > 1:
                 c = self.consistency_loss(v)
@@ -190,6 +195,8 @@ class MSD(MetaLearner):
             if self.views > 1:
                 agree.append(prediction_consistency(v.detach()))
         loss = torch.stack(losses).mean()
+        if gradient and self.training and torch.is_grad_enabled():
+            self.host.meta_step_done()
         metrics = {"loss": float(loss.detach()), "acc": float(torch.stack(accs).mean()),
                    "ce": float(torch.stack(ces).mean()), "adapted_copies": float(used * self.views)}
         if cons:

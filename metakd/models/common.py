@@ -11,7 +11,7 @@ BatchNorm mode (option ``bn`` of every built-in backbone):
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, Mapping, Tuple
+from typing import Any, Callable, Dict, Iterable, Mapping, Sequence, Tuple
 
 from torch import nn
 
@@ -82,10 +82,30 @@ def register_classifier_family(specs: Mapping[str, Any], make: Callable[..., nn.
             kind = f"backbone {_name!r}"
             check_options(kind, options, ("bn",))
             dims = head_dims(kind, n_way, in_channels)
-            return make(_spec, dims["n_way"], dims["in_channels"], options.get("bn", "running"))
+            model = make(_spec, dims["n_way"], dims["in_channels"], options.get("bn", "running"))
+            model.input_shape = (dims["in_channels"], None, None)  # global pooling: any image size
+            return model
 
         build.__doc__ = doc.format(name=name, spec=spec) + " Option: bn (default 'running')."
         BACKBONES.register(name)(build)
+
+
+def check_input_shape(model: nn.Module, image_shape: Sequence[int], where: str = "the data") -> None:
+    """ConfigError unless images of ``image_shape`` (C, H, W) fit ``model.input_shape`` (C, H, W; None:
+    any size), naming both, so a mismatch is not torch's "mat1 and mat2 shapes cannot be multiplied".
+    A model without ``input_shape`` (a user's backbone) is not checked."""
+    want = getattr(model, "input_shape", None)
+    if want is None:
+        return
+    c, h, w = (int(v) for v in image_shape)
+    bad_c = want[0] != c
+    bad_hw = want[1] is not None and (want[1], want[2]) != (h, w)
+    if bad_c or bad_hw:
+        built = f"in_channels={want[0]}" + ("" if want[1] is None else f", image_size={want[1]}x{want[2]}")
+        raise ConfigError(
+            f"{type(model).__name__} was built for {built}, but {where} has images of {c} channel(s) at {h}x{w}: "
+            f"build the backbone with in_channels={c}, image_size={h if h == w else (h, w)} (in a config these "
+            f"come from the data: data.image_size and the dataset's channels, e.g. data.options.channels)")
 
 
 def init_conv_bn(model: nn.Module) -> None:

@@ -29,6 +29,7 @@ class Conv4(nn.Module):
                  bn: str = "transductive"):
         super().__init__()
         height, width = image_hw("conv4", image_size)
+        self.input_shape = (in_channels, height, width)  # checked against the data (check_input_shape)
         h, w = pooled(height, 4), pooled(width, 4)
         if h < 1 or w < 1:
             raise ConfigError(f"conv4 needs image_size >= 16 (four 2x2 pools); got {height}x{width}")

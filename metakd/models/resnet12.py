@@ -59,6 +59,7 @@ class ResNet12(nn.Module):
                  drop_rate: float = 0.0, dropblock: bool = False, dropblock_size: int = 5):
         super().__init__()
         height, width = image_hw("resnet12", image_size)
+        self.input_shape = (in_channels, height, width)  # checked against the data (check_input_shape)
         h, w = pooled(height, len(widths)), pooled(width, len(widths))
         if h < 1 or w < 1:
             raise ConfigError(f"resnet12 with {len(widths)} blocks needs image_size >= {2 ** len(widths)}; "
