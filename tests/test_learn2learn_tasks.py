@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from metakd.data.learn2learn_tasks import TaskDatasetEpisodes, episodes_from_tasksets
-from metakd.errors import DataError
+from metakd.errors import ConfigError, DataError
 
 l2l = pytest.importorskip("learn2learn")
 from learn2learn.data.transforms import KShots, LoadData, NWays, RemapLabels  # noqa: E402
@@ -56,7 +56,7 @@ def test_a_metakd_learner_trains_on_learn2learn_tasks():
 def test_bad_tasks_and_tasksets_are_named():
     with pytest.raises(DataError, match="expected a learn2learn TaskDataset"):
         TaskDatasetEpisodes(object(), k_shot=1)
-    with pytest.raises(DataError, match="k_shot must be"):
+    with pytest.raises(ConfigError, match="k_shot must be >= 1"):
         TaskDatasetEpisodes(_taskset(), k_shot=0)
     with pytest.raises(DataError, match="needs at least 6"):
         TaskDatasetEpisodes(_taskset(samples=4), k_shot=1, q_query=5).sample(1)

@@ -17,6 +17,7 @@ from typing import Any, Dict, Optional, Union
 import torch
 
 from ..errors import DataError
+from ..validate import positive_int
 from .episode import EpisodeBatch
 
 
@@ -33,10 +34,9 @@ class TaskDatasetEpisodes:
                  device: Optional[Union[str, torch.device]] = None, name: str = "learn2learn taskset"):
         if not callable(getattr(taskset, "sample", None)):
             raise DataError(f"{name}: expected a learn2learn TaskDataset (an object with sample()), got {type(taskset).__name__}")
-        if isinstance(k_shot, bool) or not isinstance(k_shot, int) or k_shot < 1:
-            raise DataError(f"{name}: k_shot must be an integer >= 1, got {k_shot!r}")
-        if q_query is not None and (isinstance(q_query, bool) or not isinstance(q_query, int) or q_query < 1):
-            raise DataError(f"{name}: q_query must be an integer >= 1 or None, got {q_query!r}")
+        positive_int(k_shot, "k_shot", source=name)
+        if q_query is not None:
+            positive_int(q_query, "q_query (or None)", source=name)
         self.taskset, self.k_shot, self.q_query, self.name = taskset, k_shot, q_query, name
         self.device = None if device is None else torch.device(device)
 
@@ -63,8 +63,7 @@ class TaskDatasetEpisodes:
 
     def sample(self, num_tasks: int = 1) -> EpisodeBatch:
         """``num_tasks`` tasks drawn from the taskset, as one EpisodeBatch (T, N·K, C, H, W) / (T, N·Q, ...)."""
-        if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
-            raise DataError(f"{self.name}: num_tasks must be an integer >= 1, got {num_tasks!r}")
+        positive_int(num_tasks, "num_tasks", source=self.name)
         tasks = [self._split(*self.taskset.sample()[:2]) for _ in range(num_tasks)]
         shapes = {(t[0].shape, t[2].shape) for t in tasks}
         if len(shapes) > 1:

@@ -27,6 +27,23 @@ benchmarks/rank_memory.py measured, on CPU at B = 256, C = 1000, forward + backw
 Gradients flow to both arguments (the consistency losses need the mean-view target to receive
 them); detach the teacher when it must not. Note that at k = 100 the tanh form has almost zero
 gradient for pairs whose student logits differ by more than about 0.1.
+
+Sharpness relative to the logit scale (``k_scale="std"``). With ``k_scale="absolute"`` (default) k
+multiplies raw logit gaps, so how soft the tanh is depends on the logits' scale: at k = 100 a pair whose
+student gap exceeds ~0.05 is saturated (tanh'(5) ≈ 2e-4) and gives no gradient, discordant pairs
+included, which is the common case once logits have spread (few-shot heads with 5 channels, or any
+confident student). ``k_scale="std"`` divides each row by its own spread before the pair function,
+i.e. uses the per-sample sharpness ``k / std(row)`` (population std over the channels the loss sees,
+i.e. after a top/bottom subset; floored at 1e-6). Student and teacher rows are each divided by their
+own std, and the gradient flows through the std: the loss is then a function of the standardised
+logits only, exactly invariant to a positive rescaling (and a shift) of either argument, so its
+gradient has no component along the logits' own scale direction (it cannot be lowered by inflating
+the logits, which the absolute form rewards). It equals the absolute form in value when the spread is
+1 (the gradient is then the absolute one minus its projection on the centred student row), and
+still tends to the exact (sign) τ as k → ∞. Note that a useful relative k depends on C: adjacent
+standardised gaps of evenly spread logits are √(12 / (C² − 1)) (0.71 at C = 5, 0.035 at C = 100);
+benchmarks/distill_rank_sharpness.py measures it. For the sigmoid form the same division applies to both
+arguments of ``β·Δs·Δt``; the sign form is unaffected.
 """
 from __future__ import annotations
 
@@ -37,10 +54,13 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, DataError
+from ..validate import positive_int
 from ..registry import LOSSES
 
 FORMS = ("tanh", "sigmoid", "sign")
 SUBSETS = ("all", "top", "bottom")
+K_SCALES = ("absolute", "std")
+STD_FLOOR = 1e-6
 RANK_REDUCTIONS = ("mean", "sum", "none")
 DEFAULT_MEMORY_BUDGET = 64 * 2**20
 LIVE_BLOCKS = 3  # block-sized temporaries alive at once (backward with both inputs needing grad)
@@ -55,11 +75,9 @@ def plan_chunks(
 ) -> Tuple[int, List[Tuple[int, int]]]:
     """Batch slice size and row ranges ``[(a, b), ...]`` covering ``0..channels`` (see module docstring)."""
     if chunk_size is not None:
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ConfigError(f"rank loss: chunk_size must be a positive int or None, got {chunk_size!r}")
+        positive_int(chunk_size, "chunk_size (or None)", source="rank loss")
         return batch, [(a, min(a + chunk_size, channels)) for a in range(0, channels, chunk_size)]
-    if isinstance(memory_budget, bool) or not isinstance(memory_budget, int) or memory_budget < 1:
-        raise ConfigError(f"rank loss: memory_budget must be a positive int (bytes), got {memory_budget!r}")
+    positive_int(memory_budget, "memory_budget (bytes)", source="rank loss")
     budget_elems = max(1, memory_budget // (LIVE_BLOCKS * itemsize))
     batch_chunk = batch if batch * channels <= budget_elems else max(1, budget_elems // channels)
     rows: List[Tuple[int, int]] = []
@@ -227,6 +245,15 @@ def pairwise_tau_reference(s: Tensor, t: Tensor, form: str = "tanh", k: float = 
     return (f * upper).sum(dim=(1, 2)) * (2.0 / (C * (C - 1)))
 
 
+def standardize_scale(x: Tensor) -> Tensor:
+    """``x / std(x)`` per row (population std over the last dim, floored at 1e-6; differentiable through
+    the std): (B, C) -> (B, C). Not centred: pair functions only see differences. Used by ``k_scale="std"``.
+    """
+    if x.dim() != 2:
+        raise DataError(f"standardize_scale: expected (B, C) logits, got shape {tuple(x.shape)}")
+    return x / x.std(dim=1, correction=0, keepdim=True).clamp_min(STD_FLOOR)
+
+
 def subset_indices(teacher_logits: Tensor, subset: str = "top", fraction: float = 0.1) -> Tensor:
     """Per-sample indices (B, m) of the teacher's top or bottom ``fraction`` of channels.
 
@@ -256,6 +283,7 @@ def rank_loss(
     chunk_size: Optional[int] = None,
     reduction: str = "mean",
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    k_scale: str = "absolute",
 ) -> Tensor:
     """Kendall rank distillation loss ``1 − τ̃(s, t)`` on logits, (B, C) x (B, C) -> scalar or (B,).
 
@@ -263,9 +291,12 @@ def rank_loss(
     no value, 1.0 is this library's default) or "sign" (exact, no gradient). subset: "all" pairs, or
     all pairs among the teacher's "top"/"bottom" ``fraction`` of channels per sample (see
     ``subset_indices``). chunk_size / memory_budget: see the module docstring for the peak-memory
-    formula. reduction: "mean" over the batch, "sum", or "none" for (B,). The loss lies in [0, 2]:
-    0 for the teacher's order, 2 for the reversed order.
+    formula. reduction: "mean" over the batch, "sum", or "none" for (B,). k_scale: "absolute" (k
+    multiplies raw logit gaps) or "std" (per-sample sharpness k / std of the row, see the module
+    docstring). The loss lies in [0, 2]: 0 for the teacher's order, 2 for the reversed order.
     """
+    if k_scale not in K_SCALES:
+        raise ConfigError(f"rank_loss: k_scale must be one of {K_SCALES}, got {k_scale!r}")
     if subset not in SUBSETS:
         raise ConfigError(f"rank_loss: subset must be one of {SUBSETS}, got {subset!r}")
     if reduction not in RANK_REDUCTIONS:
@@ -279,6 +310,8 @@ def rank_loss(
     if subset != "all":
         idx = subset_indices(t.detach(), subset, fraction)
         s, t = s.gather(1, idx), t.gather(1, idx)
+    if k_scale == "std":
+        s, t = standardize_scale(s), standardize_scale(t)
     per_sample = 1.0 - pairwise_tau(s, t, form, k, beta, chunk_size, memory_budget)
     if reduction == "mean":
         return per_sample.mean()

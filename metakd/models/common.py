@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Sequence, Tuple
 
 from torch import nn
 
+from .. import validate
 from ..errors import ConfigError
 
 BN_MODES = ("transductive", "running")
@@ -41,10 +42,8 @@ def batch_norm(channels: int, mode: str) -> nn.BatchNorm2d:
 
 
 def positive_int(kind: str, key: str, value: Any) -> int:
-    """``value`` as an int >= 1, or ConfigError naming ``key``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"option {key}={value!r} of {kind} must be a positive integer")
-    return value
+    """``value`` as an int >= 1, or ConfigError naming ``key`` and the backbone (``metakd.validate``)."""
+    return validate.positive_int(value, f"option {key}", source=kind)
 
 
 def image_hw(kind: str, image_size: Any) -> Tuple[int, int]:
