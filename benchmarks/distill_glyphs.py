@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -29,7 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from metakd.distill.job_config import load_distill_config  # noqa: E402
+from metakd.atomic import atomic_write, write_json  # noqa: E402
+from metakd.engine.job_config import load_distill_config  # noqa: E402
+from metakd.stats import t_interval  # noqa: E402
 from metakd.engine.distill_job import run_distill  # noqa: E402
 
 METHODS = {
@@ -40,19 +41,10 @@ METHODS = {
 }
 
 
-def t975(df: int) -> float:
-    try:
-        from scipy.stats import t
-        return float(t.ppf(0.975, df))
-    except ImportError:  # a few values of the Student t quantile
-        return {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 9: 2.262}.get(df, 1.96)
-
-
 def summarize(values):
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return {"mean": mean, "std": std, "ci95": t975(n - 1) * std / math.sqrt(n) if n > 1 else float("nan"), "n": n}
+    """Mean, std (ddof 1) and Student-t 95% half-width over seeds (``metakd.stats.t_interval``)."""
+    r = t_interval(values)
+    return {"mean": r["mean"], "std": r["std"], "ci95": r["ci"], "n": r["n"]}
 
 
 def main() -> None:
@@ -127,12 +119,9 @@ def main() -> None:
     table = "\n".join(lines)
     result["markdown"] = table
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out)
-    out.with_suffix(".md").write_text(f"Teacher {result['teacher']['arch']}: {100 * teacher_acc:.2f}%; student "
-                                      f"{result['student']}, {args.epochs} epochs.\n\n{table}\n")
+    write_json(out, result, what="benchmark result")
+    atomic_write(out.with_suffix(".md"), f"Teacher {result['teacher']['arch']}: {100 * teacher_acc:.2f}%; student "
+                                         f"{result['student']}, {args.epochs} epochs.\n\n{table}\n", what="benchmark result")
     print(table)
 
 

@@ -44,11 +44,17 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from .engine.metrics import format_acc
 
     failed = []
+    overrides = list(args.overrides) + [c for c in args.checkpoints if "=" in c and not Path(c).exists()]
+    args.checkpoints = [c for c in args.checkpoints if c not in overrides]
+    if not args.checkpoints:
+        raise MetakdError("metakd eval needs a run folder or checkpoint")
+    args.overrides = overrides
     for path in args.checkpoints:
         res = evaluate_checkpoint(Path(path), episodes=args.episodes, seed=args.seed, split=args.split,
                                   device=args.device, batch_size=args.batch_size, root=args.root,
                                   out=Path(args.out) if args.out and len(args.checkpoints) == 1 else None,
-                                  progress=not args.no_progress)
+                                  progress=not args.no_progress, cache=False if args.no_feature_cache else None,
+                                  learner=args.learner, overrides=args.overrides)
         if not is_main_process():  # under torchrun rank 0 reports
             continue
         print(f"{res['run']} ({res['learner']}, {res['backbone']}, {res['n_way']}-way {res['k_shot']}-shot, "
@@ -66,11 +72,11 @@ def _cmd_list(args: argparse.Namespace) -> None:
     from .config import available_configs
     from .registry import BACKBONES, DATASETS, LEARNERS, LOSSES
 
-    from .distill.job_config import available_distill_configs
+    from .engine.job_config import available_distill_configs, available_pretrain_configs
 
     groups = {"learners": LEARNERS.names(), "backbones": BACKBONES.names(), "datasets": DATASETS.names(),
               "losses": LOSSES.names(), "configs": available_configs(),
-              "distill-configs": available_distill_configs()}
+              "distill-configs": available_distill_configs(), "pretrain-configs": available_pretrain_configs()}
     for name, items in groups.items():
         if args.what in (None, name):
             print(f"{name}: {', '.join(items) if items else '(none)'}")
@@ -104,6 +110,7 @@ def _cmd_robustness(args: argparse.Namespace) -> None:
     report = run_robustness([Path(c) for c in args.checkpoints], out=Path(args.out) if args.out else None,
                             episodes=args.episodes, seed=args.seed, levels=args.levels, sides=args.sides,
                             consistency_views=args.consistency_views, scenario_seed=args.scenario_seed,
+                            preset=args.preset,
                             device=args.device, batch_size=args.batch_size, root=args.root,
                             progress=not args.no_progress)
     print(report["table"])
@@ -122,7 +129,7 @@ def _cmd_compare(args: argparse.Namespace) -> None:
 
 
 def _cmd_distill(args: argparse.Namespace) -> None:
-    from .distill.job_config import load_distill_config
+    from .engine.job_config import load_distill_config
     from .engine.distill_job import run_distill
 
     cfg = load_distill_config(args.config, args.overrides)
@@ -133,6 +140,23 @@ def _cmd_distill(args: argparse.Namespace) -> None:
     temps = f"; temperatures T_t {s['t_teacher']:.2f}, T_s {s['t_student']:.2f}" if "t_teacher" in s else ""
     print(f"done: {res['method']} {t['arch']} ({100 * t['test_acc']:.2f}%) -> {s['arch']}: test top-1 "
           f"{100 * s['test_acc']:.2f}% after {s['epochs']} epochs{temps}; {res['output_dir']}/result.json")
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> None:
+    from .engine.job_config import load_pretrain_config
+    from .engine.metrics import format_acc
+    from .engine.pretrain import run_pretrain
+
+    cfg = load_pretrain_config(args.config, args.overrides)
+    if args.output_dir:
+        cfg["output_dir"] = args.output_dir
+    res = run_pretrain(cfg, resume=args.resume, progress=not args.no_progress)
+    best = res["best_val"]
+    print(f"done: {res['epoch']} epochs ({res['step']} steps) of {res['classes']}-way classification; best "
+          f"validation (nearest centroid) {format_acc(best['acc'], best['ci95'])} at epoch {best['epoch']}; run in "
+          f"{res['output_dir']}")
+    print(f"start a learner from it: model.init={res['output_dir']}; or evaluate one without meta-training: "
+          f"metakd eval {res['output_dir']} --learner protonet")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,12 +182,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--root", help="dataset root, when it moved since training")
     e.add_argument("--out", help="JSON result path (default: next to the checkpoint)")
+    e.add_argument("--learner", help="evaluate this learner started from the checkpoint's backbone, without "
+                   "meta-training (e.g. protonet, anil, linear_probe, cosine_classifier, finetune); needed for a "
+                   "`metakd pretrain` run. key=value arguments (learner.options.steps=50, episodes.k_shot=5) "
+                   "then adjust the few-shot config it builds")
+    e.add_argument("--no-feature-cache", action="store_true", help="embed the images of every episode anew even when "
+                   "the learner allows evaluating on cached features (same accuracies, slower)")
     e.add_argument("--no-progress", action="store_true")
-    e.set_defaults(func=_cmd_eval)
+    e.set_defaults(func=_cmd_eval, overrides=[])
 
     ls = sub.add_parser("list", help="registered learners, backbones, datasets, losses and shipped configs")
     ls.add_argument("what", nargs="?", choices=("learners", "backbones", "datasets", "losses", "configs",
-                                                "distill-configs"))
+                                                "distill-configs", "pretrain-configs"))
     ls.set_defaults(func=_cmd_list)
 
     d = sub.add_parser("data", help="inspect a dataset root: format detected, classes and images per split")
@@ -195,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--consistency-views", type=consistency_views_arg, default=4, help="augmented support copies for the consistency "
                    "metric (0: skip it)")
     r.add_argument("--scenario-seed", type=int, default=0, help="seed of the per-episode perturbations")
+    r.add_argument("--preset", choices=("natural", "glyph"), help="augmentation preset of the scenarios and "
+                   "consistency copies (default: the data's: glyph for the glyphs and Omniglot, natural for photos)")
     r.add_argument("--batch-size", type=positive_int_arg, help="tasks per evaluation batch")
     r.add_argument("--device", default="auto")
     r.add_argument("--root", help="dataset root, when it moved since training")
@@ -214,10 +246,19 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--output-dir", help="run folder (default: runs/<config name>)")
     k.add_argument("--no-progress", action="store_true", help="no progress bars")
     k.set_defaults(func=_cmd_distill)
+    pt = sub.add_parser("pretrain", help="pre-train a backbone by classification over all meta-training classes "
+                        "(validated on few-shot val episodes)")
+    pt.add_argument("config", help="config name (e.g. pretrain_conv4_glyphs, see `metakd list pretrain-configs`) or "
+                    "path to a YAML file")
+    pt.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.root=/data/mini-imagenet train.epochs=10")
+    pt.add_argument("--resume", action="store_true", help="continue the run in output_dir (its last.pt)")
+    pt.add_argument("--output-dir", help="run folder (default: runs/<config name>)")
+    pt.add_argument("--no-progress", action="store_true", help="no progress bars")
+    pt.set_defaults(func=_cmd_pretrain)
     for name, command in sub.choices.items():
         if not any("--threads" in a.option_strings for a in command._actions):
             command.add_argument("--threads", type=positive_int_arg, help=THREADS_HELP)
-        if name in ("train", "distill"):
+        if name in ("train", "distill", "pretrain"):
             command.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files to "
                                  "<output dir>/tensorboard/ (the config key tensorboard: true; needs the tensorboard package)")
     return p

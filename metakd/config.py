@@ -13,6 +13,7 @@ import copy
 import os
 from pathlib import Path
 import re
+import warnings
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import yaml
@@ -55,6 +56,9 @@ SCHEMA: Dict[str, Dict[str, Tuple[tuple, Any]]] = {
     "model": {
         "backbone": ((str,), "conv4"),
         "options": ((dict,), {}),
+        # start from these weights: a `metakd pretrain` or `metakd train` checkpoint, or its run folder (best.pt);
+        # the head is rebuilt where its shape differs (see metakd.engine.init_weights)
+        "init": ((str, None), None),
     },
     "learner": {
         "name": ((str,), "maml"),
@@ -81,10 +85,14 @@ SCHEMA: Dict[str, Dict[str, Tuple[tuple, Any]]] = {
         "seed": ((int,), 0),
         "batch_size": ((int,), 8),
         "checkpoint": ((str,), "best"),
+        # evaluate on features computed once per image when the learner allows it (metakd.engine.feature_cache)
+        "cache_features": ((bool,), True),
     },
-    # Meta-learning distillation: a trained teacher meta-learner (a `metakd train` checkpoint or run folder,
-    # whose best.pt is used) wraps the learner in metakd.learners.distilled.DistilledLearner with ``options``.
-    "teacher": {
+    # Teacher -> student meta-learning ("meta-distillation"): a trained teacher meta-learner (a `metakd train`
+    # checkpoint or run folder, whose best.pt is used) wraps the learner in
+    # metakd.learners.distilled.DistilledLearner with ``options``. Called ``teacher:`` before metakd 0.3; that
+    # spelling is still read, with a note (``teacher:`` now only means the `metakd distill` job's teacher).
+    "meta_teacher": {
         "checkpoint": ((str, None), None),
         "options": ((dict,), {}),
     },
@@ -310,6 +318,7 @@ def validate(cfg: Dict[str, Any], source: Source = "config",
     where = as_origins(source, overrides)
     if schema is not None:
         return _validate_keys(cfg, where, schema, choices or {})
+    cfg = renamed_sections(cfg, where)
     out = _validate_keys(cfg, where, SCHEMA, VALID_CHOICES)
 
     def check(key: str, fn, *args, **kwargs) -> None:
@@ -322,8 +331,10 @@ def validate(cfg: Dict[str, Any], source: Source = "config",
     check("data.image_size", positive_int)
     for key in ("n_way", "train_n_way", "k_shot", "q_query", "test_q_query"):
         check(f"episodes.{key}", positive_int)
-    for key in ("iterations", "meta_batch", "lr_step", "val_every", "val_episodes", "checkpoint_every", "log_every"):
+    for key in ("meta_batch", "lr_step", "val_every", "val_episodes", "checkpoint_every", "log_every"):
         check(f"train.{key}", positive_int)
+    # 0: no meta-training; the run saves the initial (e.g. model.init) weights as best.pt / last.pt
+    check("train.iterations", in_range, 0)
     check("train.lr", in_range, 0, lo_open=True)
     check("train.weight_decay", in_range, 0)
     check("train.momentum", in_range, 0, 1, hi_open=True)
@@ -332,6 +343,29 @@ def validate(cfg: Dict[str, Any], source: Source = "config",
     check("eval.episodes", positive_int)
     check("eval.batch_size", positive_int)
     return out
+
+
+# few-shot sections that were renamed: old name -> new name
+RENAMED_SECTIONS = {"teacher": "meta_teacher"}
+
+
+def renamed_sections(cfg: Dict[str, Any], where: Callable[[str], str] = lambda key: "config") -> Dict[str, Any]:
+    """``cfg`` with the old spelling of a renamed section (``teacher:`` in a few-shot config, now
+    ``meta_teacher:``) moved to the new one, with a FutureWarning naming both; both spellings at once is an error."""
+    if not any(old in cfg for old in RENAMED_SECTIONS):
+        return cfg
+    cfg = dict(cfg)
+    for old, new in RENAMED_SECTIONS.items():
+        if old not in cfg:
+            continue
+        if new in cfg:
+            raise ConfigError(f"{where(old)}: both '{old}:' and '{new}:' are set; '{old}:' is the old name of "
+                              f"'{new}:' (teacher -> student meta-learning): keep only '{new}:'")
+        warnings.warn(f"{where(old)}: the few-shot section '{old}:' is now called '{new}:' (teacher -> student "
+                      f"meta-learning); rename it ('{old}:' in a `metakd distill` config is the classification teacher)",
+                      FutureWarning, stacklevel=3)
+        cfg[new] = cfg.pop(old)
+    return cfg
 
 
 def _validate_keys(cfg: Dict[str, Any], where: Callable[[str], str], schema, choices) -> Dict[str, Any]:

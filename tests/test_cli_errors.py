@@ -193,7 +193,7 @@ def test_override_errors_name_the_override_not_the_file(tmp_path, capsys):
     err = error_of(capsys, ["config", str(path), "train.lr=0.1"])
     assert f"{path}: 'train.iterations'" in err
     with pytest.raises(ConfigError, match="override 'train.lr=0'"):
-        from metakd.distill.job_config import load_distill_config
+        from metakd.engine.job_config import load_distill_config
         load_distill_config("distill_glyphs_kd", ["train.lr=0"])
 
 

@@ -23,7 +23,7 @@ def test_every_shipped_config_loads_and_builds_its_parts():
 
 def test_published_maml_settings():
     cfg = load_config("maml_mini_5w1s")
-    assert cfg["model"] == {"backbone": "conv4", "options": {"hidden": 32, "bn": "transductive"}}
+    assert cfg["model"] == {"backbone": "conv4", "options": {"hidden": 32, "bn": "transductive"}, "init": None}
     assert cfg["learner"]["options"] == {"inner_lr": 0.01, "train_steps": 5, "test_steps": 10}
     assert (cfg["train"]["meta_batch"], cfg["train"]["lr"], cfg["train"]["iterations"]) == (4, 0.001, 60000)
     assert (cfg["episodes"]["n_way"], cfg["episodes"]["k_shot"], cfg["episodes"]["q_query"]) == (5, 1, 15)

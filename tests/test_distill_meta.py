@@ -121,9 +121,9 @@ def tiny(tmp_path, name, *extra):
 
 def test_end_to_end_through_the_engine_with_a_teacher_checkpoint(tmp_path):
     Trainer(tiny(tmp_path, "teacher", "model.options.hidden=16"), progress=False).fit()
-    cfg = tiny(tmp_path, "student", f"teacher.checkpoint={tmp_path / 'teacher'}", "teacher.options.kd_on=both",
-               "teacher.options.learn_temperature=true", "teacher.options.rank_weight=0.5",
-               "teacher.options.rank_form=sigmoid")
+    cfg = tiny(tmp_path, "student", f"meta_teacher.checkpoint={tmp_path / 'teacher'}", "meta_teacher.options.kd_on=both",
+               "meta_teacher.options.learn_temperature=true", "meta_teacher.options.rank_weight=0.5",
+               "meta_teacher.options.rank_form=sigmoid")
     trainer = Trainer(cfg, progress=False)
     assert isinstance(trainer.learner, DistilledLearner)
     t0 = trainer.learner.temperatures()
@@ -136,6 +136,6 @@ def test_end_to_end_through_the_engine_with_a_teacher_checkpoint(tmp_path):
     assert isinstance(learner, DistilledLearner)
     assert torch.equal(learner.temperatures.teacher.raw, trainer.learner.temperatures.teacher.raw)
 
-    missing = tiny(tmp_path, "s2", f"teacher.checkpoint={tmp_path / 'nope.pt'}")
+    missing = tiny(tmp_path, "s2", f"meta_teacher.checkpoint={tmp_path / 'nope.pt'}")
     with pytest.raises(ConfigError, match="teacher.checkpoint"):
         Trainer(missing, progress=False)

@@ -17,7 +17,7 @@ import torch
 
 from metakd.cli import main
 from metakd.config import load_config
-from metakd.distill.job_config import load_distill_config
+from metakd.engine.job_config import load_distill_config
 from metakd.engine import run_dir
 from metakd.engine.checkpoint import load_checkpoint
 from metakd.engine.distill_job import run_distill

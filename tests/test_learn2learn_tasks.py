@@ -67,3 +67,15 @@ def test_bad_tasks_and_tasksets_are_named():
         train = validation = test = _taskset()
 
     assert set(episodes_from_tasksets(Sets(), k_shot=1)) == {"train", "validation", "test"}
+
+
+def test_engine_evaluates_learn2learn_tasks():
+    from metakd.engine.evaluate import evaluate_tasks
+    from metakd.learners import build_learner
+    from metakd.models import build_backbone
+
+    torch.manual_seed(0)
+    learner = build_learner("protonet", build_backbone("conv4", n_way=5, hidden=8, in_channels=1, image_size=16))
+    res = evaluate_tasks(learner, TaskDatasetEpisodes(_taskset(), k_shot=1), 7, batch_size=3, progress=False)
+    assert res["episodes"] == 7 and len(res["per_episode"]) == 7 and 0 <= res["acc"] <= 1
+    assert learner.training  # restored

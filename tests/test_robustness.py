@@ -47,6 +47,10 @@ def test_robustness_writes_table_json_and_chart(runs, tmp_path):
     assert saved["models"][1]["learner"] == "msd"
     md = (tmp_path / "r" / "robustness.md").read_text()
     assert "strong / query" in md and "msd+maml" in md and "crop_scale" in md
+    # the glyph data selects the glyph preset: named in the models, the table (what the CLI prints) and the notes
+    assert saved["augment_presets"] == ["glyph"] and all(m["augment_preset"] == "glyph" for m in saved["models"])
+    assert set(saved["scenario_levels"]) == {"glyph"} and saved["scenario_levels"]["glyph"]["strong"]["flip_p"] == 0
+    assert "| glyph |" in report["table"] and "Augmentation preset 'glyph'" in md and "preset glyph" in md
     assert (tmp_path / "r" / "robustness.png").read_bytes()[:4] == b"\x89PNG"
     # the standard row is the plain evaluation of the same fixed episodes
     plain = evaluate_checkpoint(runs["maml_glyphs_5w1s"], episodes=6, device="cpu", progress=False,
@@ -68,6 +72,11 @@ def test_robustness_cli_and_errors(runs, tmp_path, capsys):
     assert "strong / both" in capsys.readouterr().out
     with pytest.raises(MetakdError, match="level"):
         run_robustness([runs["maml_glyphs_5w1s"]], levels=["medium"], device="cpu", progress=False)
+    with pytest.raises(MetakdError, match="preset"):
+        run_robustness([runs["maml_glyphs_5w1s"]], preset="photo", device="cpu", progress=False)
+    forced = run_robustness([runs["maml_glyphs_5w1s"]], out=tmp_path / "nat", episodes=2, levels=["weak"],
+                            sides=["support"], consistency_views=0, device="cpu", progress=False, preset="natural")
+    assert forced["augment_presets"] == ["natural"] and "| natural |" in forced["table"]
     assert main(["robustness", str(tmp_path / "missing.pt"), "--device", "cpu"]) == 2
 
 

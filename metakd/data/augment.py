@@ -6,9 +6,19 @@ Two uses:
   of every view with its own random draw of the composition crop -> rotation -> colour jitter ->
   grayscale -> blur -> horizontal flip (the strengths are an ``AugmentStrengths``).
 - The augmented test scenario (``perturb_episodes``): test tasks perturbed at a "weak" or
-  "strong" level (``SCENARIO_LEVELS``) on the "support", "query" or "both" sides. Each episode gets its
-  own seed, derived from (scenario seed, episode index, side), so an episode is perturbed the same way
-  whichever meta-batch it lands in.
+  "strong" level on the "support", "query" or "both" sides. Each episode gets its own seed, derived
+  from (scenario seed, episode index, side), so an episode is perturbed the same way whichever
+  meta-batch it lands in.
+
+Presets (``PRESETS``): which augmentations fit depends on the data, so each preset defines both the
+MSD training views and the weak/strong scenario levels. "natural" (photos: miniImageNet,
+tieredImageNet, CIFAR-FS/FC100/CIFAR-100, class folders of photos) uses the paper's five: random
+resized crop, colour jitter, grayscale, gaussian blur, horizontal flip. "glyph" (the built-in glyphs,
+Omniglot) never flips (a mirrored glyph is often another character: b/d, p/q) and changes no
+brightness or colour: small crops and rotations, a contrast change and a 3x3 blur that keep the
+strokes. ``load_split`` records the dataset's preset in the split's meta, the sampler puts it on
+every ``EpisodeBatch`` (``augment_preset``), and MSD and the scenarios use the batch's preset unless
+configured otherwise. ``SCENARIO_LEVELS`` is the natural preset's levels.
 
 Reproducibility: kornia draws its random parameters from torch's *global* generator. Every function
 here therefore runs kornia inside ``torch.random.fork_rng`` after ``torch.manual_seed(seed)``: the
@@ -17,8 +27,11 @@ an explicit seed, one 63-bit seed is drawn from ``generator`` (or from the globa
 none is given), so a seeded training run stays reproducible and resumable.
 
 Pixels: augmentations work on the [0, 1] scale. Normalised images (``mean``/``std`` given, as the
-episode sampler produces with ``data.normalize``) are de-normalised first and normalised again after.
-One-channel images skip saturation, hue and grayscale (no-ops on gray pixels).
+episode sampler produces with ``data.normalize``; the sampler's batches carry them as
+``EpisodeBatch.mean``/``std`` and ``perturb_batch`` reads them from there) are de-normalised first and
+normalised again after; only the de-normalised [0, 1] pixels are clamped. Images given without their
+normalisation are taken as [0, 1] pixels. One-channel images skip saturation, hue and grayscale
+(no-ops on gray pixels).
 """
 from __future__ import annotations
 
@@ -41,16 +54,17 @@ Stats = Optional[Sequence[float]]
 class AugmentStrengths:
     """Parameters of the augmentation composition; a probability of 0 turns a step off.
 
-    Defaults (MSD's training views): random resized crop to the input size with area scale
-    (0.6, 1.0) and aspect ratio (3/4, 4/3) (p 1.0); rotation by up to ±15° (p 0.5); colour jitter
+    Defaults (the natural preset's MSD views, the paper's five): random resized crop to the input
+    size with area scale (0.6, 1.0) and aspect ratio (3/4, 4/3) (p 1.0); colour jitter
     brightness/contrast/saturation 0.4, hue 0.1 (p 0.8); grayscale (p 0.2); gaussian blur with a
-    3×3 kernel and σ in (0.1, 1.0) (p 0.2); horizontal flip (p 0.5).
+    3×3 kernel and σ in (0.1, 1.0) (p 0.2); horizontal flip (p 0.5). Rotation (up to ±15°) is off
+    (rotation_p 0); set rotation_p to add it.
     """
 
     crop_p: float = 1.0
     crop_scale: Tuple[float, float] = (0.6, 1.0)
     crop_ratio: Tuple[float, float] = (3 / 4, 4 / 3)
-    rotation_p: float = 0.5
+    rotation_p: float = 0.0
     rotation_degrees: float = 15.0
     jitter_p: float = 0.8
     brightness: float = 0.4
@@ -74,28 +88,40 @@ class AugmentStrengths:
 
     @classmethod
     def from_options(cls, spec: Union[None, str, Mapping[str, Any], "AugmentStrengths"],
-                     where: str = "augment") -> "AugmentStrengths":
-        """None -> defaults; "identity", "weak", "strong" -> those presets; a mapping overrides defaults."""
+                     where: str = "augment", preset: Union[None, str, "AugmentPreset"] = None) -> "AugmentStrengths":
+        """Strengths from a config value, relative to ``preset`` (default "natural"; usually the data's):
+
+        None or "default" -> the preset's MSD views; "natural" / "glyph" -> that preset's views whatever
+        the data; "identity" -> no augmentation; "weak" / "strong" -> the preset's scenario level; a
+        mapping -> the preset's views with those fields changed (a ``preset: natural | glyph`` key in the
+        mapping picks the base preset instead).
+        """
+        base = get_preset(preset, f"{where} preset")
         if spec is None:
-            return cls()
+            return base.views
         if isinstance(spec, AugmentStrengths):
             return spec
         if isinstance(spec, str):
             if spec == "identity":
                 return cls.identity()
-            if spec in SCENARIO_LEVELS:
-                return SCENARIO_LEVELS[spec]
+            if spec in base.levels:
+                return base.levels[spec]
             if spec == "default":
-                return cls()
-            raise ConfigError(f"{where}: expected 'default', 'identity', 'weak', 'strong' or a mapping of strengths, "
-                              f"got {spec!r}")
+                return base.views
+            if spec in PRESETS:
+                return PRESETS[spec].views
+            raise ConfigError(f"{where}: expected 'default', {', '.join(repr(n) for n in PRESETS)}, 'identity', "
+                              f"'weak', 'strong' or a mapping of strengths, got {spec!r}")
         if not isinstance(spec, Mapping):
             raise ConfigError(f"{where}: expected a mapping of augmentation strengths, got {type(spec).__name__}")
+        spec = dict(spec)
+        if "preset" in spec:
+            base = get_preset(spec.pop("preset"), f"{where}.preset")
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(spec) - set(known))
         if unknown:
             raise ConfigError(f"{where}: unknown augmentation key(s) {', '.join(map(repr, unknown))}; "
-                              f"valid keys: {', '.join(known)}")
+                              f"valid keys: preset, {', '.join(known)}")
         values: Dict[str, Any] = {}
         for key, value in spec.items():
             default = getattr(cls(), key)
@@ -112,7 +138,7 @@ class AugmentStrengths:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                     raise ConfigError(f"{where}.{key}: expected a number >= 0, got {value!r}")
                 values[key] = float(value)
-        out = replace(cls(), **values)
+        out = replace(base.views, **values)
         out.check(where)
         return out
 
@@ -134,16 +160,79 @@ class AugmentStrengths:
         return asdict(self)
 
 
-# The augmented test scenario. Weak: mild crops, small rotations, light jitter and blur.
-# Strong: crops down to 35% of the area, rotations up to ±35°, heavy jitter, frequent 5×5 blur.
-SCENARIO_LEVELS: Dict[str, AugmentStrengths] = {
-    "weak": AugmentStrengths(crop_p=1.0, crop_scale=(0.8, 1.0), crop_ratio=(0.9, 1.1), rotation_p=0.5,
-                             rotation_degrees=10.0, jitter_p=0.5, brightness=0.2, contrast=0.2, saturation=0.2,
-                             hue=0.05, grayscale_p=0.1, blur_p=0.2, blur_kernel=3, blur_sigma=(0.1, 0.5), flip_p=0.5),
-    "strong": AugmentStrengths(crop_p=1.0, crop_scale=(0.35, 1.0), crop_ratio=(0.75, 1.333), rotation_p=1.0,
-                               rotation_degrees=35.0, jitter_p=0.9, brightness=0.6, contrast=0.6, saturation=0.6,
-                               hue=0.15, grayscale_p=0.3, blur_p=0.5, blur_kernel=5, blur_sigma=(0.5, 1.5), flip_p=0.5),
-}
+@dataclass(frozen=True)
+class AugmentPreset:
+    """Augmentations that fit one kind of image: MSD's training ``views`` and the scenario ``levels``
+    ("weak", "strong") of ``metakd robustness``."""
+
+    name: str
+    description: str
+    views: AugmentStrengths
+    levels: Mapping[str, AugmentStrengths]
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"name": self.name, "description": self.description, "views": self.views.as_dict(),
+                "levels": {k: v.as_dict() for k, v in self.levels.items()}}
+
+
+_NO_STEPS = dict(crop_p=0.0, rotation_p=0.0, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, flip_p=0.0)
+
+# Natural images. Views: the paper's five (AugmentStrengths() defaults). Scenario, weak: mild crops,
+# small rotations, light jitter and blur; strong: crops down to 35% of the area, rotations up to ±35°,
+# heavy jitter, frequent 5×5 blur. Both flip with p 0.5.
+NATURAL = AugmentPreset(
+    "natural", "photos: random resized crop, colour jitter, grayscale, gaussian blur, horizontal flip",
+    views=AugmentStrengths(),
+    levels={
+        "weak": AugmentStrengths(crop_p=1.0, crop_scale=(0.8, 1.0), crop_ratio=(0.9, 1.1), rotation_p=0.5,
+                                 rotation_degrees=10.0, jitter_p=0.5, brightness=0.2, contrast=0.2, saturation=0.2,
+                                 hue=0.05, grayscale_p=0.1, blur_p=0.2, blur_kernel=3, blur_sigma=(0.1, 0.5),
+                                 flip_p=0.5),
+        "strong": AugmentStrengths(crop_p=1.0, crop_scale=(0.35, 1.0), crop_ratio=(0.75, 1.333), rotation_p=1.0,
+                                   rotation_degrees=35.0, jitter_p=0.9, brightness=0.6, contrast=0.6, saturation=0.6,
+                                   hue=0.15, grayscale_p=0.3, blur_p=0.5, blur_kernel=5, blur_sigma=(0.5, 1.5),
+                                   flip_p=0.5),
+    })
+
+# Glyphs and Omniglot-like strokes. No flip (a mirrored glyph is often another character), no
+# brightness, saturation, hue or grayscale; contrast only (ColorJitter with every other factor 0), small
+# crops and rotations (the glyphs are drawn with rotations up to ±15° already), a 3×3 blur that keeps
+# the strokes.
+GLYPH = AugmentPreset(
+    "glyph", "glyphs/strokes: small crop and rotation, contrast, 3x3 blur; no flip, no colour",
+    views=replace(AugmentStrengths(**_NO_STEPS), crop_p=1.0, crop_scale=(0.8, 1.0), crop_ratio=(0.9, 1.1),
+                  rotation_p=0.5, rotation_degrees=10.0, jitter_p=0.5, brightness=0.0, contrast=0.3,
+                  saturation=0.0, hue=0.0, blur_p=0.3, blur_kernel=3, blur_sigma=(0.1, 0.6)),
+    levels={
+        "weak": replace(AugmentStrengths(**_NO_STEPS), crop_p=1.0, crop_scale=(0.85, 1.0), crop_ratio=(0.9, 1.1),
+                        rotation_p=0.5, rotation_degrees=8.0, jitter_p=0.5, brightness=0.0, contrast=0.2,
+                        saturation=0.0, hue=0.0, blur_p=0.2, blur_kernel=3, blur_sigma=(0.1, 0.5)),
+        "strong": replace(AugmentStrengths(**_NO_STEPS), crop_p=1.0, crop_scale=(0.6, 1.0), crop_ratio=(0.8, 1.25),
+                          rotation_p=1.0, rotation_degrees=20.0, jitter_p=0.9, brightness=0.0, contrast=0.5,
+                          saturation=0.0, hue=0.0, blur_p=0.5, blur_kernel=3, blur_sigma=(0.5, 1.0)),
+    })
+
+PRESETS: Dict[str, AugmentPreset] = {p.name: p for p in (NATURAL, GLYPH)}
+DEFAULT_PRESET = "natural"
+
+# The natural preset's scenario levels (the name predates the presets).
+SCENARIO_LEVELS: Dict[str, AugmentStrengths] = NATURAL.levels  # type: ignore[assignment]
+
+
+def get_preset(preset: Union[None, str, AugmentPreset], where: str = "augment_preset") -> AugmentPreset:
+    """The preset of that name (None: "natural"); ConfigError naming ``where`` for an unknown name."""
+    if isinstance(preset, AugmentPreset):
+        return preset
+    if preset is None:
+        return PRESETS[DEFAULT_PRESET]
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise ConfigError(f"{where}: expected one of {', '.join(PRESETS)}, got {preset!r}")
+    return PRESETS[preset]
+
+
+def batch_preset(batch, override: Union[None, str, AugmentPreset] = None) -> AugmentPreset:
+    """``override`` when given, else the preset the EpisodeBatch carries (its data's), else "natural"."""
+    return get_preset(override if override is not None else getattr(batch, "augment_preset", None))
 
 
 def _pipeline(strengths: AugmentStrengths, size: Tuple[int, int], channels: int):
@@ -235,12 +324,13 @@ def episode_seed(seed: int, index: int, tag: str) -> int:
 
 
 def perturb_episodes(x: Tensor, indices: Sequence[int], level: Union[str, AugmentStrengths], seed: int, tag: str,
-                     mean: Stats = None, std: Stats = None) -> Tensor:
+                     mean: Stats = None, std: Stats = None, preset: Union[None, str, AugmentPreset] = None) -> Tensor:
     """Perturb the images x (T, S, C, H, W) of T episodes; episode t uses the seed of ``indices[t]``.
 
-    tag separates streams (e.g. "support" and "query" of one episode draw differently).
+    tag separates streams (e.g. "support" and "query" of one episode draw differently). A level name
+    is one of ``preset``'s levels (default "natural").
     """
-    strengths = level if isinstance(level, AugmentStrengths) else scenario_strengths(level)
+    strengths = level if isinstance(level, AugmentStrengths) else scenario_strengths(level, preset)
     if x.dim() != 5 or len(indices) != x.shape[0]:
         raise DataError(f"perturb_episodes: expected x (T, S, C, H, W) and T indices, got {tuple(x.shape)} and "
                         f"{len(indices)} indices")
@@ -248,24 +338,31 @@ def perturb_episodes(x: Tensor, indices: Sequence[int], level: Union[str, Augmen
                         for t, i in enumerate(indices)])
 
 
-def scenario_strengths(level: str) -> AugmentStrengths:
-    if level not in SCENARIO_LEVELS:
+def scenario_strengths(level: str, preset: Union[None, str, AugmentPreset] = None) -> AugmentStrengths:
+    """The strengths of scenario ``level`` ("weak" / "strong") in ``preset`` (default "natural")."""
+    p = get_preset(preset, "scenario preset")
+    if level not in p.levels:
         raise ConfigError(f"scenario level must be one of {', '.join(LEVELS)}, got {level!r}")
-    return SCENARIO_LEVELS[level]
+    return p.levels[level]
 
 
 def perturb_batch(batch, indices: Sequence[int], level: str, side: str, seed: int = 0,
-                  mean: Stats = None, std: Stats = None):
+                  mean: Stats = None, std: Stats = None, preset: Union[None, str, AugmentPreset] = None):
     """A copy of EpisodeBatch ``batch`` whose support and/or query images are perturbed (side: support,
-    query, both); ``indices`` are the episodes' positions in the fixed list (their seeds)."""
-    from .episode import EpisodeBatch
+    query, both); ``indices`` are the episodes' positions in the fixed list (their seeds).
 
+    preset: whose ``level`` to apply; default the batch's ``augment_preset`` (its data's), else "natural".
+    mean, std: the images' normalisation; default the batch's ``mean``/``std``.
+    """
     if side not in SIDES:
         raise ConfigError(f"scenario side must be one of {', '.join(SIDES)}, got {side!r}")
+    p = batch_preset(batch, preset)
+    if mean is None and std is None:
+        mean, std = batch.mean, batch.std
     sx, qx = batch.support_x, batch.query_x
     tag = f"{level}"
     if side in ("support", "both"):
-        sx = perturb_episodes(sx, indices, level, seed, tag + ":support", mean, std)
+        sx = perturb_episodes(sx, indices, level, seed, tag + ":support", mean, std, p)
     if side in ("query", "both"):
-        qx = perturb_episodes(qx, indices, level, seed, tag + ":query", mean, std)
-    return EpisodeBatch(sx, batch.support_y, qx, batch.query_y, batch.n_way, batch.k_shot, batch.q_query, batch.classes)
+        qx = perturb_episodes(qx, indices, level, seed, tag + ":query", mean, std, p)
+    return replace(batch, support_x=sx, query_x=qx)

@@ -78,7 +78,8 @@ def inspect_root(root: str | Path, dataset: Optional[str] = None, **options: Any
     "notes": [layout choices and other remarks], "unreadable": [split names]}.
     """
     path = require_root(root, "inspect_root")
-    options.pop("skip_small_classes", None)  # an episode option, not the loader's
+    options.pop("skip_small_classes", None)  # episode / augmentation options, not the loader's
+    options.pop("augment_preset", None)
     with inspection() as seen:
         if dataset is None:
             dataset, layout = detect_format(path)

@@ -27,6 +27,7 @@ import torch
 
 from ..validate import int_at_least
 from ..errors import ConfigError, DataError
+from .augment import DEFAULT_PRESET, get_preset
 from .base import ImageSplit
 from .episode import EpisodeBatch
 
@@ -187,6 +188,9 @@ def channel_stats(split: ImageSplit, max_images: int = 10_000) -> Tuple[Tuple[fl
 class ImageConverter:
     """uint8 (..., H, W, C) -> float (..., C, H, W) in [0, 1], optionally normalised per channel.
 
+    It also names what ``make_batch`` records on the batches it converts: ``mean``/``std`` and the
+    data's ``augment_preset`` (so batches built in DataLoader workers carry them too).
+
     The permute and the cast happen in one pass on whatever device the input lives on, so uint8 is
     what crosses to the GPU. CPU tensors go through numpy, whose strided uint8 -> float loop measured
     about 4x faster per core than torch's (and DataLoader workers run torch single-threaded anyway).
@@ -194,18 +198,20 @@ class ImageConverter:
     """
 
     def __init__(self, dtype: torch.dtype = torch.float32,
-                 mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None) -> None:
+                 mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
+                 augment_preset: Optional[str] = None) -> None:
         self.dtype = dtype
         self.mean = None if mean is None else tuple(float(v) for v in mean)
         self.std = None if std is None else tuple(float(v) for v in std)
+        self.augment_preset = augment_preset
         self._np_dtype = _NUMPY_FLOATS.get(dtype)
         self._affine: Dict[torch.device, Tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __getstate__(self) -> dict:
-        return {"dtype": self.dtype, "mean": self.mean, "std": self.std}
+        return {"dtype": self.dtype, "mean": self.mean, "std": self.std, "augment_preset": self.augment_preset}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["dtype"], state["mean"], state["std"])
+        self.__init__(state["dtype"], state["mean"], state["std"], state.get("augment_preset"))
 
     def _scale_shift(self, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
         """x_float = x_uint8 * scale - shift, both (C, 1, 1) in the target dtype."""
@@ -279,7 +285,8 @@ def make_batch(raw: RawEpisodes, convert: ImageConverter, device: Optional[torch
                shared: bool = False) -> EpisodeBatch:
     """EpisodeBatch on ``device`` (default: where ``raw`` lives): uint8 moves first, then becomes float.
 
-    shared: CPU image tensors are allocated in shared memory (DataLoader workers).
+    shared: CPU image tensors are allocated in shared memory (DataLoader workers). The batch carries
+    the converter's normalisation (``mean``/``std``) and ``augment_preset``.
     """
     device = raw.support.device if device is None else torch.device(device)
     pinned = device.type == "cuda" and raw.support.device.type == "cpu" and raw.support.is_pinned()
@@ -294,6 +301,8 @@ def make_batch(raw: RawEpisodes, convert: ImageConverter, device: Optional[torch
         query_y=labels.repeat_interleave(q).expand(t, -1).contiguous(),
         n_way=n, k_shot=k, q_query=q,
         classes=raw.classes.to(device, non_blocking=pinned),
+        augment_preset=getattr(convert, "augment_preset", None),
+        mean=getattr(convert, "mean", None), std=getattr(convert, "std", None),
     )
 
 
@@ -321,11 +330,16 @@ class EpisodeSampler:
     normalize: None (pixels in [0, 1]), "dataset" (per-channel mean/std of this split, see
         channel_stats), or (mean, std) per channel on the [0, 1] scale, e.g. a training split's stats.
     dtype: floating dtype of the image tensors.
+    augment_preset: the augmentation preset ("natural" or "glyph", ``metakd.data.augment.PRESETS``) put on
+        every batch, with the normalisation (``EpisodeBatch.augment_preset``, ``.mean``, ``.std``), for MSD's
+        views and the augmented test scenario. None (the default): the split's ``meta["augment_preset"]``,
+        which ``load_split`` sets (a default per dataset, or ``data.options.augment_preset``), else "natural".
     """
 
     def __init__(self, split: ImageSplit, n_way: int, k_shot: int, q_query: int = 15, *, seed: int = 0,
                  skip_small_classes: Optional[bool] = None, device: Union[str, torch.device] = "cpu",
-                 storage: str = "host", normalize: Normalize = None, dtype: torch.dtype = torch.float32) -> None:
+                 storage: str = "host", normalize: Normalize = None, dtype: torch.dtype = torch.float32,
+                 augment_preset: Optional[str] = None) -> None:
         if not isinstance(split, ImageSplit):
             raise ConfigError(f"split must be a metakd.data.base.ImageSplit, got {type(split).__name__}")
         self.split = split
@@ -344,7 +358,10 @@ class EpisodeSampler:
             skip_small_classes = split.meta.get("skip_small_classes", False)
         self._select_classes(bool(skip_small_classes))
         self.mean, self.std = self._resolve_normalize(normalize)
-        self.converter = ImageConverter(dtype, self.mean, self.std)
+        if augment_preset is None:
+            augment_preset = split.meta.get("augment_preset", DEFAULT_PRESET)
+        self.augment_preset = get_preset(augment_preset, f"{self._where}: augment_preset").name
+        self.converter = ImageConverter(dtype, self.mean, self.std, self.augment_preset)
         self._rng = np.random.Generator(np.random.PCG64(self.seed))
         self._stored: Optional[torch.Tensor] = None
         if storage == "device":
@@ -530,6 +547,7 @@ class EpisodeSampler:
         return {"split": self.split.name, "source": self.split.source, "n_way": self.n_way, "k_shot": self.k_shot,
                 "q_query": self.q_query, "classes_used": int(len(self.classes)), "classes_skipped": dict(self.skipped),
                 "normalize": None if self.mean is None else {"mean": list(self.mean), "std": list(self.std)},
+                "augment_preset": self.augment_preset,
                 "device": str(self.device), "storage": self.storage, "dtype": str(self.dtype).replace("torch.", "")}
 
     def __repr__(self) -> str:

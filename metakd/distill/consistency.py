@@ -106,10 +106,12 @@ def rank_consistency(
     fraction: float = 0.1,
     chunk_size: Optional[int] = None,
     detach_mean: bool = False,
+    k_scale: str = "absolute",
 ) -> Tensor:
     """``mean_j rank_loss(v_j / T, v̄ / T)`` with v̄ the mean logits over views (ranks are taken on
     logits, as in RKKD); T only changes the effective sharpness (k/T or β/T²). Subsets are chosen by
-    v̄'s top/bottom channels. (n_views, Q, C) -> scalar in [0, 2].
+    v̄'s top/bottom channels. k_scale="std" makes the sharpness relative to each row's spread (then T
+    has no effect; see ``metakd.distill.rank``). (n_views, Q, C) -> scalar in [0, 2].
     """
     _check_views("rank_consistency", v)
     _check_temperature("rank_consistency", temperature)
@@ -121,7 +123,7 @@ def rank_consistency(
     target = mean.expand(n, q, c).reshape(n * q, c)
     return rank_loss(
         u.reshape(n * q, c), target, form=form, k=k, beta=beta, subset=subset, fraction=fraction,
-        chunk_size=chunk_size, reduction="mean",
+        chunk_size=chunk_size, reduction="mean", k_scale=k_scale,
     )
 
 

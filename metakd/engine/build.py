@@ -12,6 +12,7 @@ from ..data.sampler import EpisodeSampler, channel_stats
 from ..errors import ConfigError
 from ..learners import build_learner
 from ..models import build_backbone
+from ..models.common import check_input_shape
 
 Normalize = Optional[Tuple[Tuple[float, ...], Tuple[float, ...]]]
 
@@ -79,20 +80,39 @@ def make_sampler(cfg: Dict[str, Any], split: ImageSplit, *, q_query: int, device
                           storage=storage_for(cfg, device), normalize=normalize)
 
 
-def make_learner(cfg: Dict[str, Any], in_channels: int, image_size: int) -> nn.Module:
-    """Backbone from ``model`` wrapped in the learner from ``learner``; with ``teacher.checkpoint`` set, that
-    learner is the student of a DistilledLearner around the frozen teacher the checkpoint holds."""
+def make_learner(cfg: Dict[str, Any], in_channels: int, image_size: int, init: bool = True,
+                 report: Optional[Dict[str, Any]] = None) -> nn.Module:
+    """Backbone from ``model`` wrapped in the learner from ``learner``; with ``meta_teacher.checkpoint`` set,
+    that learner is the student of a DistilledLearner around the frozen teacher the checkpoint holds.
+
+    init: load ``model.init`` into the backbone (see ``metakd.engine.init_weights``); False when the caller
+    loads a full state dict next (evaluating or resuming a checkpoint). report: filled with what was loaded."""
+    for key, value in (("in_channels", in_channels), ("image_size", image_size)):
+        if key in cfg["model"]["options"] and cfg["model"]["options"][key] != value:
+            raise ConfigError(f"model.options.{key}={cfg['model']['options'][key]!r} does not match the data "
+                              f"({key} {value}: from data.image_size and the dataset's channels); remove it, the "
+                              "backbone is built for the data")
+    options = {k: v for k, v in cfg["model"]["options"].items() if k not in ("in_channels", "image_size")}
     model = build_backbone(cfg["model"]["backbone"], cfg["episodes"]["n_way"], in_channels=in_channels,
-                           image_size=image_size, **cfg["model"]["options"])
+                           image_size=image_size, **options)
+    check_input_shape(model, (in_channels, image_size, image_size), f"the data (data.image_size={image_size}, "
+                      f"{in_channels} channel(s))")
+    if init and cfg["model"].get("init"):
+        from .init_weights import init_backbone
+
+        got = init_backbone(model, cfg["model"]["init"], cfg["model"]["backbone"])
+        if report is not None:
+            report.update(got)
     learner = build_learner(cfg["learner"]["name"], model, **cfg["learner"]["options"])
-    teacher = cfg.get("teacher") or {}
+    teacher = cfg.get("meta_teacher") or cfg.get("teacher") or {}  # "teacher": configs saved before the rename
     if teacher.get("checkpoint"):
         learner = make_distilled(learner, teacher, in_channels, image_size)
     return learner
 
 
 def make_distilled(student: nn.Module, teacher_cfg: Dict[str, Any], in_channels: int, image_size: int) -> nn.Module:
-    """The DistilledLearner of ``student`` and the teacher learner in ``teacher_cfg["checkpoint"]``."""
+    """The DistilledLearner of ``student`` and the teacher learner in ``teacher_cfg["checkpoint"]`` (the
+    few-shot config's ``meta_teacher`` section)."""
     from ..errors import MetakdError
     from ..learners.distilled import DistilledLearner
     from .evaluate_checkpoint import find_checkpoint, load_learner
@@ -101,10 +121,10 @@ def make_distilled(student: nn.Module, teacher_cfg: Dict[str, Any], in_channels:
     try:
         teacher, ckpt = load_learner(find_checkpoint(path, "best"), device="cpu")
     except MetakdError as exc:
-        raise ConfigError(f"teacher.checkpoint: {exc}") from None
+        raise ConfigError(f"meta_teacher.checkpoint: {exc}") from None
     info = ckpt.get("data", {})
     if (info.get("in_channels"), info.get("image_size")) != (in_channels, image_size):
-        raise ConfigError(f"teacher.checkpoint: {path} was trained on {info.get('in_channels')}-channel "
+        raise ConfigError(f"meta_teacher.checkpoint: {path} was trained on {info.get('in_channels')}-channel "
                           f"{info.get('image_size')}px images, the student gets {in_channels}-channel {image_size}px")
     return DistilledLearner(student, teacher, **teacher_cfg["options"])
 

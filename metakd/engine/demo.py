@@ -84,7 +84,7 @@ def run_demo(output_dir: Path = Path("runs/demo"), iterations: Optional[int] = N
     print(table)
     if scenarios:
         print("Scenario columns: the same episodes with the support set perturbed at the weak / strong level "
-              "(metakd.data.augment.SCENARIO_LEVELS, seeded per episode).")
+              "(the data's augmentation preset, glyph here: no flips; metakd.data.augment.PRESETS, seeded per episode).")
     atomic_write(output_dir / "results.md", table + "\n", what="demo results")
     write_json(output_dir / "results.json", [{k: v for k, v in r.items() if k != "config"} for r in rows],
                what="demo results")

@@ -20,20 +20,19 @@ MKD held-out draws come from generators whose states are checkpointed with the m
 scheduler, temperatures, position inside the epoch and the global RNG states, so a run stopped at
 any step (``max_steps``, Ctrl-C, SIGTERM) and resumed gives bit-identical weights on the same device.
 A signal stops the run at the next step boundary (an end-of-epoch test evaluation in progress is
-abandoned and rerun on resume) and saves last.pt there.
+abandoned and rerun on resume) and saves last.pt there. Both phases run on the supervised trainer that
+``metakd pretrain`` uses (``supervised.SupervisedTrainer``, on the step loop ``loop.StepLoop`` that
+``metakd train`` shares); the config schema is ``job_config.DISTILL_SCHEMA``.
 """
 from __future__ import annotations
 
-import math
-import signal
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from .. import __version__
 from ..atomic import atomic_write, remove_stale_temps, write_json
@@ -42,10 +41,10 @@ from ..distill import MetaTemperatures, kd_loss, mkd_step, rank_loss
 from ..errors import ConfigError, MetakdError
 from ..models import build_backbone
 from .build import resolve_device
-from .checkpoint import rng_state, safe_load, save_atomic, set_rng_state
-from .distill_data import ClassificationData, epoch_order, heldout_split, load_classification, prepare
-from .metrics import JsonlLogger
-from .run_dir import StopGuard, check_output_dir, config_differences, fault_point, make_output_dir
+from .checkpoint import safe_load, save_atomic
+from .distill_data import ClassificationData, heldout_split, load_classification, prepare
+from .run_dir import StopGuard, check_output_dir, fault_point, make_output_dir
+from .supervised import SupervisedTrainer
 
 TEACHER_KIND = "metakd-distill-teacher"
 # Config keys a resume may change (they change no trained weight); any other difference is refused.
@@ -120,30 +119,32 @@ def load_teacher(path: Path, cfg: Dict[str, Any], data: ClassificationData) -> T
     return teacher, ckpt
 
 
-class PhaseTrainer:
-    """Trains one classifier: the teacher (role "teacher", CE) or the student (role "student", distillation)."""
+class PhaseTrainer(SupervisedTrainer):
+    """One classifier of the distillation job on the shared supervised trainer: the teacher (role "teacher",
+    CE) or the student (role "student", ``distill.method``)."""
+
+    command = "distill"
 
     def __init__(self, cfg: Dict[str, Any], role: str, data: ClassificationData, device: torch.device, out: Path,
                  teacher: Optional[FrozenTeacher] = None, progress: bool = True):
-        self.cfg, self.role, self.data, self.device, self.out, self.progress = cfg, role, data, device, out, progress
         t = cfg["train"]
         spec = cfg[role]
-        self.epochs = (cfg["teacher"]["epochs"] or t["epochs"]) if role == "teacher" else t["epochs"]
+        epochs = (cfg["teacher"]["epochs"] or t["epochs"]) if role == "teacher" else t["epochs"]
         lr = (cfg["teacher"]["lr"] or t["lr"]) if role == "teacher" else t["lr"]
         seed = cfg["seed"] + (0 if role == "student" else 7919)
-        self.seed = seed
         torch.manual_seed(seed)
-        self.model = build_backbone(spec["arch"], data.num_classes, in_channels=data.in_channels,
-                                    image_size=data.image_size, **spec["options"]).to(device)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=t["momentum"],
-                                         weight_decay=t["weight_decay"], nesterov=t["nesterov"])
+        model = build_backbone(spec["arch"], data.num_classes, in_channels=data.in_channels,
+                               image_size=data.image_size, **spec["options"]).to(device)
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=t["momentum"],
+                                    weight_decay=t["weight_decay"], nesterov=t["nesterov"])
         milestones = t["lr_milestones"]
         if role == "teacher" and cfg["teacher"]["lr_milestones"] is not None:
             milestones = cfg["teacher"]["lr_milestones"]
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones, t["lr_gamma"])
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, t["lr_gamma"])
+        self.data = data
         self.teacher = teacher.to(device) if teacher is not None else None
         self.method = cfg["distill"]["method"] if role == "student" else "ce"
-        self.train_idx = torch.arange(len(data.train_y))
+        train_idx = torch.arange(len(data.train_y))
         self.heldout_idx: Optional[Tensor] = None
         self.temps: Optional[MetaTemperatures] = None
         if self.method.startswith("mkd"):
@@ -151,67 +152,33 @@ class PhaseTrainer:
             self.temps = MetaTemperatures(d["temperature"], d["temperature"], m["t_min"], m["t_max"], shared=m["shared"]).to(device)
             self.temp_optimizer = torch.optim.Adam([p for p in self.temps.parameters() if p.requires_grad], lr=m["lr"])
             if m["heldout"] == "split":
-                self.train_idx, self.heldout_idx = heldout_split(data.train_y, m["heldout_fraction"], seed)
+                train_idx, self.heldout_idx = heldout_split(data.train_y, m["heldout_fraction"], seed)
             else:
                 self.heldout_idx = torch.arange(len(data.train_y))
-        if len(self.train_idx) < 2:
-            raise ConfigError(f"{role}: need at least 2 training images, got {len(self.train_idx)}")
+        if len(train_idx) < 2:
+            raise ConfigError(f"{role}: need at least 2 training images, got {len(train_idx)}")
         self.aug_gen = torch.Generator().manual_seed(seed + 1)
         self.heldout_gen = torch.Generator().manual_seed(seed + 2)
-        self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
-        self.pending_end = False  # the epoch ``self.epoch`` ended, its record / test evaluation not done yet
-        self.window: Dict[str, List[float]] = {}
-        self.epoch_sums: Dict[str, float] = {"loss": 0.0, "acc": 0.0, "n": 0.0, "seconds": 0.0}
-        self.last_test: Optional[float] = None
-        self.logger = JsonlLogger(out / "metrics.jsonl", tensorboard=out / "tensorboard" if cfg["tensorboard"] else None)
+        super().__init__(cfg, kind="metakd-distill-state", role=role, model=model, optimizer=optimizer,
+                         scheduler=scheduler, train_idx=train_idx, epochs=epochs, seed=seed, device=device, out=out,
+                         resume_free=RESUME_FREE, progress=progress, label=f"{role} {spec['arch']}")
 
-    # -- checkpoints
-    def state(self) -> Dict[str, Any]:
-        return {
-            "metakd_version": __version__, "kind": "metakd-distill-state", "role": self.role, "config": self.cfg,
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-            "step": self.step, "pending_end": self.pending_end, "aug_gen": self.aug_gen.get_state(), "heldout_gen": self.heldout_gen.get_state(),
-            "temps": None if self.temps is None else self.temps.state_dict(),
-            "temp_optimizer": None if self.temps is None else self.temp_optimizer.state_dict(),
-            "window": self.window, "epoch_sums": self.epoch_sums, "last_test": self.last_test, "rng": rng_state(),
-        }
+    @property
+    def last_test(self) -> Optional[float]:
+        return self.last_eval.get("test_acc")
 
-    def save(self, guard: Optional[StopGuard] = None) -> Path:
-        state, path = self.state(), self.out / "last.pt"
+    # -- checkpoint parts of this job
+    def extra_state(self) -> Dict[str, Any]:
+        return {"aug_gen": self.aug_gen.get_state(), "heldout_gen": self.heldout_gen.get_state(),
+                "temps": None if self.temps is None else self.temps.state_dict(),
+                "temp_optimizer": None if self.temps is None else self.temp_optimizer.state_dict()}
 
-        def write(f: Any) -> None:
-            torch.save(state, f)
-            fault_point("save", self.step)
-
-        if guard is None:
-            return atomic_write(path, write, what="checkpoint")
-        with guard.saving_file(str(path)):
-            return atomic_write(path, write, what="checkpoint")
-
-    def resume(self) -> None:
-        path = self.out / "last.pt"
-        ckpt = load_checkpoint_any(path)
-        diffs = config_differences(ckpt["config"], self.cfg, RESUME_FREE)
-        if ckpt.get("role") != self.role:
-            diffs.append(f"role: checkpoint {ckpt.get('role')!r}, now {self.role!r}")
-        if diffs:
-            raise MetakdError(f"{path} was written by a different distillation config: {'; '.join(diffs)}. Resume "
-                              "with the config it was trained with (only name, description, output_dir, device, "
-                              "threads, train.eval_every, log_every, checkpoint_every and eval_batch_size may change)")
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.epoch, self.batch_in_epoch, self.step = ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]
-        self.pending_end = bool(ckpt.get("pending_end", False))
+    def load_extra(self, ckpt: Dict[str, Any]) -> None:
         self.aug_gen.set_state(ckpt["aug_gen"])
         self.heldout_gen.set_state(ckpt["heldout_gen"])
         if self.temps is not None:
             self.temps.load_state_dict(ckpt["temps"])
             self.temp_optimizer.load_state_dict(ckpt["temp_optimizer"])
-        self.window, self.epoch_sums, self.last_test = ckpt["window"], ckpt["epoch_sums"], ckpt["last_test"]
-        set_rng_state(ckpt["rng"])
-        self.logger.truncate_after(self.step, drop_at_step=("epoch",) if self.pending_end else ())
 
     # -- one step
     def _batch(self, idx: Tensor, augment: bool) -> Tuple[Tensor, Tensor]:
@@ -220,10 +187,16 @@ class PhaseTrainer:
                     d["augment"] if augment else "none", d["crop_padding"], self.aug_gen)
         return x, self.data.train_y[idx].to(self.device)
 
+    def batch(self, idx: Tensor) -> Tuple[Tensor, Tensor]:
+        return self._batch(idx, augment=True)
+
     def _rank_kwargs(self) -> Dict[str, Any]:
         d = self.cfg["distill"]
-        return {"form": d["rank_form"], "k": d["rank_k"], "beta": d["rank_beta"], "subset": d["rank_subset"],
-                "fraction": d["rank_fraction"]}
+        out = {"form": d["rank_form"], "k": d["rank_k"], "beta": d["rank_beta"], "subset": d["rank_subset"],
+               "fraction": d["rank_fraction"]}
+        if d.get("rank_k_scale", "absolute") != "absolute":  # the loss's default
+            out["k_scale"] = d["rank_k_scale"]
+        return out
 
     def _rank_weight(self) -> float:
         d = self.cfg["distill"]
@@ -231,153 +204,65 @@ class PhaseTrainer:
             return 0.0
         return d["kd_weight"] if d["rank_weight"] is None else d["rank_weight"]
 
-    def train_step(self, idx: Tensor) -> Dict[str, float]:
-        x, y = self._batch(idx, augment=True)
-        d = self.cfg["distill"]
+    def objective(self, x: Tensor, y: Tensor, idx: Tensor):
         if self.role == "teacher":
             logits = self.model(x)
             loss = F.cross_entropy(logits, y)
-            parts = {"ce": float(loss.detach())}
-        else:
-            t_logits = self.teacher(x)
-            if self.temps is not None and self.step % self.cfg["mkd"]["every"] == 0:
-                ho = self.heldout_idx[torch.randint(len(self.heldout_idx), (len(idx),), generator=self.heldout_gen)]
-                xh, yh = self._batch(ho, augment=False)
-                lookahead = self.cfg["mkd"]["lookahead_lr"] or self.optimizer.param_groups[0]["lr"]
-                out = mkd_step(self.model, t_logits, (x, y), (xh, yh), self.temps, self.optimizer, self.temp_optimizer,
-                               lookahead, d["ce_weight"], d["kd_weight"], self._rank_weight(), self._rank_kwargs(),
-                               d["kd_scale"], self.cfg["mkd"]["lookahead_ce"])
-                return {**out, "acc": math.nan}  # mkd_step does not expose its logits; train acc not logged
-            if self.temps is not None:
-                with torch.no_grad():
-                    tt, ts = self.temps()
-            else:
-                tt = ts = d["temperature"]
-            logits = self.model(x)
-            ce = F.cross_entropy(logits, y)
-            kd = kd_loss(logits, t_logits, ts, tt, scale=d["kd_scale"])
-            loss = d["ce_weight"] * ce + d["kd_weight"] * kd
-            parts = {"ce": float(ce.detach()), "kd": float(kd.detach())}
-            rw = self._rank_weight()
-            if rw:
-                rk = rank_loss(logits, t_logits, **self._rank_kwargs())
-                loss = loss + rw * rk
-                parts["rank"] = float(rk.detach())
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        fault_point("step", self.step + 1)
-        parts["loss"] = float(loss.detach())
-        parts["acc"] = float((logits.detach().argmax(-1) == y).float().mean())
-        return parts
-
-    # -- loop
-    def batches_per_epoch(self) -> int:
-        n, bs = len(self.train_idx), self.cfg["train"]["batch_size"]
-        full, rest = divmod(n, bs)
-        return full + (1 if rest >= 2 else 0)  # a last batch of one image would break BatchNorm
-
-    def fit(self, budget: Optional[int] = None, guard: Optional[StopGuard] = None) -> Tuple[bool, int]:
-        """Train to ``epochs`` or for ``budget`` more steps; returns (finished, steps taken). With a
-        (entered) ``guard``, a signal stops at the next step boundary: last.pt is saved, MetakdError raised."""
-        guard = guard if guard is not None else StopGuard()  # not entered: installs no handler
-        t = self.cfg["train"]
-        bs, taken = t["batch_size"], 0
-        nb = self.batches_per_epoch()
-        self.model.train()
-        try:
-            if self.pending_end:
-                self._finish_epoch(nb, guard)
-            while self.epoch < self.epochs:
-                order = self.train_idx[epoch_order(len(self.train_idx), self.seed, self.epoch)]
-                bar = tqdm(total=nb, initial=self.batch_in_epoch, disable=not self.progress, dynamic_ncols=True,
-                           desc=f"{self.role} {self.cfg['student']['arch'] if self.role == 'student' else self.cfg['teacher']['arch']} "
-                                f"epoch {self.epoch + 1}/{self.epochs}", unit="batch", leave=False)
-                tic = time.perf_counter()
-                while self.batch_in_epoch < nb:
-                    if guard.stopping or (budget is not None and taken >= budget):
-                        self.epoch_sums["seconds"] += time.perf_counter() - tic
-                        bar.close()
-                        if guard.stopping:
-                            raise KeyboardInterrupt
-                        self.save(guard)
-                        return False, taken
-                    b = self.batch_in_epoch
-                    m = self.train_step(order[b * bs:(b + 1) * bs])
-                    self.batch_in_epoch += 1
-                    self.step += 1
-                    taken += 1
-                    for k, v in m.items():
-                        self.window.setdefault(k, []).append(v)
-                    self.epoch_sums["loss"] += m["loss"]
-                    if not math.isnan(m["acc"]):
-                        self.epoch_sums["acc"] += m["acc"]
-                        self.epoch_sums["n"] += 1
-                    bar.update(1)
-                    if self.step % t["log_every"] == 0:
-                        rec = {"kind": "train", "epoch": self.epoch + 1, "step": self.step,
-                               "lr": self.optimizer.param_groups[0]["lr"]}
-                        rec.update({k: _nanmean(v) for k, v in self.window.items()})
-                        self.logger.log(rec)
-                        bar.set_postfix({k: f"{rec[k]:.3f}" for k in ("loss", "t_teacher", "t_student") if k in rec})
-                        self.window = {}
-                bar.close()
-                self.epoch_sums["seconds"] += time.perf_counter() - tic
-                self.epoch += 1
-                self.batch_in_epoch = 0
-                self.scheduler.step()
-                self.pending_end = True
-                self._finish_epoch(nb, guard)
-        except KeyboardInterrupt:  # a signal (at a step boundary or in an abandoned evaluation), or raised by code
-            guard.signum = guard.signum or signal.SIGINT
-            self.model.train()
-            self.save(guard)
-            verb = "terminated (SIGTERM)" if guard.name == "SIGTERM" else "interrupted"
-            where = f"after {self.role} epoch {self.epoch} (its evaluation reruns on resume)" if self.pending_end \
-                else f"in {self.role} epoch {self.epoch + 1}"
-            raise MetakdError(f"{verb} {where}; saved {self.out / 'last.pt'} — continue with --resume") from None
-        return True, taken
-
-    def _finish_epoch(self, nb: int, guard: StopGuard) -> None:
-        """The end of epoch ``self.epoch``: test evaluation (abandonable), its record, the periodic last.pt."""
-        t = self.cfg["train"]
-        rec: Dict[str, Any] = {"kind": "epoch", "epoch": self.epoch, "step": self.step,
-                               "train_loss": self.epoch_sums["loss"] / nb,
-                               "train_acc": self.epoch_sums["acc"] / self.epoch_sums["n"] if self.epoch_sums["n"] else None,
-                               "seconds": self.epoch_sums["seconds"], "lr": self.optimizer.param_groups[0]["lr"]}
+            return loss, {"ce": float(loss.detach())}, logits
+        d = self.cfg["distill"]
+        t_logits = self.teacher(x)
+        if self.temps is not None and self.step % self.cfg["mkd"]["every"] == 0:
+            ho = self.heldout_idx[torch.randint(len(self.heldout_idx), (len(idx),), generator=self.heldout_gen)]
+            xh, yh = self._batch(ho, augment=False)
+            lookahead = self.cfg["mkd"]["lookahead_lr"] or self.optimizer.param_groups[0]["lr"]
+            out = mkd_step(self.model, t_logits, (x, y), (xh, yh), self.temps, self.optimizer, self.temp_optimizer,
+                           lookahead, d["ce_weight"], d["kd_weight"], self._rank_weight(), self._rank_kwargs(),
+                           d["kd_scale"], self.cfg["mkd"]["lookahead_ce"])
+            return None, dict(out), None  # mkd_step steps itself and does not expose its logits: no train acc
         if self.temps is not None:
-            tt, ts = self.temps()
-            rec.update({"t_teacher": float(tt.detach()), "t_student": float(ts.detach())})
-        if self.epoch % t["eval_every"] == 0 or self.epoch == self.epochs:
-            with guard.abandonable():
-                fault_point("val", self.epoch)
-                test_acc = test_accuracy(self.model, self.data, self.device, t["eval_batch_size"])
-            self.last_test = rec["test_acc"] = test_acc
-        self.logger.log(rec)
-        if self.progress:
-            tqdm.write(f"{self.role} epoch {self.epoch}/{self.epochs}: loss {rec['train_loss']:.4f}"
-                       + (f", test top-1 {100 * rec['test_acc']:.2f}%" if "test_acc" in rec else "")
-                       + (f", T_t {rec['t_teacher']:.2f} T_s {rec['t_student']:.2f}" if "t_teacher" in rec else ""))
-        self.epoch_sums = {"loss": 0.0, "acc": 0.0, "n": 0.0, "seconds": 0.0}
-        self.pending_end = False
-        if self.epoch % t["checkpoint_every"] == 0 or self.epoch == self.epochs:
-            self.save(guard)
+            with torch.no_grad():
+                tt, ts = self.temps()
+        else:
+            tt = ts = d["temperature"]
+        logits = self.model(x)
+        ce = F.cross_entropy(logits, y)
+        kd = kd_loss(logits, t_logits, ts, tt, scale=d["kd_scale"])
+        loss = d["ce_weight"] * ce + d["kd_weight"] * kd
+        parts = {"ce": float(ce.detach()), "kd": float(kd.detach())}
+        rw = self._rank_weight()
+        if rw:
+            rk = rank_loss(logits, t_logits, **self._rank_kwargs())
+            loss = loss + rw * rk
+            parts["rank"] = float(rk.detach())
+        return loss, parts, logits
+
+    # -- end of an epoch
+    def end_of_epoch(self, guard: StopGuard) -> Dict[str, Any]:
+        with guard.abandonable():
+            fault_point("val", self.epoch)
+            test_acc = test_accuracy(self.model, self.data, self.device, self.cfg["train"]["eval_batch_size"])
+        self.last_eval = {"test_acc": test_acc}
+        return {"test_acc": test_acc}
+
+    def epoch_extras(self) -> Dict[str, Any]:
+        if self.temps is None:
+            return {}
+        tt, ts = self.temps()
+        return {"t_teacher": float(tt.detach()), "t_student": float(ts.detach())}
+
+    def epoch_note(self, rec: Dict[str, Any]) -> str:
+        return ((f", test top-1 {100 * rec['test_acc']:.2f}%" if "test_acc" in rec else "")
+                + (f", T_t {rec['t_teacher']:.2f} T_s {rec['t_student']:.2f}" if "t_teacher" in rec else ""))
 
     def final_record(self) -> Dict[str, Any]:
-        epochs = [r for r in self.logger.read() if r["kind"] == "epoch" and r.get("test_acc") is not None]
+        records = self.logger.read()
+        epochs = [r for r in records if r["kind"] == "epoch" and r.get("test_acc") is not None]
         out = {"arch": self.cfg[self.role]["arch"], "epochs": self.epochs, "steps": self.step,
                "test_acc": self.last_test, "best_test_acc": max((r["test_acc"] for r in epochs), default=None),
                "train_images": len(self.train_idx), "test_images": len(self.data.test_y),
-               "seconds": sum(r["seconds"] for r in self.logger.read() if r["kind"] == "epoch")}
-        if self.temps is not None:
-            tt, ts = self.temps()
-            out.update({"t_teacher": float(tt.detach()), "t_student": float(ts.detach())})
+               "seconds": sum(r["seconds"] for r in records if r["kind"] == "epoch")}
+        out.update(self.epoch_extras())
         return out
-
-
-def _nanmean(values: List[float]) -> float:
-    vals = [v for v in values if not math.isnan(v)]
-    return sum(vals) / len(vals) if vals else math.nan
 
 
 def load_checkpoint_any(path: Path) -> Dict[str, Any]:

@@ -2,11 +2,13 @@
 
 Every checkpoint is evaluated on the same fixed test episodes as ``metakd eval`` (same split, count
 and seed), once without perturbation ("standard") and once per (level, side) of the scenario: level
-"weak" or "strong" (``metakd.data.augment.SCENARIO_LEVELS``), applied to the "support", "query" or
-"both" sets. An episode's perturbation is seeded by (scenario seed, its index in the list), so every
-checkpoint sees the same perturbed images. Each cell reports accuracy ± 95% CI over episodes and the
-consistency metric (mean cosine similarity between the query predictions of models adapted on
-``consistency_views`` differently augmented copies of the support set; see ``evaluate_episodes``).
+"weak" or "strong" of the data's augmentation preset (``metakd.data.augment.PRESETS``: "glyph" for
+the glyphs and Omniglot, never flipping; "natural" for photos; ``preset=`` overrides it), applied to
+the "support", "query" or "both" sets. An episode's perturbation is seeded by (scenario seed, its
+index in the list), so every checkpoint sees the same perturbed images. Each cell reports accuracy
+± 95% CI over episodes and the consistency metric (mean cosine similarity between the query
+predictions of models adapted on ``consistency_views`` differently augmented copies of the support
+set, drawn with the preset's MSD views; see ``evaluate_episodes``). Every model entry, the table and the notes name the preset applied.
 
 Outputs in ``out``: robustness.json, robustness.md (a table) and robustness.png (bar chart), all
 written atomically.
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..atomic import atomic_write
-from ..data.augment import LEVELS, SCENARIO_LEVELS, SIDES
+from ..data.augment import LEVELS, PRESETS, SIDES, get_preset
 from ..errors import MetakdError
 from ..validate import consistency_views as check_views, integer, positive_int
 from .build import describe_device, resolve_device
@@ -48,21 +50,26 @@ def evaluate_robustness(path: Path, *, episodes: Optional[int] = None, seed: Opt
                         levels: Sequence[str] = (STANDARD, *LEVELS), sides: Sequence[str] = SIDES,
                         consistency_views: int = 4, scenario_seed: int = 0, device: str = "auto",
                         batch_size: Optional[int] = None, root: Optional[str] = None,
-                        progress: bool = True) -> Dict[str, Any]:
-    """One checkpoint (file or run dir) under every scenario; returns its info and one row per scenario."""
-    _check_counts(episodes, batch_size, consistency_views, scenario_seed)
+                        progress: bool = True, preset: Optional[str] = None) -> Dict[str, Any]:
+    """One checkpoint (file or run dir) under every scenario; returns its info and one row per scenario.
+
+    preset: "natural" or "glyph", the augmentation preset of the levels and consistency copies; None
+    (default): the checkpoint's data's (``augment_preset`` of its sampler). Returned as ``augment_preset``."""
+    _check_counts(episodes, batch_size, consistency_views, scenario_seed, preset)
     todo = scenarios(levels, sides)
     dev = resolve_device(device)
     ckpt_path, learner, ckpt, sampler, fixed, episodes, seed = prepare_evaluation(
         path, dev, episodes=episodes, seed=seed, root=root)
     cfg = ckpt["config"]
     batch_size = positive_int(cfg["eval"]["batch_size"] if batch_size is None else batch_size, "batch_size")
+    applied = get_preset(preset if preset is not None else getattr(sampler, "augment_preset", None)).name
     rows = []
     for level, side in todo:
         res = evaluate_episodes(learner, sampler, fixed, batch_size=batch_size,
                                 progress=progress, desc=f"{cfg['name']} {level}{'/' + side if side else ''}",
                                 consistency_views=consistency_views,
-                                scenario=None if side is None else (level, side), scenario_seed=scenario_seed)
+                                scenario=None if side is None else (level, side), scenario_seed=scenario_seed,
+                                preset=applied)
         row = {"level": level, "side": side, "accuracy": res["acc"], "ci95": res["ci95"], "episodes": res["episodes"],
                "seconds": res["seconds"], "per_episode": res["per_episode"]}
         if consistency_views:
@@ -73,15 +80,19 @@ def evaluate_robustness(path: Path, *, episodes: Optional[int] = None, seed: Opt
             "learner_options": cfg["learner"]["options"], "backbone": cfg["model"]["backbone"],
             "dataset": cfg["data"]["dataset"], "n_way": ep["n_way"], "k_shot": ep["k_shot"], "q_query": ep["test_q_query"],
             "episodes": episodes, "episode_seed": seed, "episodes_fingerprint": res["fingerprint"],
-            "scenario_seed": scenario_seed, "consistency_views": consistency_views, "rows": rows}
+            "scenario_seed": scenario_seed, "consistency_views": consistency_views, "augment_preset": applied,
+            "rows": rows}
 
 
-def _check_counts(episodes: Optional[int], batch_size: Optional[int], consistency_views: int, scenario_seed: int) -> None:
+def _check_counts(episodes: Optional[int], batch_size: Optional[int], consistency_views: int, scenario_seed: int,
+                  preset: Optional[str] = None) -> None:
     for value, name in ((episodes, "episodes"), (batch_size, "batch_size")):
         if value is not None:
             positive_int(value, name)
     check_views(consistency_views)
     integer(scenario_seed, "scenario_seed")
+    if preset is not None and preset not in PRESETS:
+        raise MetakdError(f"unknown augmentation preset {preset!r}; choose from {', '.join(PRESETS)}")
 
 
 def model_label(model: Dict[str, Any]) -> str:
@@ -94,21 +105,26 @@ def scenario_label(row: Dict[str, Any]) -> str:
 
 
 def robustness_table(models: List[Dict[str, Any]]) -> str:
-    """Markdown: one line per (model, scenario), accuracy ± CI and consistency ± CI."""
-    lines = ["| model | scenario | accuracy (%) ± 95% CI | consistency ± 95% CI | episodes |", "|---|---|---|---|---|"]
+    """Markdown: one line per (model, scenario), accuracy ± CI and consistency ± CI, and the augmentation
+    preset whose levels perturbed the episodes."""
+    lines = ["| model | scenario | preset | accuracy (%) ± 95% CI | consistency ± 95% CI | episodes |",
+             "|---|---|---|---|---|---|"]
     for m in models:
         for r in m["rows"]:
             cons = f"{r['consistency']:.4f} ± {r['consistency_ci95']:.4f}" if "consistency" in r else "–"
-            lines.append(f"| {model_label(m)} | {scenario_label(r)} | {format_acc(r['accuracy'], r['ci95'])} | "
-                         f"{cons} | {r['episodes']} |")
+            lines.append(f"| {model_label(m)} | {scenario_label(r)} | {m.get('augment_preset', '–')} | "
+                         f"{format_acc(r['accuracy'], r['ci95'])} | {cons} | {r['episodes']} |")
     return "\n".join(lines)
 
 
-def scenario_notes() -> str:
-    """The exact perturbation parameters, for the report."""
-    lines = ["Scenario levels (metakd.data.augment.SCENARIO_LEVELS):"]
-    for name, s in SCENARIO_LEVELS.items():
-        lines.append(f"- {name}: " + ", ".join(f"{k}={v}" for k, v in s.as_dict().items()))
+def scenario_notes(presets: Sequence[str] = ("natural",)) -> str:
+    """The exact perturbation parameters of the presets applied, for the report."""
+    lines = []
+    for name in dict.fromkeys(presets):
+        p = get_preset(name)
+        lines.append(f"Augmentation preset {p.name!r} ({p.description}; metakd.data.augment.PRESETS[{p.name!r}]):")
+        for level, s in [*p.levels.items(), ("consistency copies (MSD views)", p.views)]:
+            lines.append(f"- {level}: " + ", ".join(f"{k}={v}" for k, v in s.as_dict().items()))
     return "\n".join(lines)
 
 
@@ -154,7 +170,7 @@ def run_robustness(checkpoints: Sequence[Path], *, out: Optional[Path] = None, *
     if not checkpoints:
         raise MetakdError("robustness: give at least one checkpoint or run directory")
     _check_counts(kwargs.get("episodes"), kwargs.get("batch_size"), kwargs.get("consistency_views", 4),
-                  kwargs.get("scenario_seed", 0))
+                  kwargs.get("scenario_seed", 0), kwargs.get("preset"))
     scenarios(kwargs.get("levels", (STANDARD, *LEVELS)), kwargs.get("sides", SIDES))
     if out is None:
         first = Path(checkpoints[0])
@@ -166,17 +182,19 @@ def run_robustness(checkpoints: Sequence[Path], *, out: Optional[Path] = None, *
     start = time.perf_counter()
     models = [evaluate_robustness(Path(c), **kwargs) for c in checkpoints]
     same = len({m["episodes_fingerprint"] for m in models}) == 1
-    report = {"models": models, "same_episodes": same, "scenario_levels": {k: v.as_dict() for k, v in SCENARIO_LEVELS.items()},
+    presets = list(dict.fromkeys(m["augment_preset"] for m in models))
+    report = {"models": models, "same_episodes": same, "augment_presets": presets,
+              "scenario_levels": {n: {k: v.as_dict() for k, v in PRESETS[n].levels.items()} for n in presets},
               "device": describe_device(resolve_device(kwargs.get("device", "auto"))),
               "seconds": time.perf_counter() - start}
     table = robustness_table(models)
     header = (f"Fixed test episodes: {models[0]['episodes']} (seed {models[0]['episode_seed']}, fingerprint "
               f"{models[0]['episodes_fingerprint'][:12]}{'' if same else '; WARNING: models were evaluated on different episode lists'}), "
               f"scenario seed {models[0]['scenario_seed']}, consistency over {models[0]['consistency_views']} augmented "
-              f"support copies.\n\n")
+              f"support copies, augmentation preset {' / '.join(presets)} (the data's unless overridden).\n\n")
     def write(folder: Path) -> None:
         atomic_write(folder / "robustness.json", json.dumps(report, indent=2), what="robustness report")
-        atomic_write(folder / "robustness.md", header + table + "\n\n" + scenario_notes() + "\n", what="robustness table")
+        atomic_write(folder / "robustness.md", header + table + "\n\n" + scenario_notes(presets) + "\n", what="robustness table")
         plot_robustness(models, folder / "robustness.png")
 
     # a write that fails after all the evaluating (disk full, folder gone) goes to a temporary folder instead

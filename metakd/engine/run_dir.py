@@ -1,4 +1,4 @@
-"""Run folders and run interruption, shared by ``metakd train`` and ``metakd distill``.
+"""Run folders and run interruption, shared by ``metakd train``, ``metakd pretrain`` and ``metakd distill``.
 
 - ``check_output_dir`` / ``make_output_dir``: a folder that cannot hold a run (read-only, under a
   file, a file itself, on a full disk, a name too long) is one MetakdError naming it, before the work.
@@ -74,7 +74,7 @@ def make_output_dir(folder: Path) -> None:
 
 # -- --overwrite
 
-RUN_FILES = ("config.yaml", "last.pt", "best.pt", "metrics.jsonl", "curves.png", "summary.json")
+RUN_FILES = ("config.yaml", "last.pt", "best.pt", "metrics.jsonl", "curves.png", "summary.json", "init.json")
 _RUN_MARKERS = ("last.pt", "best.pt", "metrics.jsonl")
 _ROBUSTNESS_FILES = ("robustness.md", "robustness.json", "robustness.png")
 

@@ -7,7 +7,6 @@ alone writes files and shows progress.
 from __future__ import annotations
 
 import math
-import signal
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +22,7 @@ from ..errors import MetakdError
 from .build import describe_device, make_learner, make_optimizer, make_sampler, make_scheduler, normalization, resolve_device, split_for
 from .checkpoint import load_checkpoint, rng_state, set_rng_state
 from .distributed import DistContext, evaluate_sharded, init_distributed
+from .loop import StepLoop
 from .metrics import JsonlLogger, format_acc, plot_curves
 from .run_dir import StopGuard, check_output_dir, config_differences, fault_point, make_output_dir
 
@@ -45,7 +45,7 @@ def _rng_untouched(device: torch.device) -> Iterator[None]:
         yield
 
 
-class Trainer:
+class Trainer(StepLoop):
     """Meta-trains the learner a config describes.
 
     Files in ``output_dir``: config.yaml, metrics.jsonl (one record per log / validation), last.pt
@@ -81,7 +81,8 @@ class Trainer:
                                         normalize=self.normalize)
         h, w, c = train_split.image_shape
         self.data_info = {"in_channels": c, "image_size": h, "train": train_split.summary(), "val": val_split.summary()}
-        self.learner = make_learner(cfg, c, h).to(self.device)
+        self.init_report: Dict[str, Any] = {}
+        self.learner = make_learner(cfg, c, h, report=self.init_report).to(self.device)
         self.dist.broadcast_module(self.learner)
         self.optimizer = make_optimizer(cfg, self.learner.parameters())
         self.scheduler = make_scheduler(cfg, self.optimizer)
@@ -93,6 +94,7 @@ class Trainer:
         self.guard: Optional[StopGuard] = None
         self.logger = JsonlLogger(self.out / "metrics.jsonl", tensorboard=self.out / "tensorboard" if cfg["tensorboard"]
                                   else None) if self.dist.is_main else None
+        self.writes_files = self.dist.is_main
 
     # -- checkpoints
 
@@ -113,28 +115,11 @@ class Trainer:
             "data": self.data_info,
         }
 
-    def save(self, name: str, sync: bool = True) -> Path:
-        """Rank 0 writes ``output_dir/name``; with ``sync`` the other ranks wait until it is on disk."""
-        path = self.out / name
-        if self.dist.is_main:
-            state = self.state()
-
-            def write(f: Any) -> None:
-                torch.save(state, f)
-                fault_point("save", self.step)
-
-            if self.guard is not None:
-                with self.guard.saving_file(str(path)):
-                    atomic_write(path, write, what="checkpoint")
-            else:
-                atomic_write(path, write, what="checkpoint")
-        if sync:
-            self.dist.barrier(f"saving {path}")
-        return path
+    def barrier(self, what: str) -> None:
+        self.dist.barrier(what)
 
     def _log(self, record: Dict[str, Any]) -> None:
-        if self.logger is not None:
-            self.logger.log(record)
+        self.log(record)
 
     def resume(self, path: Optional[Path] = None) -> None:
         """Continue exactly where ``path`` (default: output_dir/last.pt) stopped. In a distributed run
@@ -171,13 +156,14 @@ class Trainer:
         if self.logger is not None:  # records after the checkpoint (and a validation it will rerun) are rewritten
             self.logger.truncate_after(self.step, drop_at_step=("val",) if self.pending_val else ())
 
-    # -- loop
+    # -- loop (the shared StepLoop calls these hooks)
 
     def validate(self) -> Dict[str, Any]:
         fault_point("val", self.step)
         with _rng_untouched(self.device):
             res = evaluate_sharded(self.dist, self.learner, self.val_sampler, self.val_episodes,
-                                   batch_size=self.cfg["eval"]["batch_size"], progress=self.progress, desc="validation")
+                                   batch_size=self.cfg["eval"]["batch_size"], progress=self.progress, desc="validation",
+                                   cache=self.cfg["eval"]["cache_features"])
         return res
 
     def train_step(self) -> Dict[str, float]:
@@ -208,22 +194,43 @@ class Trainer:
         resume: False, True (output_dir/last.pt) or a checkpoint path. SIGINT (Ctrl-C) and SIGTERM stop
         the run at the next step boundary (a validation in progress is abandoned and rerun on resume)
         and save last.pt there; previous signal handlers are restored on return.
+        ``train.iterations: 0`` trains nothing: the initial weights (``model.init``) are validated and
+        saved as best.pt / last.pt, so ``metakd eval`` evaluates a learner without meta-training.
         Returns the summary written to summary.json.
         """
         with StopGuard() as guard:
-            self.guard = guard
-            try:
-                return self._fit(guard, resume, max_steps)
-            finally:
-                self.guard = None
+            return self._fit(guard, resume, max_steps)
 
-    def _stop_requested(self, guard: StopGuard) -> bool:
+    def stop_requested(self, guard: StopGuard) -> bool:
         """Whether any rank got a signal (agreed by all ranks, so they stop at the same step)."""
         if not self.dist.active:
             return guard.stopping
         return any(self.dist.all_gather_object(guard.stopping, "agreeing on stopping"))
 
-    def _after_step(self, guard: StopGuard, bar: Any) -> None:
+    def finished(self) -> bool:
+        return self.step >= self.cfg["train"]["iterations"]
+
+    def pending(self) -> bool:
+        return self.pending_val
+
+    def after_step(self, metrics: Dict[str, float]) -> None:
+        t = self.cfg["train"]
+        self._tasks += t["meta_batch"]
+        self.window["loss"].append(metrics["loss"])
+        self.window["acc"].append(metrics["acc"])
+        self._bar.update(1)
+        if self.step % t["log_every"] == 0 or self.step == self._stop_at:
+            rate = self._tasks / max(time.perf_counter() - self._tic, 1e-9)
+            rec = {"kind": "train", "step": self.step, "loss": sum(self.window["loss"]) / len(self.window["loss"]),
+                   "acc": sum(self.window["acc"]) / len(self.window["acc"]), "tasks_per_s": rate,
+                   "lr": self.optimizer.param_groups[0]["lr"]}
+            self._log(rec)
+            self._bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{100 * rec['acc']:.1f}", tasks_s=f"{rate:.1f}")
+            self.window = {"loss": [], "acc": []}
+            self._tic, self._tasks = time.perf_counter(), 0
+        self.pending_val = self.step % t["val_every"] == 0 or self.step == t["iterations"]
+
+    def boundary(self, guard: StopGuard) -> None:
         """The step boundary's work: the due validation (abandonable), best.pt, the periodic last.pt."""
         t = self.cfg["train"]
         if self.pending_val:
@@ -235,8 +242,8 @@ class Trainer:
             self._log({"kind": "val", "step": self.step, "acc": res["acc"], "ci95": res["ci95"],
                        "episodes": res["episodes"]})
             if self.dist.is_main:
-                bar.write(f"step {self.step}: validation {format_acc(res['acc'], res['ci95'])} "
-                          f"({res['episodes']} episodes)")
+                self._bar.write(f"step {self.step}: validation {format_acc(res['acc'], res['ci95'])} "
+                                f"({res['episodes']} episodes)")
             self.pending_val = False
             if res["acc"] > self.best["acc"]:
                 self.best = {"step": self.step, "acc": res["acc"], "ci95": res["ci95"]}
@@ -244,57 +251,45 @@ class Trainer:
         if self.step % t["checkpoint_every"] == 0 and self.step > 0:
             self.save("last.pt")
 
+    def stopped(self, guard: StopGuard, agreed: bool) -> None:
+        self._bar.close()
+        self.learner.train()  # an abandoned validation may have left it in eval mode
+        if self.step == 0 and not self._resumed:
+            raise MetakdError(f"interrupted ({guard.name}) before the first step; nothing to resume — start again")
+        self.save("last.pt", sync=agreed)  # after an abandoned step the other ranks may be stuck in a collective
+        raise self.stop_error(guard)
+
+    def stop_error(self, guard: StopGuard) -> MetakdError:
+        verb = "terminated (SIGTERM)" if guard.name == "SIGTERM" else "interrupted"
+        pending = " (its validation reruns on resume)" if self.pending_val else ""
+        return MetakdError(f"{verb} at step {self.step}{pending}; saved {self.out / 'last.pt'} — continue with --resume")
+
     def _fit(self, guard: StopGuard, resume: bool | str | Path, max_steps: Optional[int]) -> Dict[str, Any]:
         t = self.cfg["train"]
         if resume:
             self.resume(None if resume is True else Path(resume))
+        self._resumed = bool(resume)
         self.dist.run_on_main(lambda: self._prepare_output(bool(resume)), f"preparing {self.out}")
-        stop_at = t["iterations"] if max_steps is None else min(t["iterations"], self.step + max_steps)
+        if self.init_report and self.dist.is_main and not resume:
+            write_json(self.out / "init.json", self.init_report, what="model.init report")
+            self._log({"kind": "init", "step": 0, "loaded": len(self.init_report["loaded"]),
+                       "kept_initial": len(self.init_report["kept_initial"])})
+        if t["iterations"] == 0 and not resume:  # no meta-training: validate the initial weights
+            self.pending_val = True
+        self._stop_at = t["iterations"] if max_steps is None else min(t["iterations"], self.step + max_steps)
         self.learner.train()
-        bar = tqdm(total=t["iterations"], initial=self.step, desc=f"train {self.cfg['name']}", unit="it",
-                   disable=not self.progress, dynamic_ncols=True)
-        tic, tasks = time.perf_counter(), 0
-        agreed = True
-        try:
-            if self.pending_val:
-                self._after_step(guard, bar)
-            while self.step < stop_at and not self._stop_requested(guard):
-                metrics = self.train_step()
-                self.step += 1
-                tasks += t["meta_batch"]
-                self.window["loss"].append(metrics["loss"])
-                self.window["acc"].append(metrics["acc"])
-                bar.update(1)
-                if self.step % t["log_every"] == 0 or self.step == stop_at:
-                    rate = tasks / max(time.perf_counter() - tic, 1e-9)
-                    rec = {"kind": "train", "step": self.step, "loss": sum(self.window["loss"]) / len(self.window["loss"]),
-                           "acc": sum(self.window["acc"]) / len(self.window["acc"]), "tasks_per_s": rate,
-                           "lr": self.optimizer.param_groups[0]["lr"]}
-                    self._log(rec)
-                    bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{100 * rec['acc']:.1f}", tasks_s=f"{rate:.1f}")
-                    self.window = {"loss": [], "acc": []}
-                    tic, tasks = time.perf_counter(), 0
-                self.pending_val = self.step % t["val_every"] == 0 or self.step == t["iterations"]
-                self._after_step(guard, bar)
-        except KeyboardInterrupt:  # an abandoned validation, or a KeyboardInterrupt raised by code
-            guard.signum = guard.signum or signal.SIGINT
-            agreed = False
-        if guard.stopping:
-            bar.close()
-            self.learner.train()  # an abandoned validation may have left it in eval mode
-            last = self.out / "last.pt"
-            if self.step == 0 and not resume:
-                raise MetakdError(f"interrupted ({guard.name}) before the first step; nothing to resume — start again")
-            self.save("last.pt", sync=agreed)  # after an abandoned step the other ranks may be stuck in a collective
-            verb = "terminated (SIGTERM)" if guard.name == "SIGTERM" else "interrupted"
-            pending = " (its validation reruns on resume)" if self.pending_val else ""
-            raise MetakdError(f"{verb} at step {self.step}{pending}; saved {last} — continue with --resume")
+        self._bar = bar = tqdm(total=t["iterations"], initial=self.step, desc=f"train {self.cfg['name']}", unit="it",
+                               disable=not self.progress, dynamic_ncols=True)
+        self._tic, self._tasks = time.perf_counter(), 0
+        self.run_steps(guard, budget=max_steps)
         bar.close()
         self.save("last.pt")
         if not self.dist.run_on_main(lambda: (self.out / "best.pt").exists(), "looking for best.pt"):
             self.save("best.pt")
         summary = {"name": self.cfg["name"], "step": self.step, "iterations": t["iterations"],
                    "best_val": self.best, "device": describe_device(self.device), "output_dir": str(self.out)}
+        if self.init_report:
+            summary["init"] = self.init_report
         if self.dist.active:
             summary["world_size"] = self.dist.world_size
         if self.dist.is_main:

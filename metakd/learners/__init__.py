@@ -17,6 +17,7 @@ from ..registry import LEARNERS
 from . import anil, boil, fomaml, maml, mamlpp, metasgd, protomaml, protonet, reptile, unicorn  # noqa: F401
 from . import msd  # noqa: F401  (Meta Self-Distillation around any of them)
 from . import distilled  # noqa: F401  (teacher -> student meta-learner distillation)
+from . import baselines  # noqa: F401  (linear_probe, cosine_classifier, finetune: no meta-training)
 from .anil import ANIL
 from .base import MetaLearner
 from .boil import BOIL

@@ -56,7 +56,9 @@ class DistilledLearner(MetaLearner):
     query logits), temperature (4.0, initial T_t = T_s), t_min / t_max (1, 21: the learned range),
     shared_temperature (False), learn_temperature (False), kd_on ("query" | "support" | "both"),
     support_kd_weight (1.0, inner-loop KD weight), kd_scale ("product"), rank_form ("tanh"),
-    rank_k (100.0), rank_beta (1.0), teacher_steps (None = the teacher's own test_steps; gradient
+    rank_k (100.0), rank_beta (1.0), rank_subset ("all" | "top" | "bottom", of the teacher's channels),
+    rank_fraction (0.1), rank_k_scale ("absolute", or "std": k divided by each row's logit spread, so
+    the tanh form keeps a gradient at 5 channels; see benchmarks/distill_rank_sharpness.py), teacher_steps (None = the teacher's own test_steps; gradient
     teachers only).
     """
 
@@ -67,6 +69,8 @@ class DistilledLearner(MetaLearner):
         "shared_temperature": Opt(False, "bool"), "learn_temperature": Opt(False, "bool"),
         "kd_on": Opt("query", choices=KD_ON), "support_kd_weight": Opt(1.0, "number>=0"),
         "kd_scale": "product", "rank_form": "tanh", "rank_k": 100.0, "rank_beta": 1.0,
+        "rank_subset": Opt("all", choices=("all", "top", "bottom")), "rank_fraction": Opt(0.1, "number"),
+        "rank_k_scale": Opt("absolute", choices=("absolute", "std")),
         "teacher_steps": Opt(None, "int>=0", nullable=True),
     }
 
@@ -167,7 +171,8 @@ class DistilledLearner(MetaLearner):
             parts["kd"] = kd_loss(logits, t_query, ts, tt, scale=o["kd_scale"])
             total = total + o["kd_weight"] * parts["kd"]
         if o["rank_weight"]:
-            parts["rank"] = rank_loss(logits, t_query, form=o["rank_form"], k=o["rank_k"], beta=o["rank_beta"])
+            parts["rank"] = rank_loss(logits, t_query, form=o["rank_form"], k=o["rank_k"], beta=o["rank_beta"],
+                                      subset=o["rank_subset"], fraction=o["rank_fraction"], k_scale=o["rank_k_scale"])
             total = total + o["rank_weight"] * parts["rank"]
         return total, logits, parts
 

@@ -30,10 +30,18 @@ Options (defaults from the method notes; the paper does not publish them):
                              about n× the host's cost). "in_place_of_tasks": the views replace tasks: only
                              the first max(1, T // n) tasks of the batch are used, n views each, so
                              n·max(1, T // n) adapted copies — exactly T, the host's count, when n divides T.
-    augment (None)           augmentation strengths: None (defaults of AugmentStrengths), "identity",
-                             "weak", "strong", or a mapping of AugmentStrengths fields.
-    normalize (None)         [mean, std] per channel when the episodes are normalised (augmentations work
-                             on [0, 1] pixels); None for the default un-normalised episodes.
+    augment (None)           the views' augmentations, relative to the data's preset (the batch's
+                             ``augment_preset``: "glyph" for glyphs/Omniglot, "natural" for photos; see
+                             ``metakd.data.augment.PRESETS``): None or "default" (the preset's views),
+                             "natural" / "glyph" (that preset's views whatever the data), "identity",
+                             "weak" / "strong" (the preset's scenario level), or a mapping of
+                             AugmentStrengths fields changing the preset's views (``preset: natural|glyph``
+                             in the mapping picks the base).
+    normalize (None)         [mean, std] per channel of normalised episodes. Not needed with the
+                             sampler's episodes: their normalisation travels on the batch (``batch.mean``
+                             / ``batch.std``) and views are de-normalised, augmented, normalised again with
+                             it. When given and the batch carries another normalisation, meta_loss raises
+                             a ConfigError; a batch without one (built by hand, learn2learn tasks) uses it.
 
 Randomness: each meta_loss draws one seed from the global torch RNG (seeded and checkpointed by the
 trainer), and all views of all tasks are augmented in one kornia call under that seed.
@@ -46,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data.augment import AugmentStrengths, augment_views
+from ..data.augment import PRESETS, AugmentStrengths, augment_views, get_preset
 from ..data.episode import EpisodeBatch
 from ..distill.consistency import cosine_consistency, kl_consistency, prediction_consistency, rank_consistency
 from ..distill.temperature import LearnableTemperature
@@ -113,9 +121,37 @@ class MSD(MetaLearner):
             if not lo < t < hi:
                 raise ConfigError(f"option temperature={t} of learner 'msd' must lie in ({lo}, {hi}) when learned")
             self.learned_temperature = LearnableTemperature(float(t), lo, hi)
-        self.strengths = AugmentStrengths.from_options(o["augment"], "learner 'msd' option augment")
+        self._strengths: Dict[str, AugmentStrengths] = {}
+        for preset in PRESETS:  # validate the option now, whatever data it meets later
+            self.strengths_for(preset)
         norm = o["normalize"]
         self.mean, self.std = (None, None) if norm is None else (list(norm[0]), list(norm[1]))
+
+    def strengths_for(self, preset: Optional[str] = None) -> AugmentStrengths:
+        """The views' AugmentStrengths on data of ``preset`` (None: "natural"), from the ``augment`` option."""
+        name = get_preset(preset).name
+        if name not in self._strengths:
+            self._strengths[name] = AugmentStrengths.from_options(self.options["augment"],
+                                                                  "learner 'msd' option augment", name)
+        return self._strengths[name]
+
+    @property
+    def strengths(self) -> AugmentStrengths:
+        """The views' strengths on natural images (``strengths_for(batch.augment_preset)`` is what training uses)."""
+        return self.strengths_for(None)
+
+    def normalization(self, batch: EpisodeBatch) -> Tuple[Optional[List[float]], Optional[List[float]]]:
+        """(mean, std) of the batch's pixels: the batch's own, or the ``normalize`` option (checked to agree)."""
+        if batch.mean is None or batch.std is None:
+            return self.mean, self.std
+        if self.mean is not None:
+            mine = torch.tensor([self.mean, self.std], dtype=torch.float64)
+            theirs = torch.tensor([list(batch.mean), list(batch.std)], dtype=torch.float64)
+            if mine.shape != theirs.shape or not torch.allclose(mine, theirs, rtol=1e-5, atol=1e-6):
+                raise ConfigError(f"learner 'msd' option normalize={[self.mean, self.std]} disagrees with the data's "
+                                  f"normalisation (mean {list(batch.mean)}, std {list(batch.std)}, from "
+                                  "data.normalize); remove the option: the episodes carry their normalisation")
+        return list(batch.mean), list(batch.std)
 
     @property
     def model(self) -> nn.Module:  # type: ignore[override]
@@ -171,7 +207,9 @@ class MSD(MetaLearner):
         check_batch(batch, self.model)
         used = self.tasks_used(batch.num_tasks)
         sx = batch.support_x[:used]
-        views = augment_views(sx, self.views, self.strengths, mean=self.mean, std=self.std)  # (n, T, S, C, H, W)
+        mean, std = self.normalization(batch)
+        views = augment_views(sx, self.views, self.strengths_for(batch.augment_preset), mean=mean,
+                              std=std)  # (n, T, S, C, H, W)
         losses, ces, cons, accs, agree = [], [], [], [], []
         gradient = isinstance(self.host, GradientLearner)
         if gradient:

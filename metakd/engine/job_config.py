@@ -1,4 +1,8 @@
-"""The config schema of ``metakd distill`` (classic teacher -> student distillation for classification).
+"""The config schemas of the supervised jobs: ``metakd distill`` (classification distillation, teacher ->
+student) and ``metakd pretrain`` (a backbone pre-trained by classification over all meta-training classes;
+``PRETRAIN_SCHEMA`` at the end). Both run on ``metakd.engine.supervised.SupervisedTrainer``.
+
+``metakd distill``:
 
 Sections (every key, its type and default; unknown keys are errors naming the key):
 
@@ -14,7 +18,7 @@ Sections (every key, its type and default; unknown keys are errors naming the ke
 - student: arch, options.
 - distill: method ("kd", "kd_rank", "mkd", "mkd_rank"), ce_weight, kd_weight, temperature (T),
   kd_scale (see ``metakd.distill.kd``), rank_weight (null = kd_weight, RKKD's default),
-  rank_form / rank_k / rank_beta / rank_subset / rank_fraction (see ``metakd.distill.rank``).
+  rank_form / rank_k / rank_beta / rank_subset / rank_fraction / rank_k_scale (see ``metakd.distill.rank``).
 - mkd: temperature meta-learning (methods mkd*): t_min, t_max, shared, lr (Adam on the raw
   temperature parameters), heldout ("split": a ``heldout_fraction`` of every class's training
   images is set aside for the meta-objective and never used for student steps, as in MKD;
@@ -76,6 +80,7 @@ DISTILL_SCHEMA: Dict[str, Dict[str, Tuple[tuple, Any]]] = {
         "rank_beta": (_NUM, 1.0),
         "rank_subset": ((str,), "all"),
         "rank_fraction": (_NUM, 0.1),
+        "rank_k_scale": ((str,), "absolute"),
     },
     "mkd": {
         "t_min": (_NUM, 1.0),
@@ -111,6 +116,7 @@ DISTILL_CHOICES: Dict[Tuple[str, str], Any] = {
     ("distill", "kd_scale"): ("product", "student", "teacher", "none"),
     ("distill", "rank_form"): ("tanh", "sigmoid"),
     ("distill", "rank_subset"): ("all", "top", "bottom"),
+    ("distill", "rank_k_scale"): ("absolute", "std"),
     ("mkd", "heldout"): ("split", "train"),
 }
 
@@ -167,13 +173,13 @@ def available_distill_configs() -> list:
     return sorted({p.stem for d in config_dirs() for p in (d / "distill").glob("*.yaml") if not p.stem.startswith("_")})
 
 
-def resolve_distill_config(name_or_path: str) -> str:
-    """A path, or a name looked up in ``configs/distill/`` (kept apart from the few-shot configs, whose
+def resolve_distill_config(name_or_path: str, folder: str = "distill") -> str:
+    """A path, or a name looked up in ``configs/<folder>/`` (kept apart from the few-shot configs, whose
     schema differs), else left to the few-shot lookup (which lists what exists when nothing matches)."""
     if Path(name_or_path).is_file():
         return name_or_path
     for d in config_dirs():
-        for candidate in (d / "distill" / name_or_path, d / "distill" / f"{name_or_path}.yaml"):
+        for candidate in (d / folder / name_or_path, d / folder / f"{name_or_path}.yaml"):
             if candidate.is_file():
                 return str(candidate)
     return name_or_path
@@ -186,3 +192,93 @@ def load_distill_config(name_or_path: Optional[str] = None, overrides: Iterable[
     overrides = list(overrides)
     cfg = load_config(name_or_path, overrides, schema=DISTILL_SCHEMA, choices=DISTILL_CHOICES)
     return check_distill_config(cfg, Origins(name_or_path or "defaults", overrides))
+
+
+# -- metakd pretrain
+
+PRETRAIN_SCHEMA: Dict[str, Dict[str, Tuple[tuple, Any]]] = {
+    "": {**SCHEMA[""], "name": ((str,), "pretrain")},
+    # the few-shot data section (the train split's classes are the labels; the val split gives the
+    # validation episodes), plus the training augmentation
+    "data": {**SCHEMA["data"],
+             "augment": ((str,), "crop_flip"),   # crop_flip | crop (no flip: glyphs) | none
+             "crop_padding": ((int,), 8),         # random crop of the image zero-padded by this many pixels
+             "color_jitter": (_NUM, 0.0)},        # brightness / contrast / saturation strength (3 channels)
+    "model": {"backbone": ((str,), "conv4"), "options": ((dict,), {"bn": "running"})},
+    "episodes": dict(SCHEMA["episodes"]),        # the validation episodes (n_way, k_shot, test_q_query)
+    "train": {
+        "epochs": ((int,), 90),
+        "batch_size": ((int,), 64),
+        "optimizer": ((str,), "sgd"),
+        "lr": (_NUM, 0.05),
+        "momentum": (_NUM, 0.9),
+        "weight_decay": (_NUM, 5e-4),
+        "nesterov": ((bool,), False),
+        "lr_schedule": ((str,), "step"),          # step (lr_milestones, lr_gamma) | cosine (over the epochs) | constant
+        "lr_milestones": ((list,), [60, 80]),
+        "lr_gamma": (_NUM, 0.1),
+        "label_smoothing": (_NUM, 0.0),
+        "val_every": ((int,), 1),                 # epochs
+        "val_episodes": ((int,), 300),
+        "log_every": ((int,), 50),                # steps
+        "checkpoint_every": ((int,), 1),          # epochs
+    },
+    "eval": dict(SCHEMA["eval"]),
+}
+
+PRETRAIN_CHOICES: Dict[Tuple[str, str], Any] = {
+    ("data", "augment"): ("crop_flip", "crop", "none"),
+    ("data", "storage"): ("auto", "host", "device"),
+    ("train", "optimizer"): ("sgd", "adam", "adamw"),
+    ("train", "lr_schedule"): ("step", "cosine", "constant"),
+}
+
+
+def check_pretrain_config(cfg: Dict[str, Any], source: Source = "config") -> Dict[str, Any]:
+    """Range checks of a pre-training config; returns ``cfg``."""
+    where = as_origins(source)
+
+    def check(section: str, key: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+        value = cfg[section][key] if section else cfg[key]
+        if value is not None:
+            fn(value, f"{section}.{key}" if section else key, *args, source=where(f"{section}.{key}"), **kwargs)
+
+    for key in ("epochs", "batch_size", "val_every", "val_episodes", "log_every", "checkpoint_every"):
+        check("train", key, positive_int)
+    check("", "threads", positive_int)
+    check("data", "image_size", positive_int)
+    check("data", "crop_padding", in_range, 0)
+    check("data", "color_jitter", in_range, 0, 1)
+    for key in ("n_way", "k_shot", "test_q_query"):
+        check("episodes", key, positive_int)
+    check("train", "lr", in_range, 0, lo_open=True)
+    check("train", "momentum", in_range, 0, 1, hi_open=True)
+    check("train", "weight_decay", in_range, 0)
+    check("train", "lr_gamma", in_range, 0, lo_open=True)
+    check("train", "label_smoothing", in_range, 0, 1, hi_open=True)
+    check("eval", "episodes", positive_int)
+    check("eval", "batch_size", positive_int)
+    ms = cfg["train"]["lr_milestones"]
+    if not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in ms) or ms != sorted(ms):
+        raise ConfigError(f"{where('train.lr_milestones')}: train.lr_milestones must be increasing positive epoch "
+                          f"numbers, got {ms!r}")
+    if cfg["train"]["nesterov"] and cfg["train"]["momentum"] == 0:
+        raise ConfigError(f"{where('train.nesterov')}: train.nesterov=true needs train.momentum > 0")
+    if cfg["data"]["dataset"] == "glyphs" and cfg["data"]["augment"] == "crop_flip":
+        raise ConfigError(f"{where('data.augment')}: data.augment=crop_flip on glyphs: a mirrored glyph is another "
+                          "character; use data.augment=crop")
+    return cfg
+
+
+def available_pretrain_configs() -> list:
+    """Names of the shipped pre-training configs (``configs/pretrain/*.yaml``, not starting with ``_``)."""
+    return sorted({p.stem for d in config_dirs() for p in (d / "pretrain").glob("*.yaml") if not p.stem.startswith("_")})
+
+
+def load_pretrain_config(name_or_path: Optional[str] = None, overrides: Iterable[str] = ()) -> Dict[str, Any]:
+    """Load, override and validate a ``metakd pretrain`` config (names are looked up in ``configs/pretrain/``)."""
+    if name_or_path:
+        name_or_path = resolve_distill_config(name_or_path, folder="pretrain")
+    overrides = list(overrides)
+    cfg = load_config(name_or_path, overrides, schema=PRETRAIN_SCHEMA, choices=PRETRAIN_CHOICES)
+    return check_pretrain_config(cfg, Origins(name_or_path or "defaults", overrides))

@@ -1,0 +1,238 @@
+"""Does a pre-trained backbone help on the glyphs? Pre-training -> linear probe, ProtoNet, MAML and
+Unicorn-MAML started from it (``model.init``), against the same learners from scratch.
+
+Per seed (>= 3 seeds for the published table):
+  pretrain        ``metakd pretrain pretrain_conv4_glyphs`` (Conv4-64, running BatchNorm) for --pretrain-epochs
+  linear_probe    logistic regression on frozen features: of the pre-trained backbone / of a random one
+  protonet_nc     ProtoNet (nearest centroid) on the pre-trained features without meta-training
+  protonet, maml, unicorn_maml
+                  meta-trained for --iterations from the pre-trained backbone / from scratch (each learner's
+                  shipped glyph config, with Conv4-64 so the pre-trained weights fit; BatchNorm as in that config)
+Every model is evaluated on the same --episodes fixed 5-way test episodes (600 for the table).
+Reported: mean over seeds ± Student-t 95% CI (``metakd.stats.t_interval``) of the per-seed accuracies,
+and the paired difference pre-trained − scratch, per episode (pooled over seeds: each seed's 600
+episodes are the same tasks) and over seed means (``metakd.stats.paired_difference``).
+
+Resumable in pieces: each piece (a pre-training, or one learner × start × seed trained and evaluated)
+writes its result JSON atomically into --work/pieces/ when it finishes; a rerun skips finished pieces,
+and an unfinished training run continues from its last.pt. ``unicorn_maml`` is skipped with a message
+when no learner of that name is registered.
+
+    .venv/bin/python benchmarks/pretrain_glyphs.py                       # the study (CPU hours, see --estimate)
+    .venv/bin/python benchmarks/pretrain_glyphs.py --tiny --work /tmp/pg --out /tmp/pg/result.json   # smoke test
+    .venv/bin/python benchmarks/pretrain_glyphs.py --report-only          # the tables from the finished pieces
+
+Writes benchmarks/results/pretrain_glyphs_cpu.{json,md}.
+
+CPU time of the defaults (one thread, measured on the 2-core development machine at load ~2): per seed
+about 80 minutes (pre-training 6 epochs x ~50 s; ProtoNet's 30-way episodes ~1.6 s per iteration, MAML
+and Unicorn-MAML ~0.9 s, twice each; 600-episode evaluations 0.5-1.5 min each), so about 4 hours for 3
+seeds; two processes with disjoint --seeds on the same --work halve the wall time (then --report-only).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from metakd.config import load_config  # noqa: E402
+from metakd.engine.build import describe_device  # noqa: E402
+from metakd.engine.evaluate_checkpoint import evaluate_checkpoint  # noqa: E402
+from metakd.engine.job_config import load_pretrain_config  # noqa: E402
+from metakd.engine.pretrain import run_pretrain  # noqa: E402
+from metakd.engine.train import Trainer  # noqa: E402
+from metakd.registry import LEARNERS  # noqa: E402
+from metakd.stats import format_interval, paired_difference, t_interval  # noqa: E402
+from results_io import write_atomic, write_json_and_markdown  # noqa: E402
+
+META = {"protonet": "protonet_glyphs_5w1s", "maml": "maml_glyphs_5w1s", "unicorn_maml": "unicorn_maml_glyphs_5w1s"}
+TINY_DATA = ["data.options.num_classes=70", "model.options.hidden=8"]
+
+
+def piece_path(work: Path, name: str) -> Path:
+    return work / "pieces" / f"{name}.json"
+
+
+def run_piece(work: Path, name: str, fn) -> Dict[str, Any]:
+    """The result of piece ``name``: read when finished before, else computed and written atomically."""
+    path = piece_path(work, name)
+    if path.is_file():
+        print(f"[done before] {name}")
+        return json.loads(path.read_text())
+    print(f"[running] {name}", flush=True)
+    tic = time.perf_counter()
+    res = fn()
+    res["seconds"] = time.perf_counter() - tic
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(res))
+    return res
+
+
+def evaluate(run: Path, episodes: int, learner: str | None = None, overrides: List[str] = ()) -> Dict[str, Any]:
+    res = evaluate_checkpoint(run, episodes=episodes, learner=learner, overrides=list(overrides), progress=False,
+                              device="cpu", out=run / f"eval_{learner or 'run'}_{episodes}.json")
+    return {"acc": res["accuracy"], "ci95": res["ci95"], "per_episode": res["per_episode"],
+            "fingerprint": res["episodes_fingerprint"], "eval_seconds": res["seconds"]}
+
+
+def pretrain_piece(args, work: Path, seed: int) -> Dict[str, Any]:
+    run = work / f"pretrain_s{seed}"
+    over = [f"seed={seed}", "device=cpu", "threads=1", f"train.epochs={args.pretrain_epochs}", "tensorboard=false"]
+    if args.tiny:
+        over += [*TINY_DATA, "train.batch_size=80", "train.val_episodes=10"]
+    cfg = load_pretrain_config("pretrain_conv4_glyphs", over)
+    summary = run_pretrain(cfg, run, resume=(run / "last.pt").exists(), progress=False)
+    return {"run": str(run), "best_val": summary["best_val"], "epochs": summary["epoch"]}
+
+
+def meta_piece(args, work: Path, learner: str, seed: int, init: str | None) -> Dict[str, Any]:
+    tag = "pre" if init else "scratch"
+    run = work / f"{learner}_{tag}_s{seed}"
+    over = [f"seed={seed}", "device=cpu", "threads=1", f"train.iterations={args.iterations}",
+            f"train.val_every={args.iterations}", "train.val_episodes=50", f"train.checkpoint_every={max(1, args.iterations // 4)}",
+            "train.log_every=50", "model.options.hidden=64", f"output_dir={run}"]
+    if args.tiny:
+        over += [*TINY_DATA, "train.val_episodes=4", "train.meta_batch=2", "episodes.train_n_way=5"]
+    if init:
+        over.append(f"model.init={init}")
+    cfg = load_config(META[learner], over)
+    tic = time.perf_counter()
+    summary = Trainer(cfg, progress=False).fit(resume=(run / "last.pt").exists())
+    out = evaluate(run, args.episodes)
+    out.update(train_seconds=time.perf_counter() - tic - out["eval_seconds"], step=summary["step"], run=str(run))
+    return out
+
+
+def probe_piece(args, work: Path, seed: int, init: str | None, learner: str = "linear_probe",
+                label: str = "linear_probe") -> Dict[str, Any]:
+    """A learner without meta-training on a pre-trained (``init``) or a random backbone (``iterations=0``)."""
+    tag = "pre" if init else "scratch"
+    run = work / f"{label}_{tag}_s{seed}"
+    over = [f"seed={seed}", "device=cpu", "threads=1", "train.iterations=0", "train.val_episodes=20",
+            "model.options.hidden=64", "model.options.bn=running", f"learner.name={learner}", f"output_dir={run}"]
+    if args.tiny:
+        over += [*TINY_DATA, "train.val_episodes=4"]
+    if init:
+        over.append(f"model.init={init}")
+    cfg = load_config(META["protonet"], over)
+    cfg["learner"]["options"] = {}
+    if not (run / "summary.json").exists():
+        Trainer(cfg, progress=False).fit(resume=(run / "last.pt").exists())
+    out = evaluate(run, args.episodes)
+    out.update(run=str(run), train_seconds=0.0)
+    return out
+
+
+def summarise(results: Dict[str, Dict[int, Dict[str, Any]]], seeds: List[int]) -> Dict[str, Any]:
+    rows = {}
+    for name, per_seed in results.items():
+        accs = [per_seed[s]["acc"] for s in seeds if s in per_seed]
+        if not accs:
+            continue
+        rows[name] = {"seeds": [s for s in seeds if s in per_seed], "per_seed": accs, **t_interval(accs),
+                      "train_seconds": [per_seed[s].get("train_seconds", per_seed[s].get("seconds")) for s in seeds
+                                        if s in per_seed]}
+    pairs = {}
+    for name in sorted({n.rsplit("_", 1)[0] for n in results if n.endswith("_pre")}):
+        a, b = results.get(f"{name}_pre", {}), results.get(f"{name}_scratch", {})
+        common = [s for s in seeds if s in a and s in b]
+        if not common:
+            continue
+        pooled_a = [v for s in common for v in a[s]["per_episode"]]
+        pooled_b = [v for s in common for v in b[s]["per_episode"]]
+        pairs[name] = {"seeds": common, "per_episode": paired_difference(pooled_a, pooled_b),
+                       "per_seed_mean": paired_difference([a[s]["acc"] for s in common], [b[s]["acc"] for s in common])
+                       if len(common) > 1 else None,
+                       "per_seed_episode": {s: paired_difference(a[s]["per_episode"], b[s]["per_episode"]) for s in common}}
+    return {"rows": rows, "paired_pre_minus_scratch": pairs}
+
+
+def markdown(summary: Dict[str, Any], meta: Dict[str, Any]) -> str:
+    lines = [f"Glyphs 5-way 1-shot, {meta['episodes']} fixed test episodes, seeds {meta['seeds']}, pre-training "
+             f"{meta['pretrain_epochs']} epochs, meta-training {meta['iterations']} iterations; {meta['device']}.", "",
+             "| method | start | mean over seeds ± t 95% CI (%) | per seed (%) | train s (mean) |", "|---|---|---|---|---|"]
+    for name, r in summary["rows"].items():
+        method, _, start = name.rpartition("_")
+        per = ", ".join(f"{100 * v:.2f}" for v in r["per_seed"])
+        secs = [s for s in r["train_seconds"] if s is not None]
+        lines.append(f"| {method} | {start} | {format_interval(r['mean'], r['ci'])} | {per} | "
+                     f"{sum(secs) / len(secs) if secs else 0:.0f} |")
+    lines += ["", "Paired difference pre-trained − scratch (points): per episode pooled over seeds (t 95% CI, "
+              "p, episodes better / worse) and over seed means:", "",
+              "| method | per episode | p | better / worse | over seed means |", "|---|---|---|---|---|"]
+    for name, d in summary["paired_pre_minus_scratch"].items():
+        e, s = d["per_episode"], d["per_seed_mean"]
+        lines.append(f"| {name} | {format_interval(e['mean'], e['ci'])} | {e['p']:.3g} | {e['a_better']} / {e['b_better']} | "
+                     f"{format_interval(s['mean'], s['ci']) if s else 'n/a'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--episodes", type=int, default=600)
+    p.add_argument("--pretrain-epochs", type=int, default=6)
+    p.add_argument("--iterations", type=int, default=600, help="meta-training iterations of each meta-learner")
+    p.add_argument("--learners", nargs="+", default=["linear_probe", "protonet_nc", "protonet", "maml", "unicorn_maml"])
+    p.add_argument("--work", default="runs/pretrain_glyphs", help="run folders and finished pieces")
+    p.add_argument("--out", help="result JSON (default benchmarks/results/pretrain_glyphs_cpu.json)")
+    p.add_argument("--tiny", action="store_true", help="a smoke-test size: 70 classes, Conv4-8")
+    p.add_argument("--report-only", action="store_true", help="only tabulate the pieces finished so far")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    work = Path(args.work)
+    learners = list(args.learners)
+    if "unicorn_maml" in learners and "unicorn_maml" not in LEARNERS:
+        print("skipping unicorn_maml: no learner of that name is registered (metakd list learners)")
+        learners.remove("unicorn_maml")
+    results: Dict[str, Dict[int, Dict[str, Any]]] = {}
+    pre_info: Dict[int, Any] = {}
+    tic = time.perf_counter()
+    for seed in args.seeds:
+        def have(name: str) -> bool:
+            return piece_path(work, name).is_file()
+
+        if args.report_only and not have(f"pretrain_s{seed}"):
+            continue
+        pre_info[seed] = run_piece(work, f"pretrain_s{seed}", lambda: pretrain_piece(args, work, seed))
+        init = pre_info[seed]["run"]
+        for learner in learners:
+            for start in ("pre", "scratch"):
+                if learner == "protonet_nc" and start == "scratch":
+                    continue  # nearest centroid on random features is the linear probe's scratch row's cousin
+                name = f"{learner}_{start}"
+                piece = f"{name}_s{seed}"
+                if args.report_only and not have(piece):
+                    continue
+                source = init if start == "pre" else None
+                if learner == "linear_probe":
+                    fn = lambda: probe_piece(args, work, seed, source)  # noqa: E731
+                elif learner == "protonet_nc":
+                    fn = lambda: probe_piece(args, work, seed, source, learner="protonet", label="protonet_nc")  # noqa: E731
+                else:
+                    fn = lambda: meta_piece(args, work, learner, seed, source)  # noqa: E731
+                results.setdefault(name, {})[seed] = run_piece(work, piece, fn)
+    summary = summarise(results, args.seeds)
+    meta = {"episodes": args.episodes, "seeds": args.seeds, "pretrain_epochs": args.pretrain_epochs,
+            "iterations": args.iterations, "device": describe_device(torch.device("cpu")), "tiny": args.tiny,
+            "command": " ".join(sys.argv), "load_average": os.getloadavg(),
+            "seconds_this_call": time.perf_counter() - tic,
+            "pretrain": {str(s): v for s, v in pre_info.items()},
+            "piece_seconds": {f"{n}_s{s}": r.get("seconds") for n, per in results.items() for s, r in per.items()}}
+    report = {"benchmark": "pretrain_glyphs", **meta, **summary}
+    out = Path(args.out) if args.out else Path(__file__).resolve().parent / "results" / "pretrain_glyphs_cpu.json"
+    write_json_and_markdown(out, report, markdown(summary, meta))
+    print(markdown(summary, meta))
+
+
+if __name__ == "__main__":
+    main()
