@@ -25,15 +25,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..atomic import atomic_write, remove_stale_temps, write_json
+from ..atomic import write_json
 from ..config import dump_config
-from ..errors import ConfigError, MetakdError
+from ..errors import ConfigError
 from ..learners import build_learner
 from ..models import build_backbone
 from .build import describe_device, make_sampler, normalization, resolve_device, split_for
 from .init_weights import PRETRAIN_KIND
 from .metrics import format_acc, plot_curves
-from .run_dir import StopGuard, check_output_dir, fault_point, make_output_dir
+from .run_dir import StopGuard, check_output_dir, fault_point, prepare_run_folder
 from .supervised import SupervisedTrainer
 
 # Config keys a resume may change (they change no trained weight); any other difference is refused.
@@ -173,14 +173,7 @@ class Pretrainer(SupervisedTrainer):
         with StopGuard() as guard:
             if resume:
                 self.resume()
-            make_output_dir(self.out)
-            remove_stale_temps(self.out)
-            if not resume:
-                if (self.out / "last.pt").exists():
-                    raise MetakdError(f"{self.out} already holds a run (last.pt): pass --resume to continue it, or "
-                                      "choose another output_dir")
-                (self.out / "metrics.jsonl").unlink(missing_ok=True)
-            atomic_write(self.out / "config.yaml", dump_config(self.cfg), what="run config")
+            prepare_run_folder(self.out, dump_config(self.cfg), bool(resume))
             done, _ = self.fit(max_steps, guard)
             if done:
                 self.guard = guard

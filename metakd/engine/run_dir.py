@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional
 
-from ..atomic import describe_os_error
+from ..atomic import atomic_write, describe_os_error, remove_stale_temps
 from ..errors import MetakdError
 
 MIN_FREE_BYTES = 1 << 20
@@ -70,6 +70,20 @@ def make_output_dir(folder: Path) -> None:
         Path(folder).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _fail(Path(folder), describe_os_error(exc)) from None
+
+
+def prepare_run_folder(folder: Path, config_text: str, resumed: bool, resume_flag: str = "--resume") -> None:
+    """Create ``folder``, remove dead writers' temporaries, refuse to start a new run over an existing one
+    (its last.pt), drop a stale metrics.jsonl of a new run, and write config.yaml atomically."""
+    folder = Path(folder)
+    make_output_dir(folder)
+    remove_stale_temps(folder)
+    if not resumed:
+        if (folder / "last.pt").exists():
+            raise MetakdError(f"{folder} already holds a run (last.pt): pass {resume_flag} to continue it, or choose "
+                              "another output_dir")
+        (folder / "metrics.jsonl").unlink(missing_ok=True)
+    atomic_write(folder / "config.yaml", config_text, what="run config")
 
 
 # -- --overwrite

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..atomic import atomic_write, remove_stale_temps, write_json
+from ..atomic import write_json
 from ..config import dump_config
 from ..errors import MetakdError
 from .build import describe_device, make_learner, make_optimizer, make_sampler, make_scheduler, normalization, resolve_device, split_for
@@ -24,7 +24,7 @@ from .checkpoint import load_checkpoint, rng_state, set_rng_state
 from .distributed import DistContext, evaluate_sharded, init_distributed
 from .loop import StepLoop
 from .metrics import JsonlLogger, format_acc, plot_curves
-from .run_dir import StopGuard, check_output_dir, config_differences, fault_point, make_output_dir
+from .run_dir import StopGuard, check_output_dir, config_differences, fault_point, prepare_run_folder
 
 # Config keys a resume may change: they do not change the trained parameters (train.iterations extends or
 # shortens the run, except under the cosine schedule whose length it sets; data.root: the same data moved,
@@ -304,12 +304,5 @@ class Trainer(StepLoop):
 
     def _prepare_output(self, resumed: bool) -> None:
         """Rank 0: create output_dir, remove dead writers' temporaries, refuse to overwrite a run, write config.yaml."""
-        make_output_dir(self.out)
-        remove_stale_temps(self.out)
-        if not resumed:
-            if (self.out / "last.pt").exists():
-                raise MetakdError(f"{self.out} already holds a run (last.pt): pass resume (--resume) to continue it, "
-                                  "or choose another output_dir")
-            (self.out / "metrics.jsonl").unlink(missing_ok=True)
-        atomic_write(self.out / "config.yaml", dump_config(self.cfg), what="run config")
+        prepare_run_folder(self.out, dump_config(self.cfg), resumed, resume_flag="resume (--resume)")
 
