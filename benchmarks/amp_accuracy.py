@@ -3,7 +3,7 @@
 For each seed, one model is meta-trained in float32 and one under bf16 autocast (same config, seed,
 episodes and iterations); each is then evaluated on the same fixed test episodes twice, once with
 float32 and once with bf16 inner loops, so the table separates the effect on training from the
-effect on evaluation. Reported per cell: mean accuracy over seeds ± 1.96·std/√seeds of the seed
+effect on evaluation. Reported per cell: mean accuracy over seeds ± a Student-t 95% interval of the seed
 means, and each seed's accuracy ± its 95% CI over episodes.
 
     .venv/bin/python benchmarks/amp_accuracy.py --device cpu --iterations 300 --seeds 0 1 2
@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from metakd.engine.evaluate import evaluate_episodes  # noqa: E402
 from metakd.engine.evaluate_checkpoint import prepare_evaluation  # noqa: E402
-from metakd.engine.metrics import format_acc, mean_ci95  # noqa: E402
+from metakd.engine.metrics import format_acc  # noqa: E402
+from metakd.stats import t_interval  # noqa: E402
 from metakd.engine.build import describe_device  # noqa: E402
 from results_io import write_json_and_markdown  # noqa: E402
 from short_runs import train_fresh  # noqa: E402
@@ -75,7 +76,8 @@ def main() -> None:
     for train_amp in AMP:
         for eval_amp in AMP:
             cell = [r for r in rows if r["train_amp"] == train_amp and r["eval_amp"] == eval_amp]
-            m, ci = mean_ci95([r["accuracy"] for r in cell])
+            over = t_interval([r["accuracy"] for r in cell])
+            m, ci = over["mean"], over["ci"]
             summary.append({"train_amp": train_amp, "eval_amp": eval_amp, "acc_mean_over_seeds": m,
                             "acc_ci95_over_seeds": ci, "per_seed": [(r["seed"], r["accuracy"], r["ci95"]) for r in cell],
                             "train_seconds_mean": sum(r["train_seconds"] for r in cell) / len(cell)})

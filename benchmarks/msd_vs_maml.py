@@ -9,7 +9,8 @@ gray glyphs), inner settings (lr 0.4, 1 step in training, 3 at test) and fixed t
 
 Each trained model is evaluated on the same fixed test episodes, standard and under the weak/strong
 perturbation of the support, query or both sets, with the consistency metric. Reported: accuracy ±
-95% CI over episodes per seed, and the mean over seeds ± 1.96·std/√seeds of the seed means.
+95% CI over episodes per seed, the mean over seeds ± a Student-t 95% interval of the seed means, and
+the paired per-episode difference to MAML on the shared fixed episodes (per seed, then over seeds).
 
     .venv/bin/python benchmarks/msd_vs_maml.py --iterations 150 --seeds 0 1 --episodes 100 --jobs 2
 """
@@ -25,7 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from metakd.engine.metrics import format_acc, mean_ci95  # noqa: E402
+from metakd.engine.metrics import format_acc  # noqa: E402
+from metakd.stats import paired_difference, t_interval  # noqa: E402
 from metakd.engine.robustness import evaluate_robustness, scenario_label  # noqa: E402
 from metakd.engine.build import describe_device  # noqa: E402
 from results_io import write_json_and_markdown  # noqa: E402
@@ -56,6 +58,31 @@ def run_one(job, args) -> dict:
     return res
 
 
+def over_seeds(values):
+    """Mean and Student-t 95% half-width over seeds (nan when a value is missing or there is one seed)."""
+    if any(v != v for v in values):
+        return float("nan"), float("nan")
+    r = t_interval(values)
+    return r["mean"], r["ci"]
+
+
+def paired_vs_maml(results, variant, row, seeds):
+    """Per seed, the paired per-episode difference variant − maml on the shared fixed episodes, and over
+    seeds the Student-t interval of those per-seed mean differences (None for maml itself)."""
+    if variant == "maml" or not any(r["variant"] == "maml" for r in results):
+        return None
+    per_seed = []
+    for seed in seeds:
+        a = next(r for r in results if r["variant"] == variant and r["seed"] == seed)["rows"][row]
+        b = next(r for r in results if r["variant"] == "maml" and r["seed"] == seed)["rows"][row]
+        if "per_episode" not in a or "per_episode" not in b:
+            return None
+        d = paired_difference(a["per_episode"], b["per_episode"])
+        per_seed.append({"seed": seed, "mean": d["mean"], "ci95": d["ci"], "p": d["p"]})
+    m, ci = over_seeds([d["mean"] for d in per_seed])
+    return {"per_seed": per_seed, "mean_over_seeds": m, "ci95_over_seeds": ci}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--iterations", type=int, default=300)
@@ -81,11 +108,12 @@ def main() -> None:
         for i, row in enumerate(runs[0]["rows"]):
             accs = [r["rows"][i]["accuracy"] for r in runs]
             cons = [r["rows"][i].get("consistency", float("nan")) for r in runs]
-            m, ci = mean_ci95(accs)
-            cm, cci = mean_ci95(cons)
+            m, ci = over_seeds(accs)
+            cm, cci = over_seeds(cons)
             summary.append({"variant": variant, "scenario": scenario_label(row), "acc_mean_over_seeds": m,
                             "acc_ci95_over_seeds": ci, "consistency_mean_over_seeds": cm,
                             "consistency_ci95_over_seeds": cci,
+                            "paired_vs_maml": paired_vs_maml(results, variant, i, args.seeds),
                             "per_seed": [{"seed": r["seed"], "accuracy": r["rows"][i]["accuracy"],
                                           "ci95": r["rows"][i]["ci95"]} for r in runs],
                             "train_seconds_mean": sum(r["train_seconds"] for r in runs) / len(runs)})
