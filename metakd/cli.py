@@ -169,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                    help="continue from output_dir/last.pt (or the given checkpoint)")
     t.add_argument("--output-dir", help="run folder (default: runs/<config name>)")
-    t.add_argument("--overwrite", action="store_true", help="delete an existing run folder first")
+    t.add_argument("--overwrite", action="store_true", help="delete metakd's own files in an existing run folder first (a folder that is "
+                   "not a metakd run is refused, and other files are kept)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.set_defaults(func=_cmd_train)
 
@@ -271,6 +272,9 @@ THREADS_HELP = ("torch CPU threads (default: the config's `threads`, else 1 on a
 def _parse(parser: argparse.ArgumentParser, argv: Optional[List[str]]) -> argparse.Namespace:
     """Parse, accepting ``key=value`` overrides anywhere after the command (before or after the flags)."""
     args, extra = parser.parse_known_args(argv)
+    resume = getattr(args, "resume", None)
+    if isinstance(resume, str) and "=" in resume and not Path(resume).exists():  # `--resume key=value`
+        args.resume, extra = True, [resume, *extra]
     if extra:
         overrides = [a for a in extra if "=" in a and not a.startswith("-")]
         rest = [a for a in extra if a not in overrides]

@@ -91,3 +91,13 @@ def test_runs_of_one_config_are_labelled_by_folder_and_compared(runs, tmp_path, 
     assert main(["compare", str(rob / "robustness.json")]) == 0
     table = capsys.readouterr().out
     assert "| standard |" in table and "| strong / support |" in table
+
+
+def test_resume_flag_followed_by_an_override(runs, capsys, monkeypatch):
+    from metakd import cli
+
+    args = cli._parse(build_parser(), ["train", "maml_glyphs_5w1s", "--resume", "train.iterations=9"])
+    assert args.resume is True and "train.iterations=9" in args.overrides
+    ckpt = runs / "maml_seed0" / "last.pt"
+    args = cli._parse(build_parser(), ["train", "maml_glyphs_5w1s", "--resume", str(ckpt), "seed=0"])
+    assert args.resume == str(ckpt) and args.overrides == ["seed=0"]
