@@ -15,11 +15,12 @@ import json
 import os
 import re
 import socket
+import tempfile
 import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Union
+from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 
 from .errors import MetakdError
 
@@ -104,6 +105,34 @@ def write_json(path: Union[str, os.PathLike], obj: Any, what: str = "JSON file",
     """``json.dumps(obj, indent=2)`` written atomically."""
     dump_kwargs.setdefault("indent", 2)
     return atomic_write(path, json.dumps(obj, **dump_kwargs), what=what)
+
+
+def check_writable(path: Union[str, os.PathLike], what: str = "file") -> None:
+    """Fail now, before the work, if ``path`` cannot be written: create (and remove) a temporary beside
+    it, named as this module names them. Creates the missing parent folders."""
+    path = Path(path)
+    probe = temp_path_for(path)
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        os.remove(probe)
+    except OSError as exc:
+        raise write_error(path, exc, what) from None
+
+
+def write_with_fallback(target: Union[str, os.PathLike], write: Callable[[Path], Any],
+                        prefix: str) -> Tuple[Path, Optional[str]]:
+    """``write(target)``; when that fails (MetakdError), ``write(<new temp folder>/<target name>)`` so
+    the work is not lost. Returns (where it went, the first failure's message or None)."""
+    try:
+        write(target)
+        return Path(target), None
+    except MetakdError as exc:
+        fallback = Path(tempfile.mkdtemp(prefix=prefix)) / Path(target).name
+        write(fallback)
+        return fallback, str(exc)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -1,14 +1,11 @@
 """``metakd eval``: a trained checkpoint on the fixed test episodes, printed and written as JSON."""
 from __future__ import annotations
 
-import errno
-import os
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
-from ..atomic import temp_path_for, write_error, write_json
+from ..atomic import check_writable, write_json, write_with_fallback
 from ..errors import ConfigError, MetakdError
 from ..validate import consistency_views as check_views, integer, positive_int
 from .build import describe_device, make_learner, make_sampler, resolve_device, split_for
@@ -40,33 +37,6 @@ def existing_checkpoint(path: Path, which: str = "best") -> Path:
     if not found.is_file():
         raise MetakdError(f"checkpoint {found} does not exist")
     return found
-
-
-def check_writable(path: Path, what: str = "file") -> None:
-    """Fail now, before the work, if ``path`` cannot be written: create (and remove) a temporary beside
-    it, named as ``metakd.atomic`` names them. Creates the missing parent folders."""
-    path = Path(path)
-    probe = temp_path_for(path)
-    try:
-        if path.is_dir():
-            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        os.remove(probe)
-    except OSError as exc:
-        raise write_error(path, exc, what) from None
-
-
-def write_with_fallback(target: Path, write: Callable[[Path], Any], prefix: str) -> Tuple[Path, Optional[str]]:
-    """``write(target)``; when that fails (MetakdError), ``write(<new temp folder>/<target name>)`` so
-    the work is not lost. Returns (where it went, the first failure's message or None)."""
-    try:
-        write(target)
-        return Path(target), None
-    except MetakdError as exc:
-        fallback = Path(tempfile.mkdtemp(prefix=prefix)) / Path(target).name
-        write(fallback)
-        return fallback, str(exc)
 
 
 def _shape(t: Any) -> str:

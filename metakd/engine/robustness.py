@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write, check_writable, write_with_fallback
 from ..data.augment import LEVELS, PRESETS, SIDES, get_preset
 from ..errors import MetakdError
 from ..validate import consistency_views as check_views, integer, positive_int
 from .build import describe_device, resolve_device
 from .evaluate import evaluate_episodes
-from .evaluate_checkpoint import check_writable, existing_checkpoint, prepare_evaluation, run_label, write_with_fallback
+from .evaluate_checkpoint import existing_checkpoint, prepare_evaluation, run_label
 from .metrics import format_acc
 
 STANDARD = "standard"
