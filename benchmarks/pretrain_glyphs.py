@@ -2,12 +2,13 @@
 Unicorn-MAML started from it (``model.init``), against the same learners from scratch.
 
 Per seed (>= 3 seeds for the published table):
-  pretrain        ``metakd pretrain pretrain_conv4_glyphs`` (Conv4-64, running BatchNorm) for --pretrain-epochs
+  pretrain        ``metakd pretrain pretrain_conv4_glyphs`` (Conv4 of --hidden width, running BatchNorm) for --pretrain-epochs
   linear_probe    logistic regression on frozen features: of the pre-trained backbone / of a random one
   protonet_nc     ProtoNet (nearest centroid) on the pre-trained features without meta-training
   protonet, maml, unicorn_maml
                   meta-trained for --iterations from the pre-trained backbone / from scratch (each learner's
-                  shipped glyph config, with Conv4-64 so the pre-trained weights fit; BatchNorm as in that config)
+                  shipped glyph config, with Conv4-<--hidden> so the pre-trained weights fit, --q-query training
+                  queries; BatchNorm as in that config; ProtoNet trained --protonet-way)
 Every model is evaluated on the same --episodes fixed 5-way test episodes (600 for the table).
 Reported: mean over seeds ± Student-t 95% CI (``metakd.stats.t_interval``) of the per-seed accuracies,
 and the paired difference pre-trained − scratch, per episode (pooled over seeds: each seed's 600
@@ -18,16 +19,21 @@ writes its result JSON atomically into --work/pieces/ when it finishes; a rerun 
 and an unfinished training run continues from its last.pt. ``unicorn_maml`` is skipped with a message
 when no learner of that name is registered.
 
-    .venv/bin/python benchmarks/pretrain_glyphs.py                       # the study (CPU hours, see --estimate)
+    .venv/bin/python benchmarks/pretrain_glyphs.py                       # the study (35 CPU-minutes)
     .venv/bin/python benchmarks/pretrain_glyphs.py --tiny --work /tmp/pg --out /tmp/pg/result.json   # smoke test
     .venv/bin/python benchmarks/pretrain_glyphs.py --report-only          # the tables from the finished pieces
 
 Writes benchmarks/results/pretrain_glyphs_cpu.{json,md}.
 
-CPU time of the defaults (one thread, measured on the 2-core development machine at load ~2): per seed
-about 80 minutes (pre-training 6 epochs x ~50 s; ProtoNet's 30-way episodes ~1.6 s per iteration, MAML
-and Unicorn-MAML ~0.9 s, twice each; 600-episode evaluations 0.5-1.5 min each), so about 4 hours for 3
-seeds; two processes with disjoint --seeds on the same --work halve the wall time (then --report-only).
+CPU time of the defaults (one thread, the 2-core development machine at load ~2, another study on the
+other core): 35 CPU-minutes for 3 seeds (pre-training ~2.7 min per seed; each meta-training 0.3-2 min;
+each 600-episode evaluation under a minute). Two processes with disjoint --seeds on the same --work
+halve the wall time (then --report-only).
+
+Rows ``maml-tunedlr`` / ``unicorn_maml-tunedlr``: the same learners from the pre-trained weights with the
+inner lr chosen from --pre-inner-lrs on 100 fixed validation episodes before meta-training (the config's
+0.4 suits random initialisation; from pre-trained weights MAML's new random head turns it into a
+destructive first step).
 """
 from __future__ import annotations
 
@@ -86,7 +92,8 @@ def evaluate(run: Path, episodes: int, learner: str | None = None, overrides: Li
 
 def pretrain_piece(args, work: Path, seed: int) -> Dict[str, Any]:
     run = work / f"pretrain_s{seed}"
-    over = [f"seed={seed}", "device=cpu", "threads=1", f"train.epochs={args.pretrain_epochs}", "tensorboard=false"]
+    over = [f"seed={seed}", "device=cpu", "threads=1", f"train.epochs={args.pretrain_epochs}", "tensorboard=false",
+            f"model.options.hidden={args.hidden}"]
     if args.tiny:
         over += [*TINY_DATA, "train.batch_size=80", "train.val_episodes=10"]
     cfg = load_pretrain_config("pretrain_conv4_glyphs", over)
@@ -94,21 +101,42 @@ def pretrain_piece(args, work: Path, seed: int) -> Dict[str, Any]:
     return {"run": str(run), "best_val": summary["best_val"], "epochs": summary["epoch"]}
 
 
-def meta_piece(args, work: Path, learner: str, seed: int, init: str | None) -> Dict[str, Any]:
+def inner_lr_piece(args, work: Path, learner: str, seed: int, init: str) -> Dict[str, Any]:
+    """The inner lr for ``learner`` started from ``init``: the best of --pre-inner-lrs by the accuracy of
+    the pre-trained backbone, not yet meta-trained, on 100 fixed *validation* episodes."""
+    scores = {}
+    for lr in args.pre_inner_lrs:
+        res = evaluate_checkpoint(init, episodes=20 if args.tiny else 100, split="val", learner=learner, progress=False,
+                                  device="cpu", out=work / "inner_lr" / f"{learner}_s{seed}_lr{lr}.json",
+                                  overrides=[f"learner.options.inner_lr={lr}", "learner.options.test_steps=3",
+                                             "model.options.bn=transductive"])
+        scores[lr] = res["accuracy"]
+        print(f"{learner} from pre-trained, seed {seed}, inner lr {lr}: val {100 * res['accuracy']:.2f}", flush=True)
+    return {"scores": scores, "chosen": max(args.pre_inner_lrs, key=lambda lr: scores[lr])}
+
+
+def meta_piece(args, work: Path, learner: str, seed: int, init: str | None,
+               inner_lr: float | None = None) -> Dict[str, Any]:
     tag = "pre" if init else "scratch"
-    run = work / f"{learner}_{tag}_s{seed}"
+    run = work / (f"{learner}_{tag}_s{seed}" if inner_lr is None else f"{learner}_{tag}_lr{inner_lr}_s{seed}")
     over = [f"seed={seed}", "device=cpu", "threads=1", f"train.iterations={args.iterations}",
             f"train.val_every={args.iterations}", "train.val_episodes=50", f"train.checkpoint_every={max(1, args.iterations // 4)}",
-            "train.log_every=50", "model.options.hidden=64", f"output_dir={run}"]
+            "train.log_every=50", f"model.options.hidden={args.hidden}", f"episodes.q_query={args.q_query}",
+            f"output_dir={run}"]
+    if learner == "protonet":
+        over.append(f"episodes.train_n_way={args.protonet_way}")
     if args.tiny:
         over += [*TINY_DATA, "train.val_episodes=4", "train.meta_batch=2", "episodes.train_n_way=5"]
     if init:
         over.append(f"model.init={init}")
+    if inner_lr is not None:
+        over.append(f"learner.options.inner_lr={inner_lr}")
     cfg = load_config(META[learner], over)
     tic = time.perf_counter()
     summary = Trainer(cfg, progress=False).fit(resume=(run / "last.pt").exists())
     out = evaluate(run, args.episodes)
-    out.update(train_seconds=time.perf_counter() - tic - out["eval_seconds"], step=summary["step"], run=str(run))
+    out.update(train_seconds=time.perf_counter() - tic - out["eval_seconds"], step=summary["step"], run=str(run),
+               inner_lr=cfg["learner"]["options"].get("inner_lr"))
     return out
 
 
@@ -118,7 +146,7 @@ def probe_piece(args, work: Path, seed: int, init: str | None, learner: str = "l
     tag = "pre" if init else "scratch"
     run = work / f"{label}_{tag}_s{seed}"
     over = [f"seed={seed}", "device=cpu", "threads=1", "train.iterations=0", "train.val_episodes=20",
-            "model.options.hidden=64", "model.options.bn=running", f"learner.name={learner}", f"output_dir={run}"]
+            f"model.options.hidden={args.hidden}", "model.options.bn=running", f"learner.name={learner}", f"output_dir={run}"]
     if args.tiny:
         over += [*TINY_DATA, "train.val_episodes=4"]
     if init:
@@ -143,7 +171,7 @@ def summarise(results: Dict[str, Dict[int, Dict[str, Any]]], seeds: List[int]) -
                                         if s in per_seed]}
     pairs = {}
     for name in sorted({n.rsplit("_", 1)[0] for n in results if n.endswith("_pre")}):
-        a, b = results.get(f"{name}_pre", {}), results.get(f"{name}_scratch", {})
+        a, b = results.get(f"{name}_pre", {}), results.get(f"{name.split('-')[0]}_scratch", {})
         common = [s for s in seeds if s in a and s in b]
         if not common:
             continue
@@ -158,7 +186,9 @@ def summarise(results: Dict[str, Dict[int, Dict[str, Any]]], seeds: List[int]) -
 
 def markdown(summary: Dict[str, Any], meta: Dict[str, Any]) -> str:
     lines = [f"Glyphs 5-way 1-shot, {meta['episodes']} fixed test episodes, seeds {meta['seeds']}, pre-training "
-             f"{meta['pretrain_epochs']} epochs, meta-training {meta['iterations']} iterations; {meta['device']}.", "",
+             f"{meta['pretrain_epochs']} epochs, meta-training {meta['iterations']} iterations (Conv4-{meta.get('hidden', 64)}, "
+             f"{meta.get('q_query', 15)} training queries per class, ProtoNet trained {meta.get('protonet_way', 30)}-way); "
+             f"{meta['device']}.", "",
              "| method | start | mean over seeds ± t 95% CI (%) | per seed (%) | train s (mean) |", "|---|---|---|---|---|"]
     for name, r in summary["rows"].items():
         method, _, start = name.rpartition("_")
@@ -166,6 +196,13 @@ def markdown(summary: Dict[str, Any], meta: Dict[str, Any]) -> str:
         secs = [s for s in r["train_seconds"] if s is not None]
         lines.append(f"| {method} | {start} | {format_interval(r['mean'], r['ci'])} | {per} | "
                      f"{sum(secs) / len(secs) if secs else 0:.0f} |")
+    chosen = meta.get("inner_lr_chosen") or {}
+    if chosen:
+        lines += ["", "`maml` / `unicorn_maml` from pre-trained weights use their config's inner lr (0.4); the "
+                  "`-tunedlr` rows use the inner lr chosen on 100 validation episodes by the pre-trained backbone "
+                  "before meta-training: " + "; ".join(
+                      f"{k} {v['chosen']} (" + ", ".join(f"{lr}: {100 * a:.1f}" for lr, a in v["scores"].items()) + ")"
+                      for k, v in chosen.items()) + ". Their paired row is against the scratch run (config lr)."]
     lines += ["", "Paired difference pre-trained − scratch (points): per episode pooled over seeds (t 95% CI, "
               "p, episodes better / worse) and over seed means:", "",
               "| method | per episode | p | better / worse | over seed means |", "|---|---|---|---|---|"]
@@ -181,7 +218,13 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--episodes", type=int, default=600)
     p.add_argument("--pretrain-epochs", type=int, default=6)
-    p.add_argument("--iterations", type=int, default=600, help="meta-training iterations of each meta-learner")
+    p.add_argument("--iterations", type=int, default=400, help="meta-training iterations of each meta-learner")
+    p.add_argument("--hidden", type=int, default=32, help="Conv4 width of every model (pre-trained and scratch)")
+    p.add_argument("--q-query", type=int, default=5, help="training queries per class of the meta-learners")
+    p.add_argument("--protonet-way", type=int, default=5, help="ProtoNet's training way (its config: 30)")
+    p.add_argument("--pre-inner-lrs", type=float, nargs="*", default=[0.4, 0.1, 0.05, 0.02],
+                   help="MAML / Unicorn-MAML from the pre-trained backbone also run with the inner lr chosen from "
+                        "these on validation episodes (rows <learner>-tunedlr; none: skip)")
     p.add_argument("--learners", nargs="+", default=["linear_probe", "protonet_nc", "protonet", "maml", "unicorn_maml"])
     p.add_argument("--work", default="runs/pretrain_glyphs", help="run folders and finished pieces")
     p.add_argument("--out", help="result JSON (default benchmarks/results/pretrain_glyphs_cpu.json)")
@@ -214,6 +257,13 @@ def main() -> None:
                 if args.report_only and not have(piece):
                     continue
                 source = init if start == "pre" else None
+                if learner in ("maml", "unicorn_maml") and start == "pre" and args.pre_inner_lrs:
+                    tuned = f"{learner}-tunedlr_pre_s{seed}"
+                    if not args.report_only or have(tuned):
+                        sel = run_piece(work, f"inner_lr_{learner}_s{seed}",
+                                        lambda: inner_lr_piece(args, work, learner, seed, init))
+                        results.setdefault(f"{learner}-tunedlr_pre", {})[seed] = run_piece(
+                            work, tuned, lambda: meta_piece(args, work, learner, seed, init, inner_lr=sel["chosen"]))
                 if learner == "linear_probe":
                     fn = lambda: probe_piece(args, work, seed, source)  # noqa: E731
                 elif learner == "protonet_nc":
@@ -223,10 +273,13 @@ def main() -> None:
                 results.setdefault(name, {})[seed] = run_piece(work, piece, fn)
     summary = summarise(results, args.seeds)
     meta = {"episodes": args.episodes, "seeds": args.seeds, "pretrain_epochs": args.pretrain_epochs,
-            "iterations": args.iterations, "device": describe_device(torch.device("cpu")), "tiny": args.tiny,
+            "iterations": args.iterations, "hidden": args.hidden, "q_query": args.q_query,
+            "protonet_way": args.protonet_way, "device": describe_device(torch.device("cpu")), "tiny": args.tiny,
             "command": " ".join(sys.argv), "load_average": os.getloadavg(),
             "seconds_this_call": time.perf_counter() - tic,
             "pretrain": {str(s): v for s, v in pre_info.items()},
+            "inner_lr_chosen": {f.stem[len("inner_lr_"):]: json.loads(f.read_text())
+                                for f in sorted((work / "pieces").glob("inner_lr_*.json"))},
             "piece_seconds": {f"{n}_s{s}": r.get("seconds") for n, per in results.items() for s, r in per.items()}}
     report = {"benchmark": "pretrain_glyphs", **meta, **summary}
     out = Path(args.out) if args.out else Path(__file__).resolve().parent / "results" / "pretrain_glyphs_cpu.json"

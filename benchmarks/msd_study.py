@@ -1,0 +1,295 @@
+"""Does Meta Self-Distillation help? MAML vs MSD + MAML vs MAML at MSD's compute on the built-in glyphs.
+
+Setup shared by every cell: 5-way 1-shot glyphs (28x28 gray), Conv4-32 with transductive BatchNorm,
+MAML's Omniglot inner loop (lr 0.4, 1 step in training, 3 at test, second order), Adam 0.003, 5
+training queries per class, the same --iterations, seeds and 600 fixed test episodes.
+
+Phase 1, ``select`` (validation split only, one seed, --select-iterations each): a coordinate search
+for MSD's open options, scored by the clean 5-way validation accuracy on --select-val-episodes fixed
+val episodes (the trainer's validation): first lam in {0.3, 1, 3} (views 2, the preset's default
+views), then the view strength in {weak, default, strong} of the glyph preset, then the number of
+views in {2, 4}. Ties keep the earlier (cheaper) setting.
+
+Phase 2, ``final`` (test split, once): for each seed,
+  maml            meta-batch 4 tasks: 4 adapted copies per iteration;
+  msd             MSD + MAML with the selected options, views per task: 4 x n adapted copies;
+  maml_matched    MAML with meta-batch 4 x n tasks: the adapted copies (the compute) of msd;
+and, after these (the part never cut), the --extra cells when asked: msd_nocons (the same views with
+lam 0: augmented supports without the consistency term, to tell the two apart), msd_inplace (n views in
+place of tasks: MAML's compute), unicorn, msd_unicorn, unicorn_matched. Each model is trained for --iterations
+and its last.pt evaluated on the same fixed test episodes: standard on --episodes (600), weak/strong x
+support/query/both of the glyph preset on the first --scenario-episodes (300) of the fixed list, and the
+consistency metric (2 augmented support copies) on --consistency-episodes (200), standard and strong/both.
+(On this CPU 600 episodes x 7 scenarios x 3 adaptations for the consistency were ~25 min per model,
+more than its training; those cuts bring evaluation to ~6 min.)
+
+Reported: per cell and scenario the mean over seeds ± Student-t 95% CI; the paired per-episode
+difference to maml and to maml_matched (per seed, then over seeds: Student-t over the per-seed mean
+differences, and pooled over all seeds' episodes), with ``metakd.stats``.
+
+Resumable in pieces: each selection run and each (cell, seed) writes its result JSON atomically into
+--work/pieces/ when finished; a rerun skips finished pieces and an interrupted training resumes from
+its last.pt (checkpoints every 100 iterations). Disjoint --seeds in two processes share a --work.
+
+    .venv/bin/python benchmarks/msd_study.py select
+    .venv/bin/python benchmarks/msd_study.py final --seeds 0 1 2
+    .venv/bin/python benchmarks/msd_study.py report            # tables from the pieces finished so far
+
+Writes benchmarks/results/msd_study_cpu.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from metakd.config import load_config  # noqa: E402
+from metakd.data.augment import LEVELS, SIDES  # noqa: E402
+from metakd.engine.build import describe_device  # noqa: E402
+from metakd.engine.robustness import evaluate_robustness, scenario_label  # noqa: E402
+from metakd.engine.train import Trainer  # noqa: E402
+from metakd.stats import format_interval, paired_difference, t_interval  # noqa: E402
+from results_io import write_atomic, write_json_and_markdown  # noqa: E402
+
+COMMON = ["device=cpu", "threads=1", "model.options.hidden=32", "episodes.q_query=5", "train.lr=0.003",
+          "train.log_every=100", "tensorboard=false"]
+BASE_TASKS = 4
+LAMS, STRENGTHS, VIEWS = (0.3, 1.0, 3.0), ("weak", "default", "strong"), (2, 4)
+CORE = ("maml", "msd", "maml_matched")
+EXTRA = ("msd_nocons", "msd_inplace", "unicorn", "msd_unicorn", "unicorn_matched")
+
+
+def cell_config(cell: str, chosen: Dict[str, Any]) -> tuple:
+    """(config name, overrides) of a final-table cell, given the selected MSD options."""
+    n = chosen["views"]
+    msd = [f"learner.options.views={n}", f"learner.options.lam={chosen['lam']}",
+           f"learner.options.augment={chosen['augment']}"]
+    return {
+        "maml": ("maml_glyphs_5w1s", []),
+        "maml_matched": ("maml_glyphs_5w1s", [f"train.meta_batch={BASE_TASKS * n}"]),
+        "msd": ("msd_maml_glyphs_5w1s", [*msd, "learner.options.budget=per_task"]),
+        "msd_nocons": ("msd_maml_glyphs_5w1s", [*msd[:1], "learner.options.lam=0.0", *msd[2:],
+                                                 "learner.options.budget=per_task"]),
+        "msd_inplace": ("msd_maml_glyphs_5w1s", [*msd, "learner.options.budget=in_place_of_tasks"]),
+        "unicorn": ("unicorn_maml_glyphs_5w1s", ["train.lr=0.003"]),
+        "unicorn_matched": ("unicorn_maml_glyphs_5w1s", [f"train.meta_batch={BASE_TASKS * n}"]),
+        "msd_unicorn": ("msd_unicorn_maml_glyphs_5w1s", [*msd, "learner.options.budget=per_task"]),
+    }[cell]
+
+
+def run_piece(work: Path, name: str, fn) -> Dict[str, Any]:
+    """Piece ``name``'s result: read when it finished before, else computed and written atomically."""
+    path = work / "pieces" / f"{name}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    print(f"[running] {name}", flush=True)
+    tic = time.perf_counter()
+    res = fn()
+    res["seconds"] = time.perf_counter() - tic
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(res))
+    return res
+
+
+TINY = ["data.options.num_classes=70", "model.options.hidden=8"]  # --tiny: a smoke-test size (the tests run it)
+
+
+def train(config: str, run: Path, seed: int, iterations: int, overrides: List[str], val_every: int,
+          val_episodes: int, tiny: bool = False) -> Dict[str, Any]:
+    """Train (or finish training) ``config`` in ``run``; returns the seconds and the validation curve."""
+    cfg = load_config(config, [*COMMON, f"seed={seed}", f"output_dir={run}", f"train.iterations={iterations}",
+                               f"train.val_every={val_every}", f"train.val_episodes={val_episodes}",
+                               "train.checkpoint_every=100", *overrides, *(TINY if tiny else [])])
+    tic = time.perf_counter()
+    Trainer(cfg, progress=False).fit(resume=(run / "last.pt").exists())
+    spent = run / "train_seconds.json"  # summed over the calls of an interrupted and resumed training
+    seconds = time.perf_counter() - tic + (json.loads(spent.read_text()) if spent.is_file() else 0.0)
+    write_atomic(spent, json.dumps(seconds))
+    curve = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"val"' in line]
+    return {"train_seconds": seconds, "curve": [(r["step"], r["acc"]) for r in curve
+                                                                  if r.get("kind") == "val"],
+            "config": config, "overrides": overrides, "meta_batch": cfg["train"]["meta_batch"], "tiny": tiny}
+
+
+def select(args, work: Path) -> Dict[str, Any]:
+    """The coordinate search on the validation split; returns the chosen options and every trial."""
+    trials: Dict[str, Dict[str, Any]] = {}
+
+    def trial(lam: float, augment: str, views: int) -> float:
+        name = f"select_lam{lam}_{augment}_v{views}"
+        opts = [f"learner.options.views={views}", f"learner.options.lam={lam}", f"learner.options.augment={augment}"]
+
+        def fn():
+            return train("msd_maml_glyphs_5w1s", work / name, args.select_seed, args.select_iterations, opts,
+                         args.select_iterations, args.select_val_episodes, args.tiny)
+        res = run_piece(work, name, fn)
+        acc = res["curve"][-1][1]
+        if name not in trials:
+            trials[name] = {"lam": lam, "augment": augment, "views": views, "val_acc": acc,
+                            "train_seconds": res["train_seconds"]}
+            print(f"select lam {lam} augment {augment} views {views}: val {100 * acc:.2f}", flush=True)
+        return acc
+
+    best = {"lam": LAMS[0], "augment": "default", "views": VIEWS[0]}
+    for key, values in (("lam", LAMS), ("augment", STRENGTHS), ("views", VIEWS)):
+        scores = {v: trial(**{**best, key: v}) for v in values}
+        best[key] = max(values, key=lambda v: (scores[v], -values.index(v)))
+    maml = run_piece(work, "select_maml", lambda: train("maml_glyphs_5w1s", work / "select_maml", args.select_seed,
+                                                         args.select_iterations, [], args.select_iterations,
+                                                         args.select_val_episodes, args.tiny))
+    return {"chosen": best, "trials": list(trials.values()), "maml_val_acc": maml["curve"][-1][1],
+            "iterations": args.select_iterations, "val_episodes": args.select_val_episodes, "seed": args.select_seed}
+
+
+def final_piece(args, work: Path, cell: str, seed: int, chosen: Dict[str, Any]) -> Dict[str, Any]:
+    config, over = cell_config(cell, chosen)
+    run = work / f"{cell}_s{seed}"
+    out = train(config, run, seed, args.iterations, over, args.val_every, 4 if args.tiny else 100, args.tiny)
+    tic = time.perf_counter()
+
+    def robust(episodes, levels, sides=SIDES, views=0):
+        return evaluate_robustness(run / "last.pt", episodes=episodes, seed=0, levels=levels, sides=sides,
+                                   consistency_views=views, device="cpu", progress=False)
+    std = robust(args.episodes, ("standard",))
+    perturbed = robust(args.scenario_episodes, LEVELS)
+    cons = robust(args.consistency_episodes, ("standard", "strong"), ("both",), 2)
+    rows = [*std["rows"], *perturbed["rows"]]
+    for c in cons["rows"]:
+        row = next(r for r in rows if (r["level"], r["side"]) == (c["level"], c["side"]))
+        row.update(consistency=c["consistency"], consistency_ci95=c["consistency_ci95"],
+                   consistency_episodes=c["episodes"])
+    out["adapted_copies"] = out["meta_batch"] * (chosen["views"] if cell in ("msd", "msd_nocons", "msd_unicorn") else 1)
+    out.update(rows=rows, eval_seconds=time.perf_counter() - tic, fingerprint=std["episodes_fingerprint"],
+               scenario_fingerprint=perturbed["episodes_fingerprint"], preset=std.get("augment_preset"))
+    print(f"{cell} seed {seed}: " + "; ".join(f"{scenario_label(r)} {100 * r['accuracy']:.2f}" for r in rows),
+          flush=True)
+    return out
+
+
+def paired(results, cell: str, base: str, seeds: List[int], row: int) -> Optional[Dict[str, Any]]:
+    """cell − base on the shared episodes: per seed, over the per-seed means, and pooled over seeds."""
+    common = [s for s in seeds if s in results.get(cell, {}) and s in results.get(base, {})]
+    if cell == base or not common:
+        return None
+    a = {s: results[cell][s]["rows"][row]["per_episode"] for s in common}
+    b = {s: results[base][s]["rows"][row]["per_episode"] for s in common}
+    per_seed = {s: paired_difference(a[s], b[s]) for s in common}
+    return {"seeds": common, "per_seed": {s: {k: d[k] for k in ("mean", "ci", "p")} for s, d in per_seed.items()},
+            "over_seeds": t_interval([per_seed[s]["mean"] for s in common]) if len(common) > 1 else None,
+            "pooled": paired_difference([v for s in common for v in a[s]], [v for s in common for v in b[s]])}
+
+
+def summarise(results: Dict[str, Dict[int, Dict[str, Any]]], seeds: List[int]) -> List[Dict[str, Any]]:
+    rows = []
+    for cell, per_seed in results.items():
+        have = [s for s in seeds if s in per_seed]
+        for i, row in enumerate(per_seed[have[0]]["rows"]):
+            accs = [per_seed[s]["rows"][i]["accuracy"] for s in have]
+            cons = [per_seed[s]["rows"][i].get("consistency") for s in have]
+            rows.append({"cell": cell, "scenario": scenario_label(row), "seeds": have, "per_seed": accs,
+                         "acc": t_interval(accs) if len(accs) > 1 else {"mean": accs[0], "ci": float("nan")},
+                         "consistency": t_interval(cons) if len(cons) > 1 and None not in cons else None,
+                         "vs_maml": paired(results, cell, "maml", have, i),
+                         "vs_maml_matched": paired(results, cell, "maml_matched", have, i),
+                         "train_seconds": sum(per_seed[s]["train_seconds"] for s in have) / len(have),
+                         "meta_batch": per_seed[have[0]]["meta_batch"],
+                         "adapted_copies": per_seed[have[0]].get("adapted_copies")})
+    return rows
+
+
+def diff_cell(d: Optional[Dict[str, Any]]) -> str:
+    if not d:
+        return "–"
+    over = d["over_seeds"]
+    return (f"{format_interval(over['mean'], over['ci']) if over else 'n/a'} "
+            f"(pooled {format_interval(d['pooled']['mean'], d['pooled']['ci'])}, p {d['pooled']['p']:.2g})")
+
+
+def markdown(report: Dict[str, Any]) -> str:
+    sel = report.get("selection")
+    lines = [f"`{report['command']}`", "", f"{report['device']}; load average at the end {report['load_average']}.", ""]
+    if sel:
+        c = sel["chosen"]
+        lines += [f"Selection (validation split, seed {sel['seed']}, {sel['iterations']} iterations, "
+                  f"{sel['val_episodes']} val episodes; MAML at that budget: {100 * sel['maml_val_acc']:.2f}%): "
+                  f"chose lam {c['lam']}, views {c['views']}, augment {c['augment']}.", "",
+                  "| lam | augment | views | val acc (%) | train s |", "|---|---|---|---|---|"]
+        lines += [f"| {t['lam']} | {t['augment']} | {t['views']} | {100 * t['val_acc']:.2f} | {t['train_seconds']:.0f} |"
+                  for t in sel["trials"]]
+        lines.append("")
+    lines += [f"Test: {report['episodes']} fixed 5-way 1-shot test episodes, {report['iterations']} meta-iterations, "
+              f"seeds {report['seeds']}. Accuracy: mean over seeds ± Student-t 95% CI. Differences (points): "
+              "Student-t 95% CI over the per-seed mean paired differences (pooled: over all seeds' episodes).", "",
+              "| cell | tasks / adapted copies per it | scenario | accuracy (%) | per seed | consistency | − maml | − maml_matched |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        cons = f"{r['consistency']['mean']:.4f}" if r["consistency"] else "–"
+        per = ", ".join(f"{100 * v:.2f}" for v in r["per_seed"])
+        lines.append(f"| {r['cell']} | {r['meta_batch']} / {r['adapted_copies']} | {r['scenario']} | "
+                     f"{format_interval(r['acc']['mean'], r['acc']['ci'])} | {per} | {cons} | "
+                     f"{diff_cell(r['vs_maml'])} | {diff_cell(r['vs_maml_matched'])} |")
+    secs = {r["cell"]: r["train_seconds"] for r in report["rows"]}
+    lines += ["", "Mean training seconds per run (one thread): " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items())
+              + f"; CPU seconds of all finished pieces: {report['total_seconds']:.0f}.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("phase", choices=["select", "final", "report"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--iterations", type=int, default=1000)
+    p.add_argument("--val-every", type=int, default=200, help="validation (100 val episodes) for the curves")
+    p.add_argument("--episodes", type=int, default=600, help="fixed test episodes of the standard scenario")
+    p.add_argument("--scenario-episodes", type=int, default=300, help="of each perturbed scenario (CPU budget)")
+    p.add_argument("--consistency-episodes", type=int, default=200,
+                   help="episodes of the consistency metric (2 augmented support copies), standard and strong / both")
+    p.add_argument("--extra", nargs="*", default=[], choices=list(EXTRA), help="cells beyond the core, in this order")
+    p.add_argument("--select-iterations", type=int, default=300)
+    p.add_argument("--select-val-episodes", type=int, default=200)
+    p.add_argument("--select-seed", type=int, default=100)
+    p.add_argument("--tiny", action="store_true", help="a smoke-test size: 70 classes, Conv4-8")
+    p.add_argument("--work", default="runs/msd_study")
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "msd_study_cpu.json"))
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    work = Path(args.work)
+    pieces = work / "pieces"
+    if args.phase in ("select", "final"):
+        selection = select(args, work)
+    elif (pieces / "select_maml.json").is_file():
+        selection = select(args, work)  # every trial finished: only reads pieces
+    else:
+        selection = None
+    results: Dict[str, Dict[int, Dict[str, Any]]] = {}
+    cells = [*CORE, *[c for c in EXTRA if c in args.extra]] if args.phase == "final" else [*CORE, *EXTRA]
+    for cell in cells:
+        for seed in args.seeds:
+            name = f"{cell}_s{seed}"
+            if args.phase == "final":
+                results.setdefault(cell, {})[seed] = run_piece(
+                    work, name, lambda: final_piece(args, work, cell, seed, selection["chosen"]))
+            elif (pieces / f"{name}.json").is_file():
+                results.setdefault(cell, {})[seed] = json.loads((pieces / f"{name}.json").read_text())
+    total = sum(json.loads(f.read_text()).get("seconds", 0) for f in pieces.glob("*.json")) if pieces.is_dir() else 0
+    report = {"benchmark": "msd_study", "command": " ".join(["benchmarks/msd_study.py", *sys.argv[1:]]),
+              "device": describe_device(torch.device("cpu")), "load_average": [round(v, 2) for v in os.getloadavg()],
+              "iterations": args.iterations, "episodes": args.episodes, "seeds": args.seeds, "selection": selection,
+              "rows": summarise(results, args.seeds) if results else [], "total_seconds": total,
+              "curves": {f"{c}_s{s}": r["curve"] for c, per in results.items() for s, r in per.items()}}
+    if args.phase != "select":
+        write_json_and_markdown(Path(args.out), report, markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
