@@ -49,9 +49,9 @@ from metakd.config import load_config  # noqa: E402
 from metakd.engine.build import describe_device  # noqa: E402
 from metakd.engine.evaluate_checkpoint import evaluate_checkpoint  # noqa: E402
 from metakd.engine.train import Trainer  # noqa: E402
-from metakd.stats import format_interval, paired_difference, t_interval  # noqa: E402
-from msd_study import COMMON, TINY, run_piece  # noqa: E402
-from results_io import write_json_and_markdown  # noqa: E402
+from metakd.stats import format_interval, t_interval  # noqa: E402
+from msd_study import COMMON, TINY  # noqa: E402
+from results_io import format_paired, paired_over_seeds, run_piece, write_json_and_markdown  # noqa: E402
 
 METHODS = {
     "alone": ("maml_glyphs_5w1s", []),
@@ -106,22 +106,11 @@ def alone_from(pieces: Path, seed: int, iterations: int, tiny: bool) -> Optional
 
 
 def paired(results, a: str, b: str, seeds: List[int]) -> Optional[Dict[str, Any]]:
-    common = [s for s in seeds if s in results.get(a, {}) and s in results.get(b, {})]
-    if a == b or not common:
+    """Method a − method b on the shared test episodes (``results_io.paired_over_seeds``)."""
+    if a == b:
         return None
-    per = {s: paired_difference(results[a][s]["per_episode"], results[b][s]["per_episode"]) for s in common}
-    return {"seeds": common, "per_seed": {s: {k: d[k] for k in ("mean", "ci", "p")} for s, d in per.items()},
-            "over_seeds": t_interval([per[s]["mean"] for s in common]) if len(common) > 1 else None,
-            "pooled": paired_difference([v for s in common for v in results[a][s]["per_episode"]],
-                                        [v for s in common for v in results[b][s]["per_episode"]])}
-
-
-def diff(d: Optional[Dict[str, Any]]) -> str:
-    if not d:
-        return "–"
-    o = d["over_seeds"]
-    return (f"{format_interval(o['mean'], o['ci']) if o else 'n/a'} "
-            f"(pooled {format_interval(d['pooled']['mean'], d['pooled']['ci'])}, p {d['pooled']['p']:.2g})")
+    return paired_over_seeds(*({s: results[m][s]["per_episode"] for s in seeds if s in results.get(m, {})}
+                               for m in (a, b)))
 
 
 def main() -> None:
@@ -186,8 +175,8 @@ def main() -> None:
              "| student | accuracy (%) | per seed | − alone | − kd | train s (mean) |", "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {format_interval(r['acc']['mean'], r['acc']['ci'])} | "
-                     f"{', '.join(f'{100 * v:.2f}' for v in r['per_seed'])} | {diff(r['vs_alone'])} | "
-                     f"{diff(r['vs_kd'])} | {r['train_seconds']:.0f} |")
+                     f"{', '.join(f'{100 * v:.2f}' for v in r['per_seed'])} | {format_paired(r['vs_alone'])} | "
+                     f"{format_paired(r['vs_kd'])} | {r['train_seconds']:.0f} |")
     md = "\n".join(lines) + f"\n\nCPU seconds of this script's finished pieces: {total:.0f}.\n"
     write_json_and_markdown(Path(args.out), report, md)
     print(md)

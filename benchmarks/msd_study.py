@@ -57,8 +57,8 @@ from metakd.data.augment import LEVELS, SIDES  # noqa: E402
 from metakd.engine.build import describe_device  # noqa: E402
 from metakd.engine.robustness import evaluate_robustness, scenario_label  # noqa: E402
 from metakd.engine.train import Trainer  # noqa: E402
-from metakd.stats import format_interval, paired_difference, t_interval  # noqa: E402
-from results_io import write_atomic, write_json_and_markdown  # noqa: E402
+from metakd.stats import format_interval, t_interval  # noqa: E402
+from results_io import format_paired, paired_over_seeds, run_piece, write_atomic, write_json_and_markdown  # noqa: E402
 
 COMMON = ["device=cpu", "threads=1", "model.options.hidden=32", "episodes.q_query=5", "train.lr=0.003",
           "train.log_every=100", "tensorboard=false"]
@@ -84,20 +84,6 @@ def cell_config(cell: str, chosen: Dict[str, Any]) -> tuple:
         "unicorn_matched": ("unicorn_maml_glyphs_5w1s", [f"train.meta_batch={BASE_TASKS * n}"]),
         "msd_unicorn": ("msd_unicorn_maml_glyphs_5w1s", [*msd, "learner.options.budget=per_task"]),
     }[cell]
-
-
-def run_piece(work: Path, name: str, fn) -> Dict[str, Any]:
-    """Piece ``name``'s result: read when it finished before, else computed and written atomically."""
-    path = work / "pieces" / f"{name}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    print(f"[running] {name}", flush=True)
-    tic = time.perf_counter()
-    res = fn()
-    res["seconds"] = time.perf_counter() - tic
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(res))
-    return res
 
 
 TINY = ["data.options.num_classes=70", "model.options.hidden=8"]  # --tiny: a smoke-test size (the tests run it)
@@ -176,16 +162,12 @@ def final_piece(args, work: Path, cell: str, seed: int, chosen: Dict[str, Any]) 
 
 
 def paired(results, cell: str, base: str, seeds: List[int], row: int) -> Optional[Dict[str, Any]]:
-    """cell − base on the shared episodes: per seed, over the per-seed means, and pooled over seeds."""
-    common = [s for s in seeds if s in results.get(cell, {}) and s in results.get(base, {})]
-    if cell == base or not common:
+    """cell − base on the shared episodes of scenario ``row`` (``results_io.paired_over_seeds``)."""
+    if cell == base:
         return None
-    a = {s: results[cell][s]["rows"][row]["per_episode"] for s in common}
-    b = {s: results[base][s]["rows"][row]["per_episode"] for s in common}
-    per_seed = {s: paired_difference(a[s], b[s]) for s in common}
-    return {"seeds": common, "per_seed": {s: {k: d[k] for k in ("mean", "ci", "p")} for s, d in per_seed.items()},
-            "over_seeds": t_interval([per_seed[s]["mean"] for s in common]) if len(common) > 1 else None,
-            "pooled": paired_difference([v for s in common for v in a[s]], [v for s in common for v in b[s]])}
+    per_episode = {c: {s: results[c][s]["rows"][row]["per_episode"] for s in seeds if s in results.get(c, {})}
+                   for c in (cell, base)}
+    return paired_over_seeds(per_episode[cell], per_episode[base])
 
 
 def summarise(results: Dict[str, Dict[int, Dict[str, Any]]], seeds: List[int]) -> List[Dict[str, Any]]:
@@ -204,14 +186,6 @@ def summarise(results: Dict[str, Dict[int, Dict[str, Any]]], seeds: List[int]) -
                          "meta_batch": per_seed[have[0]]["meta_batch"],
                          "adapted_copies": per_seed[have[0]].get("adapted_copies")})
     return rows
-
-
-def diff_cell(d: Optional[Dict[str, Any]]) -> str:
-    if not d:
-        return "–"
-    over = d["over_seeds"]
-    return (f"{format_interval(over['mean'], over['ci']) if over else 'n/a'} "
-            f"(pooled {format_interval(d['pooled']['mean'], d['pooled']['ci'])}, p {d['pooled']['p']:.2g})")
 
 
 def markdown(report: Dict[str, Any]) -> str:
@@ -236,7 +210,7 @@ def markdown(report: Dict[str, Any]) -> str:
         per = ", ".join(f"{100 * v:.2f}" for v in r["per_seed"])
         lines.append(f"| {r['cell']} | {r['meta_batch']} / {r['adapted_copies']} | {r['scenario']} | "
                      f"{format_interval(r['acc']['mean'], r['acc']['ci'])} | {per} | {cons} | "
-                     f"{diff_cell(r['vs_maml'])} | {diff_cell(r['vs_maml_matched'])} |")
+                     f"{format_paired(r['vs_maml'])} | {format_paired(r['vs_maml_matched'])} |")
     secs = {r["cell"]: r["train_seconds"] for r in report["rows"]}
     lines += ["", "Mean training seconds per run (one thread): " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items())
               + f"; CPU seconds of all finished pieces: {report['total_seconds']:.0f}.", ""]

@@ -58,7 +58,7 @@ from metakd.engine.pretrain import run_pretrain  # noqa: E402
 from metakd.engine.train import Trainer  # noqa: E402
 from metakd.registry import LEARNERS  # noqa: E402
 from metakd.stats import format_interval, paired_difference, t_interval  # noqa: E402
-from results_io import write_atomic, write_json_and_markdown  # noqa: E402
+from results_io import run_piece, write_json_and_markdown  # noqa: E402
 
 META = {"protonet": "protonet_glyphs_5w1s", "maml": "maml_glyphs_5w1s", "unicorn_maml": "unicorn_maml_glyphs_5w1s"}
 TINY_DATA = ["data.options.num_classes=70", "model.options.hidden=8"]
@@ -66,21 +66,6 @@ TINY_DATA = ["data.options.num_classes=70", "model.options.hidden=8"]
 
 def piece_path(work: Path, name: str) -> Path:
     return work / "pieces" / f"{name}.json"
-
-
-def run_piece(work: Path, name: str, fn) -> Dict[str, Any]:
-    """The result of piece ``name``: read when finished before, else computed and written atomically."""
-    path = piece_path(work, name)
-    if path.is_file():
-        print(f"[done before] {name}")
-        return json.loads(path.read_text())
-    print(f"[running] {name}", flush=True)
-    tic = time.perf_counter()
-    res = fn()
-    res["seconds"] = time.perf_counter() - tic
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(res))
-    return res
 
 
 def evaluate(run: Path, episodes: int, learner: str | None = None, overrides: List[str] = ()) -> Dict[str, Any]:

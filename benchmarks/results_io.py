@@ -18,3 +18,46 @@ def write_json_and_markdown(out: Path, report: dict, markdown: str) -> None:
     write_atomic(out, json.dumps(report, indent=2))
     write_atomic(out.with_suffix(".md"), markdown)
     print(f"written {out} and {out.with_suffix('.md')}")
+
+
+def run_piece(work: Path, name: str, fn) -> dict:
+    """Piece ``name`` of a resumable study: its JSON in ``work/pieces/`` when it finished before, else
+    ``fn()`` computed, timed (``seconds``) and written atomically, so a killed study keeps what it finished."""
+    import time
+
+    path = Path(work) / "pieces" / f"{name}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    print(f"[running] {name}", flush=True)
+    tic = time.perf_counter()
+    res = fn()
+    res["seconds"] = time.perf_counter() - tic
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(res))
+    return res
+
+
+def paired_over_seeds(a: dict, b: dict):
+    """a − b on shared fixed episodes, given per-episode accuracies by seed ({seed: [..]}): per seed, the
+    Student-t interval over the per-seed mean differences, and pooled over all seeds' episodes; None
+    without a common seed."""
+    from metakd.stats import paired_difference, t_interval
+
+    common = sorted(set(a) & set(b))
+    if not common:
+        return None
+    per = {s: paired_difference(a[s], b[s]) for s in common}
+    return {"seeds": common, "per_seed": {s: {k: d[k] for k in ("mean", "ci", "p")} for s, d in per.items()},
+            "over_seeds": t_interval([per[s]["mean"] for s in common]) if len(common) > 1 else None,
+            "pooled": paired_difference([v for s in common for v in a[s]], [v for s in common for v in b[s]])}
+
+
+def format_paired(d) -> str:
+    """``paired_over_seeds``'s result as one table cell (points)."""
+    from metakd.stats import format_interval
+
+    if not d:
+        return "–"
+    o = d["over_seeds"]
+    return (f"{format_interval(o['mean'], o['ci']) if o else 'n/a'} "
+            f"(pooled {format_interval(d['pooled']['mean'], d['pooled']['ci'])}, p {d['pooled']['p']:.2g})")

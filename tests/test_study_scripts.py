@@ -20,7 +20,8 @@ def script(name, *args):
 def test_msd_study_then_meta_distillation(tmp_path):
     work, out = tmp_path / "msd", tmp_path / "msd.json"
     script("msd_study.py", "final", "--tiny", "--seeds", 0, 1, "--iterations", 2, "--val-every", 2, "--episodes", 4,
-           "--select-iterations", 1, "--select-val-episodes", 4, "--work", work, "--out", out)
+           "--scenario-episodes", 4, "--consistency-episodes", 4, "--select-iterations", 1,
+           "--select-val-episodes", 4, "--work", work, "--out", out)
     report = json.loads(out.read_text())
     sel = report["selection"]
     assert len(sel["trials"]) == 6 and set(sel["chosen"]) == {"lam", "augment", "views"}
