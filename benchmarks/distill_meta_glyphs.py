@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from metakd.config import load_config  # noqa: E402
 from metakd.engine.build import describe_device  # noqa: E402
+from metakd.engine.checkpoint import safe_load  # noqa: E402
 from metakd.engine.evaluate_checkpoint import evaluate_checkpoint  # noqa: E402
 from metakd.engine.train import Trainer  # noqa: E402
 from metakd.stats import format_interval, t_interval  # noqa: E402
@@ -82,7 +83,7 @@ def method_piece(args, work: Path, method: str, seed: int) -> Dict[str, Any]:
     train_s = time.perf_counter() - tic
     out = evaluate(run / "last.pt", args.episodes, run / f"eval_{args.episodes}.json")
     out.update(train_seconds=train_s, overrides=over, config=config)
-    state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)["learner"]
+    state = safe_load(run / "last.pt")["learner"]
     opts = (cfg.get("meta_teacher") or {}).get("options", {})
     lo, hi = opts.get("t_min", 1.0), opts.get("t_max", 21.0)
     out["temperatures"] = {k.split(".")[1]: (lo + (hi - lo) * torch.sigmoid(v)).tolist()  # LearnableTemperature's map
