@@ -23,9 +23,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from metakd.engine.evaluate import evaluate_episodes  # noqa: E402
-from metakd.engine.evaluate_checkpoint import prepare_evaluation  # noqa: E402
-from metakd.engine.metrics import format_acc  # noqa: E402
+from metakd.engine.evaluation.episodes import evaluate_episodes  # noqa: E402
+from metakd.engine.evaluation.checkpoint_eval import prepare_evaluation  # noqa: E402
+from metakd.engine.runs.metrics import format_acc  # noqa: E402
 from metakd.stats import t_interval  # noqa: E402
 from metakd.engine.build import describe_device  # noqa: E402
 from results_io import write_json_and_markdown  # noqa: E402

@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from metakd.atomic import write_json  # noqa: E402
-from metakd.engine.job_config import load_distill_config  # noqa: E402
-from metakd.engine.distill_job import run_distill  # noqa: E402
+from metakd.engine.training.job_config import load_distill_config  # noqa: E402
+from metakd.engine.training.distill import run_distill  # noqa: E402
 
 
 def cpu_seconds() -> float:

@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from metakd.atomic import atomic_write, write_json  # noqa: E402
-from metakd.engine.job_config import load_distill_config  # noqa: E402
+from metakd.engine.training.job_config import load_distill_config  # noqa: E402
 from metakd.stats import t_interval  # noqa: E402
-from metakd.engine.distill_job import run_distill  # noqa: E402
+from metakd.engine.training.distill import run_distill  # noqa: E402
 
 METHODS = {
     "ce": ["distill.method=kd", "distill.ce_weight=1.0", "distill.kd_weight=0.0"],

@@ -30,9 +30,9 @@ import torch.nn.functional as F  # noqa: E402
 from distill_common import cpu_seconds, ensure_teacher, fmt, machine, milestones, run_piece  # noqa: E402
 from metakd.atomic import write_json  # noqa: E402
 from metakd.distill import kd_loss  # noqa: E402
-from metakd.engine.job_config import load_distill_config  # noqa: E402
-from metakd.engine.distill_data import load_classification, prepare  # noqa: E402
-from metakd.engine.distill_job import load_teacher  # noqa: E402
+from metakd.engine.training.job_config import load_distill_config  # noqa: E402
+from metakd.engine.training.distill_data import load_classification, prepare  # noqa: E402
+from metakd.engine.training.distill import load_teacher  # noqa: E402
 from metakd.models import build_backbone  # noqa: E402
 
 BASE = "distill_glyphs_kd"

@@ -47,9 +47,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from metakd.config import load_config  # noqa: E402
 from metakd.engine.build import describe_device  # noqa: E402
-from metakd.engine.checkpoint import safe_load  # noqa: E402
-from metakd.engine.evaluate_checkpoint import evaluate_checkpoint  # noqa: E402
-from metakd.engine.train import Trainer  # noqa: E402
+from metakd.engine.runs.checkpoint import safe_load  # noqa: E402
+from metakd.engine.evaluation.checkpoint_eval import evaluate_checkpoint  # noqa: E402
+from metakd.engine.training.meta import Trainer  # noqa: E402
 from metakd.stats import format_interval, t_interval  # noqa: E402
 from msd_study import COMMON, TINY  # noqa: E402
 from results_io import format_paired, paired_over_seeds, run_piece, write_json_and_markdown  # noqa: E402

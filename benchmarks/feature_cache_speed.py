@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from metakd.config import load_config  # noqa: E402
 from metakd.engine.build import describe_device, make_learner, make_sampler, split_for  # noqa: E402
-from metakd.engine.evaluate import evaluate_episodes  # noqa: E402
+from metakd.engine.evaluation.episodes import evaluate_episodes  # noqa: E402
 from results_io import write_json_and_markdown  # noqa: E402
 
 OPTIONS = {"protonet": [], "anil": ["learner.options.inner_lr=0.5", "learner.options.test_steps=10"],

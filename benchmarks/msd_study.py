@@ -55,8 +55,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from metakd.config import load_config  # noqa: E402
 from metakd.data.augment import LEVELS, SIDES  # noqa: E402
 from metakd.engine.build import describe_device  # noqa: E402
-from metakd.engine.robustness import evaluate_robustness, scenario_label  # noqa: E402
-from metakd.engine.train import Trainer  # noqa: E402
+from metakd.engine.evaluation.robustness import evaluate_robustness, scenario_label  # noqa: E402
+from metakd.engine.training.meta import Trainer  # noqa: E402
 from metakd.stats import format_interval, t_interval  # noqa: E402
 from results_io import format_paired, paired_over_seeds, run_piece, write_atomic, write_json_and_markdown  # noqa: E402
 

@@ -52,10 +52,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from metakd.config import load_config  # noqa: E402
 from metakd.engine.build import describe_device  # noqa: E402
-from metakd.engine.evaluate_checkpoint import evaluate_checkpoint  # noqa: E402
-from metakd.engine.job_config import load_pretrain_config  # noqa: E402
-from metakd.engine.pretrain import run_pretrain  # noqa: E402
-from metakd.engine.train import Trainer  # noqa: E402
+from metakd.engine.evaluation.checkpoint_eval import evaluate_checkpoint  # noqa: E402
+from metakd.engine.training.job_config import load_pretrain_config  # noqa: E402
+from metakd.engine.training.pretrain import run_pretrain  # noqa: E402
+from metakd.engine.training.meta import Trainer  # noqa: E402
 from metakd.registry import LEARNERS  # noqa: E402
 from metakd.stats import format_interval, paired_difference, t_interval  # noqa: E402
 from results_io import run_piece, write_json_and_markdown  # noqa: E402

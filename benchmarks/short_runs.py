@@ -9,7 +9,7 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from metakd.config import load_config  # noqa: E402
-from metakd.engine.train import Trainer  # noqa: E402
+from metakd.engine.training.meta import Trainer  # noqa: E402
 
 
 def train_fresh(config: str, run: Path, seed: int, iterations: int, overrides: Sequence[str] = (),

@@ -52,7 +52,7 @@ for step in range(1, ITERATIONS + 1):
 # two methods (or two machines) are compared on identical tasks.
 
 # %%
-from metakd.engine.evaluate import evaluate_episodes  # noqa: E402
+from metakd.engine.evaluation.episodes import evaluate_episodes  # noqa: E402
 
 test_sampler = EpisodeSampler(test, n_way=5, k_shot=1, q_query=15)
 episodes = test_sampler.fixed_episodes(EPISODES, seed=0)
@@ -66,8 +66,8 @@ print(f"test accuracy {100 * res['acc']:.2f} ± {100 * res['ci95']:.2f} % over {
 
 # %%
 from metakd.config import load_config  # noqa: E402
-from metakd.engine.evaluate_checkpoint import evaluate_checkpoint  # noqa: E402
-from metakd.engine.train import Trainer  # noqa: E402
+from metakd.engine.evaluation.checkpoint_eval import evaluate_checkpoint  # noqa: E402
+from metakd.engine.training.meta import Trainer  # noqa: E402
 
 cfg = load_config("demo_maml", [f"train.iterations={ITERATIONS}", f"train.val_every={ITERATIONS}",
                                 "train.val_episodes=20", f"output_dir={out / 'maml'}"])

@@ -41,8 +41,8 @@ class StepLRMAML(GradientLearner):
 
 # %%
 from metakd.config import load_config  # noqa: E402
-from metakd.engine.evaluate_checkpoint import evaluate_checkpoint  # noqa: E402
-from metakd.engine.train import Trainer  # noqa: E402
+from metakd.engine.evaluation.checkpoint_eval import evaluate_checkpoint  # noqa: E402
+from metakd.engine.training.meta import Trainer  # noqa: E402
 
 cfg = load_config("demo_maml", ["learner.name=tutorial_step_lr", "learner.options.train_steps=2",
                                 f"train.iterations={ITERATIONS}", f"train.val_every={ITERATIONS}",

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 from metakd.config import load_config
-from metakd.engine.compare import run_compare
-from metakd.engine.robustness import run_robustness
-from metakd.engine.train import Trainer
+from metakd.engine.evaluation.compare import run_compare
+from metakd.engine.evaluation.robustness import run_robustness
+from metakd.engine.training.meta import Trainer
 
 TINY = os.environ.get("METAKD_TUTORIAL_TINY") == "1"
 ITERATIONS, EPISODES = (3, 10) if TINY else (300, 600)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from metakd.engine.distill_job import run_distill
-from metakd.engine.job_config import load_distill_config
+from metakd.engine.training.distill import run_distill
+from metakd.engine.training.job_config import load_distill_config
 
 TINY = os.environ.get("METAKD_TUTORIAL_TINY") == "1"
 torch.set_num_threads(1)

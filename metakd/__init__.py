@@ -1,3 +1,25 @@
-"""metakd: few-shot meta-learning with knowledge distillation."""
+"""metakd: few-shot meta-learning with knowledge distillation.
+
+The public entry points an installed user needs, imported on first use so that ``import metakd`` stays light:
+``load_learner(path)`` (a trained checkpoint or run folder -> its learner), ``build_learner`` /
+``build_backbone`` (by registered name), ``load_split`` and ``EpisodeSampler`` (data -> episodes).
+"""
 __version__ = "0.1.0"
 
+_PUBLIC = {
+    "load_learner": "metakd.engine.build.learner",
+    "build_learner": "metakd.learners",
+    "build_backbone": "metakd.models",
+    "load_split": "metakd.data",
+    "EpisodeSampler": "metakd.data",
+    "EpisodeBatch": "metakd.data.episode",
+}
+__all__ = ["__version__", *_PUBLIC]
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        import importlib
+
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'metakd' has no attribute {name!r}")

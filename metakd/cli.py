@@ -13,9 +13,9 @@ from .validate import consistency_views_arg, positive_int_arg
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from .config import load_config
-    from .engine.distributed import is_main_process
-    from .engine.run_dir import check_run_folder, clear_run
-    from .engine.train import Trainer, default_output_dir
+    from .engine.runs.distributed import is_main_process
+    from .engine.runs.folder import check_run_folder, clear_run, default_output_dir
+    from .engine.training.meta import Trainer
 
     cfg = load_config(args.config, args.overrides)
     if args.output_dir:
@@ -39,9 +39,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from .engine.distributed import is_main_process
-    from .engine.evaluate_checkpoint import evaluate_checkpoint
-    from .engine.metrics import format_acc
+    from .engine.evaluation.checkpoint_eval import evaluate_checkpoint
+    from .engine.runs.distributed import is_main_process
+    from .engine.runs.metrics import format_acc
 
     failed = []
     overrides = list(args.overrides) + [c for c in args.checkpoints if "=" in c and not Path(c).exists()]
@@ -67,12 +67,11 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _cmd_list(args: argparse.Namespace) -> None:
-    from . import distill, learners, models  # noqa: F401  (register built-ins)
     from . import data  # noqa: F401
+    from . import distill, learners, models  # noqa: F401  (register built-ins)
     from .config import available_configs
+    from .engine.training.job_config import available_distill_configs, available_pretrain_configs
     from .registry import BACKBONES, DATASETS, LEARNERS, LOSSES
-
-    from .engine.job_config import available_distill_configs, available_pretrain_configs
 
     groups = {"learners": LEARNERS.names(), "backbones": BACKBONES.names(), "datasets": DATASETS.names(),
               "losses": LOSSES.names(), "configs": available_configs(),
@@ -105,7 +104,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 
 def _cmd_robustness(args: argparse.Namespace) -> None:
-    from .engine.robustness import run_robustness
+    from .engine.evaluation.robustness import run_robustness
 
     report = run_robustness([Path(c) for c in args.checkpoints], out=Path(args.out) if args.out else None,
                             episodes=args.episodes, seed=args.seed, levels=args.levels, sides=args.sides,
@@ -120,7 +119,7 @@ def _cmd_robustness(args: argparse.Namespace) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:
-    from .engine.compare import run_compare
+    from .engine.evaluation.compare import run_compare
 
     report = run_compare([Path(p) for p in args.results], out=Path(args.out) if args.out else None)
     print(report["table"])
@@ -129,8 +128,8 @@ def _cmd_compare(args: argparse.Namespace) -> None:
 
 
 def _cmd_distill(args: argparse.Namespace) -> None:
-    from .engine.job_config import load_distill_config
-    from .engine.distill_job import run_distill
+    from .engine.training.distill import run_distill
+    from .engine.training.job_config import load_distill_config
 
     cfg = load_distill_config(args.config, args.overrides)
     if args.output_dir:
@@ -143,9 +142,9 @@ def _cmd_distill(args: argparse.Namespace) -> None:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> None:
-    from .engine.job_config import load_pretrain_config
-    from .engine.metrics import format_acc
-    from .engine.pretrain import run_pretrain
+    from .engine.runs.metrics import format_acc
+    from .engine.training.job_config import load_pretrain_config
+    from .engine.training.pretrain import run_pretrain
 
     cfg = load_pretrain_config(args.config, args.overrides)
     if args.output_dir:

@@ -57,7 +57,7 @@ SCHEMA: Dict[str, Dict[str, Tuple[tuple, Any]]] = {
         "backbone": ((str,), "conv4"),
         "options": ((dict,), {}),
         # start from these weights: a `metakd pretrain` or `metakd train` checkpoint, or its run folder (best.pt);
-        # the head is rebuilt where its shape differs (see metakd.engine.init_weights)
+        # the head is rebuilt where its shape differs (see metakd.engine.build.init_weights)
         "init": ((str, None), None),
     },
     "learner": {
@@ -84,8 +84,7 @@ SCHEMA: Dict[str, Dict[str, Tuple[tuple, Any]]] = {
         "episodes": ((int,), 600),
         "seed": ((int,), 0),
         "batch_size": ((int,), 8),
-        "checkpoint": ((str,), "best"),
-        # evaluate on features computed once per image when the learner allows it (metakd.engine.feature_cache)
+        # evaluate on features computed once per image when the learner allows it (metakd.engine.evaluation.feature_cache)
         "cache_features": ((bool,), True),
     },
     # Teacher -> student meta-learning ("meta-distillation"): a trained teacher meta-learner (a `metakd train`
@@ -103,8 +102,10 @@ VALID_CHOICES = {
     ("train", "optimizer"): ("adam", "adamw", "sgd"),
     ("train", "lr_schedule"): ("constant", "cosine", "step"),
     ("data", "storage"): ("auto", "host", "device"),
-    ("eval", "checkpoint"): None,
 }
+
+# keys of earlier metakd versions that are no longer read: dropped when a saved config is validated
+RETIRED_KEYS = (("eval", "checkpoint"),)
 
 
 def defaults(schema: Optional[Dict[str, Dict[str, Tuple[tuple, Any]]]] = None) -> Dict[str, Any]:
@@ -319,6 +320,9 @@ def validate(cfg: Dict[str, Any], source: Source = "config",
     if schema is not None:
         return _validate_keys(cfg, where, schema, choices or {})
     cfg = renamed_sections(cfg, where)
+    for section, key in RETIRED_KEYS:
+        if isinstance(cfg.get(section), dict) and key in cfg[section]:
+            cfg = {**cfg, section: {k: v for k, v in cfg[section].items() if k != key}}
     out = _validate_keys(cfg, where, SCHEMA, VALID_CHOICES)
 
     def check(key: str, fn, *args, **kwargs) -> None:

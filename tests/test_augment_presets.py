@@ -17,7 +17,7 @@ from metakd.data.augment import (GLYPH, NATURAL, PRESETS, SCENARIO_LEVELS, Augme
                                  batch_preset, perturb_batch)
 from metakd.data.episode import EpisodeBatch
 from metakd.data.sampler import ImageConverter, make_batch
-from metakd.engine.robustness import robustness_table, scenario_notes
+from metakd.engine.evaluation.robustness import robustness_table, scenario_notes
 from metakd.errors import ConfigError
 from metakd.learners import build_learner
 from metakd.learners import msd as msd_module

@@ -7,8 +7,8 @@ import torch
 
 from metakd.cli import main
 from metakd.config import load_config
-from metakd.engine.checkpoint import load_checkpoint
-from metakd.engine.train import Trainer
+from metakd.engine.runs.checkpoint import load_checkpoint
+from metakd.engine.training.meta import Trainer
 from metakd.errors import MetakdError
 
 TRAIN = ["device=cpu", "threads=1", "model.options.hidden=4", "learner.options.train_steps=1",

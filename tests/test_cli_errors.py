@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import metakd.engine.evaluate_checkpoint as ec
-import metakd.engine.robustness as rb
+import metakd.engine.evaluation.checkpoint_eval as ec
+import metakd.engine.evaluation.robustness as rb
 from metakd.atomic import write_error
 from metakd.cli import main
 from metakd.config import load_config
 from metakd.engine.build import make_optimizer
-from metakd.engine.evaluate_checkpoint import evaluate_checkpoint
-from metakd.engine.train import Trainer
+from metakd.engine.evaluation.checkpoint_eval import evaluate_checkpoint
+from metakd.engine.training.meta import Trainer
 from metakd.errors import ConfigError
 
 TINY = ["device=cpu", "model.options.hidden=4", "learner.options.train_steps=1", "learner.options.test_steps=1",
@@ -193,7 +193,7 @@ def test_override_errors_name_the_override_not_the_file(tmp_path, capsys):
     err = error_of(capsys, ["config", str(path), "train.lr=0.1"])
     assert f"{path}: 'train.iterations'" in err
     with pytest.raises(ConfigError, match="override 'train.lr=0'"):
-        from metakd.engine.job_config import load_distill_config
+        from metakd.engine.training.job_config import load_distill_config
         load_distill_config("distill_glyphs_kd", ["train.lr=0"])
 
 

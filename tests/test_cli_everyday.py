@@ -9,7 +9,7 @@ import torch
 
 from metakd.cli import build_parser, main
 from metakd.config import load_config
-from metakd.engine.train import Trainer
+from metakd.engine.training.meta import Trainer
 
 TINY = ["device=cpu", "model.options.hidden=4", "learner.options.train_steps=1", "learner.options.test_steps=1",
         "train.meta_batch=1", "train.iterations=2", "train.val_every=2", "train.val_episodes=2",

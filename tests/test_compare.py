@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from metakd.engine.compare import compare_runs, load_results, run_compare
+from metakd.engine.evaluation.compare import compare_runs, load_results, run_compare
 from metakd.errors import MetakdError
 
 

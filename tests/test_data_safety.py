@@ -143,7 +143,7 @@ def test_other_dataset_families_are_named(tmp_path):
 def test_cache_files_respect_the_umask(tmp_path, umask022):
     a = cache_mod.cached_uint8_array(tmp_path / "a.npy", (2, 3), lambda out: out.fill(1))
     b = cache_mod.cached_uint8_array(tmp_path / "b.npy", None, lambda: np.ones(3, np.uint8))
-    cache_mod.save_atomic(tmp_path / "c.npy", np.zeros(2, np.uint8))
+    cache_mod.save_npy(tmp_path / "c.npy", np.zeros(2, np.uint8))
     fx.write_tiered_ren(tmp_path / "t", "val", n_classes=2, per_class=1)
     s = load("tiered_imagenet", tmp_path / "t", "val")
     assert int(a.sum()) == 6 and int(b.sum()) == 3

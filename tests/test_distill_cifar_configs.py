@@ -8,8 +8,8 @@ import json
 import pytest
 
 from _format_fixtures import write_fake_cifar100
-from metakd.engine.distill_job import run_distill
-from metakd.engine.job_config import available_distill_configs, load_distill_config
+from metakd.engine.training.distill import run_distill
+from metakd.engine.training.job_config import available_distill_configs, load_distill_config
 
 CIFAR_CONFIGS = [n for n in available_distill_configs() if n.startswith("distill_cifar100_")]
 BUDGET = ["device=cpu", "threads=1", "data.max_classes=10", "train.epochs=1", "teacher.epochs=1", "train.lr_milestones=[]",

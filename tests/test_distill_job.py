@@ -7,9 +7,9 @@ import torch
 
 from _format_fixtures import write_fake_cifar100
 from metakd.cli import main
-from metakd.engine.job_config import load_distill_config
-from metakd.engine.distill_data import prepare
-from metakd.engine.distill_job import run_distill
+from metakd.engine.training.job_config import load_distill_config
+from metakd.engine.training.distill_data import prepare
+from metakd.engine.training.distill import run_distill
 from metakd.errors import ConfigError, MetakdError
 from metakd.models import build_backbone
 from metakd.registry import BACKBONES

@@ -76,7 +76,7 @@ def test_benchmark_rows_set_the_weights_they_claim():
     import importlib.util
     from pathlib import Path
 
-    from metakd.engine.job_config import load_distill_config
+    from metakd.engine.training.job_config import load_distill_config
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "distill_glyphs.py"
     spec = importlib.util.spec_from_file_location("distill_glyphs_bench", path)

@@ -7,8 +7,9 @@ import torch.nn.functional as F
 
 from learner_helpers import TinyNet, random_batch
 from metakd.config import load_config
-from metakd.engine.evaluate_checkpoint import evaluate_checkpoint, load_learner
-from metakd.engine.train import Trainer
+from metakd import load_learner
+from metakd.engine.evaluation.checkpoint_eval import evaluate_checkpoint
+from metakd.engine.training.meta import Trainer
 from metakd.errors import ConfigError
 from metakd.learners import build_learner
 from metakd.learners.distilled import DistilledLearner

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from metakd.distill import rank_consistency, rank_loss
-from metakd.engine.job_config import load_distill_config
+from metakd.engine.training.job_config import load_distill_config
 from metakd.distill.rank import K_SCALES, standardize_scale
 from metakd.errors import ConfigError, DataError
 

@@ -14,11 +14,13 @@ import torch.multiprocessing as mp
 
 from metakd.config import load_config
 from metakd.engine.build import make_sampler, split_for
-from metakd.engine.checkpoint import load_checkpoint
-from metakd.engine.distributed import DistContext, evaluate_sharded, init_distributed
-from metakd.engine.evaluate import evaluate_episodes
-from metakd.engine.evaluate_checkpoint import evaluate_checkpoint, load_learner
-from metakd.engine.train import Trainer
+from metakd.engine.runs.checkpoint import load_checkpoint
+from metakd.engine.runs.distributed import DistContext, init_distributed
+from metakd.engine.evaluation.sharded import evaluate_sharded
+from metakd.engine.evaluation.episodes import evaluate_episodes
+from metakd import load_learner
+from metakd.engine.evaluation.checkpoint_eval import evaluate_checkpoint
+from metakd.engine.training.meta import Trainer
 from metakd.errors import ConfigError, MetakdError
 
 WORLD = 2
@@ -240,7 +242,7 @@ def test_dead_rank_stops_the_others_with_a_message(tmp_path):
 
 
 def test_environment_settings(monkeypatch):
-    from metakd.engine.distributed import choose_backend, timeout_seconds
+    from metakd.engine.runs.distributed import choose_backend, timeout_seconds
 
     monkeypatch.delenv("METAKD_DIST_BACKEND", raising=False)
     assert choose_backend(torch.device("cpu")) == "gloo" and choose_backend(torch.device("cuda", 0)) == "nccl"

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from metakd.config import load_config
-from metakd.engine.checkpoint import load_checkpoint, save_atomic
-from metakd.engine.evaluate_checkpoint import evaluate_checkpoint
-from metakd.engine.metrics import mean_ci95
-from metakd.engine.train import Trainer
+from metakd.engine.runs.checkpoint import load_checkpoint, save_checkpoint
+from metakd.engine.evaluation.checkpoint_eval import evaluate_checkpoint
+from metakd.engine.runs.metrics import mean_ci95
+from metakd.engine.training.meta import Trainer
 from metakd.errors import MetakdError
 
 
@@ -85,7 +85,7 @@ def test_checkpoint_errors(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(MetakdError, match="bad.pt could not be read"):
         load_checkpoint(bad)
-    save_atomic({"weights": 1}, tmp_path / "foreign.pt")
+    save_checkpoint(tmp_path / "foreign.pt", {"weights": 1})
     with pytest.raises(MetakdError, match="expected keys 'learner' and 'config'"):
         load_checkpoint(tmp_path / "foreign.pt")
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

@@ -2,7 +2,7 @@
 step, validation, a checkpoint write), each followed by --resume and a bit-exact comparison with an
 uninterrupted run; torn metrics.jsonl; resume config checks; --overwrite; unusable output folders.
 
-Chosen moments use the test hook METAKD_FAULT_AT="<phase>:<step>:<signal>" (metakd.engine.run_dir.fault_point).
+Chosen moments use the test hook METAKD_FAULT_AT="<phase>:<step>:<signal>" (metakd.engine.runs.folder.fault_point).
 """
 import os
 import random
@@ -17,12 +17,12 @@ import torch
 
 from metakd.cli import main
 from metakd.config import load_config
-from metakd.engine.job_config import load_distill_config
-from metakd.engine import run_dir
-from metakd.engine.checkpoint import load_checkpoint
-from metakd.engine.distill_job import run_distill
-from metakd.engine.metrics import JsonlLogger
-from metakd.engine.train import Trainer
+from metakd.engine.training.job_config import load_distill_config
+from metakd.engine.runs import folder as run_dir
+from metakd.engine.runs.checkpoint import load_checkpoint
+from metakd.engine.training.distill import run_distill
+from metakd.engine.runs.metrics import JsonlLogger
+from metakd.engine.training.meta import Trainer
 from metakd.errors import MetakdError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +87,7 @@ def test_signal_at_a_phase_then_resume_is_exact(tmp_path, reference, monkeypatch
 
 
 def test_second_ctrl_c_while_saving_only_prints(tmp_path, reference, monkeypatch, capsys):
-    import metakd.engine.train as train_mod
+    import metakd.engine.training.meta as train_mod
 
     def twice(phase, step):
         if (phase, step) == ("save", 4):
@@ -177,7 +177,7 @@ def test_sigint_at_a_random_moment_in_a_real_process(tmp_path, reference):
 
 
 def test_ctrl_c_while_loading_data_leaves_nothing(tmp_path, monkeypatch, capsys):
-    import metakd.engine.train as train_mod
+    import metakd.engine.training.meta as train_mod
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt

@@ -70,7 +70,7 @@ def test_bad_tasks_and_tasksets_are_named():
 
 
 def test_engine_evaluates_learn2learn_tasks():
-    from metakd.engine.evaluate import evaluate_tasks
+    from metakd.engine.evaluation.episodes import evaluate_tasks
     from metakd.learners import build_learner
     from metakd.models import build_backbone
 

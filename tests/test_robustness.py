@@ -9,10 +9,11 @@ import torch
 from metakd.cli import main
 from metakd.config import load_config
 from metakd.engine.build import make_sampler, split_for
-from metakd.engine.evaluate import evaluate_episodes
-from metakd.engine.evaluate_checkpoint import evaluate_checkpoint, load_learner
-from metakd.engine.robustness import run_robustness
-from metakd.engine.train import Trainer
+from metakd.engine.evaluation.episodes import evaluate_episodes
+from metakd import load_learner
+from metakd.engine.evaluation.checkpoint_eval import evaluate_checkpoint
+from metakd.engine.evaluation.robustness import run_robustness
+from metakd.engine.training.meta import Trainer
 from metakd.errors import MetakdError
 
 TINY = ["device=cpu", "model.options.hidden=8", "learner.options.train_steps=1", "learner.options.test_steps=1",

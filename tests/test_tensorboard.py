@@ -6,7 +6,7 @@ import json
 import pytest
 
 from metakd.cli import main
-from metakd.engine.metrics import JsonlLogger
+from metakd.engine.runs.metrics import JsonlLogger
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 

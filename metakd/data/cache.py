@@ -99,7 +99,7 @@ def load_cached(path: str | os.PathLike, shape: Optional[Sequence[int]] = None) 
     return arr
 
 
-def save_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     """Write ``array`` to ``path`` as .npy atomically (``metakd.atomic``: umask-respecting mode)."""
     atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False), what="cache")
 

@@ -8,14 +8,17 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ..config import load_config
+import torch
+
 from ..atomic import atomic_write, write_json
+from ..config import load_config
 from ..errors import MetakdError
-from .evaluate_checkpoint import evaluate_checkpoint
-from .metrics import format_acc
-from .robustness import evaluate_robustness
-from .run_dir import clear_run
-from .train import Trainer
+from .build import resolve_device
+from .evaluation.checkpoint_eval import evaluate_checkpoint
+from .evaluation.robustness import evaluate_robustness
+from .runs.folder import clear_run
+from .runs.metrics import format_acc
+from .training.meta import Trainer
 
 DEMO_CONFIGS = ("demo_maml", "demo_msd", "demo_protonet")
 SCENARIOS = (("weak", "support"), ("strong", "support"))
@@ -44,10 +47,6 @@ def run_demo(output_dir: Path = Path("runs/demo"), iterations: Optional[int] = N
     threads: torch intra-op threads; None = 1 on a CPU (the demo's 28x28 Conv4 ops are too small
     for a second thread to pay off, and on a busy 2-core machine OpenMP spin-waiting makes it far
     slower), torch's default on a GPU."""
-    import torch
-
-    from .build import resolve_device
-
     if threads is None and resolve_device(device).type == "cpu":
         threads = 1
     if threads:

@@ -22,7 +22,7 @@ from .anil import ANIL
 from .base import MetaLearner
 from .boil import BOIL
 from .fomaml import FOMAML
-from .engine import InnerLoop, PerStep
+from .inner_loop import InnerLoop, PerStep
 from .gradient import GradientLearner, TaskRun
 from .maml import MAML
 from .mamlpp import MAMLpp

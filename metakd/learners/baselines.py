@@ -15,7 +15,7 @@ evaluate them with ``metakd eval <pretrain run> --learner NAME`` or a few-shot c
 Fitting is full-batch and deterministic (fixed start, fixed number of Adam or SGD steps, no sampling),
 so an episode gives the same accuracy on every run. ``linear_probe`` and ``cosine_classifier`` never
 change the backbone inside an episode: evaluation computes each image's features once and reuses
-them (``metakd.engine.feature_cache``; ``embed`` / ``features_logits`` below).
+them (``metakd.engine.evaluation.feature_cache``; ``embed`` / ``features_logits`` below).
 """
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ from ..errors import ConfigError
 from .base import MetaLearner, check_batch, check_query_logits
 from .batched import auto_chunk, vmap_blocker
 from .compiled import COMPILE_MODES, CompiledInner
-from .engine import InnerLoop, PerStep, Rate, State, run_first_order, run_sequential, run_vectorised
+from .inner_loop import InnerLoop, PerStep, Rate, State, run_first_order, run_sequential, run_vectorised
 from .functional import LossFn, Params, forward, select_names
 from .options import Opt
 

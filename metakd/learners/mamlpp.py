@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..registry import LEARNERS
-from .engine import PerStep, Rate, State
+from .inner_loop import PerStep, Rate, State
 from .gradient import GradientLearner, TaskRun, _ce
 from .metasgd import lr_key
 from .options import Opt

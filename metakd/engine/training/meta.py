@@ -1,6 +1,6 @@
 """Meta-training: progress bar, periodic validation on fixed episodes, best checkpoint, exact resume.
 
-Under torchrun the same loop runs data-parallel (see ``metakd.engine.distributed``): each rank trains
+Under torchrun the same loop runs data-parallel (see ``metakd.engine.runs.distributed``): each rank trains
 on its shard of every meta-batch, meta-gradients are averaged, validation is sharded, and rank 0
 alone writes files and shows progress.
 """
@@ -15,26 +15,25 @@ from typing import Any, Dict, Iterator, Optional
 import torch
 from tqdm.auto import tqdm
 
-from .. import __version__
-from ..atomic import write_json
-from ..config import dump_config
-from ..errors import MetakdError
-from .build import describe_device, make_learner, make_optimizer, make_sampler, make_scheduler, normalization, resolve_device, split_for
-from .checkpoint import load_checkpoint, rng_state, set_rng_state
-from .distributed import DistContext, evaluate_sharded, init_distributed
+from ... import __version__
+from ...atomic import write_json
+from ...config import dump_config
+from ...errors import MetakdError
+from ..build import (describe_device, make_learner, make_optimizer, make_sampler, make_scheduler, normalization,
+                     resolve_device, split_for)
+from ..evaluation.sharded import evaluate_sharded
+from ..runs.checkpoint import load_checkpoint, rng_state, set_rng_state
+from ..runs.distributed import DistContext, init_distributed
+from ..runs.folder import (RESUME_FREE_BASE, StopGuard, check_output_dir, config_differences, default_output_dir,
+                           fault_point, prepare_run_folder)
+from ..runs.metrics import JsonlLogger, format_acc, plot_curves
 from .loop import StepLoop
-from .metrics import JsonlLogger, format_acc, plot_curves
-from .run_dir import StopGuard, check_output_dir, config_differences, fault_point, prepare_run_folder
 
 # Config keys a resume may change: they do not change the trained parameters (train.iterations extends or
 # shortens the run, except under the cosine schedule whose length it sets; data.root: the same data moved,
 # checked by its split summaries). Every other difference is refused, naming the keys.
-RESUME_FREE = ("name", "description", "device", "threads", "tensorboard", "output_dir", "data.root", "data.storage",
-               "train.iterations", "train.val_every", "train.checkpoint_every", "train.log_every", "eval.")
-
-
-def default_output_dir(cfg: Dict[str, Any]) -> Path:
-    return Path(cfg["output_dir"] or Path("runs") / cfg["name"])
+RESUME_FREE = RESUME_FREE_BASE + ("data.root", "data.storage", "train.iterations", "train.val_every",
+                                  "train.checkpoint_every", "train.log_every", "eval.")
 
 
 @contextmanager
@@ -85,7 +84,7 @@ class Trainer(StepLoop):
         self.learner = make_learner(cfg, c, h, report=self.init_report).to(self.device)
         self.dist.broadcast_module(self.learner)
         self.optimizer = make_optimizer(cfg, self.learner.parameters())
-        self.scheduler = make_scheduler(cfg, self.optimizer)
+        self.scheduler = make_scheduler(cfg, self.optimizer, cfg["train"]["iterations"])
         self.val_episodes = self.val_sampler.fixed_episodes(cfg["train"]["val_episodes"], cfg["eval"]["seed"])
         self.step = 0
         self.pending_val = False  # the validation due at self.step has not run (yet)

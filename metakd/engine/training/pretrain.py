@@ -2,7 +2,7 @@
 meta-training split (64-way miniImageNet, 351-way tieredImageNet, the glyphs' train classes), the
 starting point of the baselines (linear probe, Baseline++, fine-tuning) and of ``model.init``.
 
-Recipe from the config (``metakd.engine.job_config.PRETRAIN_SCHEMA``): SGD (or Adam) with momentum and
+Recipe from the config (``metakd.engine.training.job_config.PRETRAIN_SCHEMA``): SGD (or Adam) with momentum and
 weight decay, a step or cosine schedule over epochs, batch size, label smoothing; augmentation on the
 device with kornia (random crop of the zero-padded image, horizontal flip unless ``data.augment: crop``,
 optional colour jitter), drawn from a seed that is a function of (seed, step), so a resumed run replays
@@ -25,43 +25,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..atomic import write_json
-from ..config import dump_config
-from ..errors import ConfigError
-from ..learners import build_learner
-from ..models import build_backbone
-from .build import describe_device, make_sampler, normalization, resolve_device, split_for
-from .init_weights import PRETRAIN_KIND
-from .metrics import format_acc, plot_curves
-from .run_dir import StopGuard, check_output_dir, fault_point, prepare_run_folder
+from ...atomic import write_json
+from ...config import dump_config
+from ...errors import ConfigError
+from ...learners import build_learner
+from ...models import build_backbone
+from ..build import (describe_device, make_optimizer, make_sampler, make_scheduler, normalization, resolve_device,
+                     split_for)
+from ..evaluation.episodes import evaluate_episodes
+from ..runs.checkpoint import PRETRAIN_KIND
+from ..runs.folder import (RESUME_FREE_BASE, StopGuard, check_output_dir, default_output_dir, fault_point,
+                           prepare_run_folder)
+from ..runs.metrics import format_acc, plot_curves
 from .supervised import SupervisedTrainer
 
 # Config keys a resume may change (they change no trained weight); any other difference is refused.
-RESUME_FREE = ("name", "description", "output_dir", "device", "threads", "tensorboard", "data.root", "data.storage",
-               "train.log_every", "train.checkpoint_every", "eval.")
-
-
-def default_output_dir(cfg: Dict[str, Any]) -> Path:
-    return Path(cfg["output_dir"] or Path("runs") / cfg["name"])
-
-
-def _optimizer(cfg: Dict[str, Any], params: Any) -> torch.optim.Optimizer:
-    t = cfg["train"]
-    if t["optimizer"] == "adam":
-        return torch.optim.Adam(params, lr=t["lr"], weight_decay=t["weight_decay"])
-    if t["optimizer"] == "adamw":
-        return torch.optim.AdamW(params, lr=t["lr"], weight_decay=t["weight_decay"])
-    return torch.optim.SGD(params, lr=t["lr"], momentum=t["momentum"], weight_decay=t["weight_decay"],
-                           nesterov=t["nesterov"])
-
-
-def _scheduler(cfg: Dict[str, Any], optimizer: torch.optim.Optimizer) -> Any:
-    t = cfg["train"]
-    if t["lr_schedule"] == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t["epochs"])
-    if t["lr_schedule"] == "step":
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, t["lr_milestones"], t["lr_gamma"])
-    return None
+RESUME_FREE = RESUME_FREE_BASE + ("data.root", "data.storage", "train.log_every", "train.checkpoint_every", "eval.")
 
 
 class Pretrainer(SupervisedTrainer):
@@ -86,7 +65,7 @@ class Pretrainer(SupervisedTrainer):
             raise ConfigError(f"data.train_split: {num_classes} class; pre-training needs at least 2")
         model = build_backbone(cfg["model"]["backbone"], num_classes, in_channels=c, image_size=h,
                                **cfg["model"]["options"]).to(device)
-        optimizer = _optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
+        optimizer = make_optimizer(cfg, model.parameters())
         self.val_sampler = make_sampler(cfg, val_split, q_query=cfg["episodes"]["test_q_query"], device=device,
                                         normalize=self.normalize)
         self.val_episodes = self.val_sampler.fixed_episodes(cfg["train"]["val_episodes"], cfg["eval"]["seed"])
@@ -98,7 +77,7 @@ class Pretrainer(SupervisedTrainer):
         self._std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self._augment = self._make_augment(cfg, c, h, w)
         super().__init__(cfg, kind=PRETRAIN_KIND, role="pretrain", model=model, optimizer=optimizer,
-                         scheduler=_scheduler(cfg, optimizer), train_idx=torch.arange(len(self.labels)),
+                         scheduler=make_scheduler(cfg, optimizer, cfg["train"]["epochs"]), train_idx=torch.arange(len(self.labels)),
                          epochs=cfg["train"]["epochs"], seed=cfg["seed"], device=device, out=self.out,
                          resume_free=RESUME_FREE, progress=progress,
                          label=f"pretrain {cfg['model']['backbone']} {num_classes}-way")
@@ -147,8 +126,6 @@ class Pretrainer(SupervisedTrainer):
 
     def validate(self) -> Dict[str, Any]:
         """Nearest-centroid accuracy of the current features on the fixed val episodes (no RNG consumed)."""
-        from .evaluate import evaluate_episodes
-
         learner = build_learner("protonet", self.model)
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):

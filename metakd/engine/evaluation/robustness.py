@@ -20,14 +20,16 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from ..atomic import atomic_write, check_writable, write_with_fallback
-from ..data.augment import LEVELS, PRESETS, SIDES, get_preset
-from ..errors import MetakdError
-from ..validate import consistency_views as check_views, integer, positive_int
-from .build import describe_device, resolve_device
-from .evaluate import evaluate_episodes
-from .evaluate_checkpoint import existing_checkpoint, prepare_evaluation, run_label
-from .metrics import format_acc
+from ...atomic import atomic_write, check_writable, write_with_fallback
+from ...data.augment import LEVELS, PRESETS, SIDES, get_preset
+from ...errors import MetakdError
+from ...validate import consistency_views as check_views
+from ...validate import integer, positive_int
+from ..build import describe_device, resolve_device
+from ..runs.checkpoint import find_checkpoint
+from ..runs.metrics import format_acc
+from .checkpoint_eval import prepare_evaluation, run_label
+from .episodes import evaluate_episodes
 
 STANDARD = "standard"
 
@@ -177,7 +179,7 @@ def run_robustness(checkpoints: Sequence[Path], *, out: Optional[Path] = None, *
         out = (first if first.is_dir() else first.parent) / "robustness" if len(checkpoints) == 1 else Path("robustness")
     out = Path(out)
     for c in checkpoints:
-        existing_checkpoint(Path(c))
+        find_checkpoint(c, "best")
     check_writable(out / "robustness.json", "robustness report")  # before the work, not after
     start = time.perf_counter()
     models = [evaluate_robustness(Path(c), **kwargs) for c in checkpoints]

@@ -10,13 +10,15 @@ import pickle
 import random
 import re
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Mapping
 
 import numpy as np
 import torch
 
-from ..atomic import atomic_write
-from ..errors import MetakdError
+from ...atomic import atomic_write
+from ...errors import ConfigError, MetakdError
+
+PRETRAIN_KIND = "metakd-pretrain"  # a `metakd pretrain` checkpoint: a backbone's state under "model"
 
 
 def rng_state() -> Dict[str, Any]:
@@ -40,7 +42,7 @@ def set_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_atomic(obj: Any, path: Path, what: str = "checkpoint") -> Path:
+def save_checkpoint(path: Path, obj: Any, what: str = "checkpoint") -> Path:
     """``torch.save`` through ``metakd.atomic.atomic_write``: a crash mid-write never leaves a truncated
     checkpoint behind; an OS error is one MetakdError naming the file."""
     return atomic_write(path, lambda f: torch.save(obj, f), what=what)
@@ -84,8 +86,51 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise MetakdError(f"checkpoint {path} does not exist")
-    ckpt = safe_load(path, map_location)
+    return check_learner_checkpoint(safe_load(path, map_location), path)
+
+
+def check_learner_checkpoint(ckpt: Any, path: Path) -> Dict[str, Any]:
+    """``ckpt`` (read from ``path``) if it is a `metakd train` checkpoint, else a MetakdError naming what is missing."""
     if not isinstance(ckpt, dict) or "learner" not in ckpt or "config" not in ckpt:
         keys = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise MetakdError(f"checkpoint {path} is not a metakd checkpoint: expected keys 'learner' and 'config', found {keys}")
     return ckpt
+
+
+def find_checkpoint(path: str | Path, which: str = "best", *, key: str = "", hint: str = "") -> Path:
+    """The checkpoint file ``path`` names: the file itself, or ``<run folder>/<which>.pt``; checked to exist.
+
+    The one resolver for `metakd eval` / `robustness` (best.pt), ``model.init`` (best.pt),
+    ``meta_teacher.checkpoint`` (best.pt) and the distillation ``teacher.checkpoint`` (teacher.pt). key: the
+    config key that named the path (its errors are then ConfigErrors naming it); hint: what to give instead."""
+    path = Path(path)
+    error = ConfigError if key else MetakdError
+    prefix = f"{key}: " if key else ""
+    tail = f"; {hint}" if hint else ""
+    if path.is_dir():
+        candidate = path / f"{which}.pt"
+        if not candidate.is_file():
+            found = ", ".join(sorted(p.name for p in path.glob("*.pt"))) or "no checkpoints"
+            raise error(f"{prefix}run directory {path} has no {which}.pt (found: {found}){tail}")
+        return candidate
+    if not path.is_file():
+        raise error(f"{prefix}{'' if key else 'checkpoint '}{path} does not exist{tail}")
+    return path
+
+def _shape(t: Any) -> str:
+    return str(tuple(t.shape)) if hasattr(t, "shape") else type(t).__name__
+
+
+def state_dict_mismatch(model: Mapping[str, Any], saved: Mapping[str, Any], limit: int = 4) -> str:
+    """What keeps ``saved`` from loading into ``model`` (shape differences, missing and extra keys), one
+    line; empty when they fit."""
+    shapes = [f"{k}: checkpoint {_shape(saved[k])} vs model {_shape(v)}" for k, v in model.items()
+              if k in saved and _shape(saved[k]) != _shape(v)]
+    missing = [k for k in model if k not in saved]
+    extra = [k for k in saved if k not in model]
+    parts = []
+    for label, items in (("shape mismatch", shapes), ("missing in the checkpoint", missing), ("not in the model", extra)):
+        if items:
+            more = f" (and {len(items) - limit} more)" if len(items) > limit else ""
+            parts.append(f"{label}: {'; '.join(items[:limit])}{more}")
+    return "; ".join(parts)

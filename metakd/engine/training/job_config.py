@@ -1,6 +1,6 @@
 """The config schemas of the supervised jobs: ``metakd distill`` (classification distillation, teacher ->
 student) and ``metakd pretrain`` (a backbone pre-trained by classification over all meta-training classes;
-``PRETRAIN_SCHEMA`` at the end). Both run on ``metakd.engine.supervised.SupervisedTrainer``.
+``PRETRAIN_SCHEMA`` at the end). Both run on ``metakd.engine.training.supervised.SupervisedTrainer``.
 
 ``metakd distill``:
 
@@ -31,13 +31,12 @@ Sections (every key, its type and default; unknown keys are errors naming the ke
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Tuple
 
-from pathlib import Path
-
-from ..config import SCHEMA, Origins, Source, as_origins, config_dirs, load_config
-from ..errors import ConfigError
-from ..validate import in_range, positive_int
+from ...config import SCHEMA, Origins, Source, as_origins, config_dirs, load_config
+from ...errors import ConfigError
+from ...validate import in_range, positive_int
 
 _NUM = (int, float)
 

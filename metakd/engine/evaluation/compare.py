@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
-from ..atomic import atomic_write, write_json
-from ..errors import MetakdError
-from ..stats import format_interval, paired_difference, t_interval
-from .evaluate_checkpoint import run_label
+from ...atomic import atomic_write, write_json
+from ...errors import MetakdError
+from ...stats import format_interval, paired_difference, t_interval
+from .checkpoint_eval import run_label
 
 STANDARD = "standard"
 

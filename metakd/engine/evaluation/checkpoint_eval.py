@@ -3,25 +3,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence
 
-from ..atomic import check_writable, write_json, write_with_fallback
-from ..errors import ConfigError, MetakdError
-from ..validate import consistency_views as check_views, integer, positive_int
-from .build import describe_device, make_learner, make_sampler, resolve_device, split_for
-from .checkpoint import load_checkpoint, safe_load
-from .distributed import evaluate_sharded, init_distributed
-
-
-def find_checkpoint(path: Path, which: str = "best") -> Path:
-    """A checkpoint file, or ``<run dir>/<which>.pt`` for a run directory."""
-    path = Path(path)
-    if path.is_dir():
-        candidate = path / f"{which}.pt"
-        if not candidate.is_file():
-            raise MetakdError(f"run directory {path} has no {which}.pt (found: {', '.join(sorted(p.name for p in path.glob('*.pt'))) or 'no checkpoints'})")
-        return candidate
-    return path
+from ...atomic import check_writable, write_json, write_with_fallback
+from ...errors import MetakdError
+from ...validate import consistency_views as check_views
+from ...validate import integer, positive_int
+from ..build import describe_device, make_sampler, resolve_device, split_for
+from ..build.learner import learner_from_backbone, learner_from_checkpoint
+from ..runs.checkpoint import PRETRAIN_KIND, check_learner_checkpoint, find_checkpoint, safe_load
+from ..runs.distributed import init_distributed
+from .sharded import evaluate_sharded
 
 
 def run_label(checkpoint: Path, name: str) -> str:
@@ -29,95 +21,6 @@ def run_label(checkpoint: Path, name: str) -> str:
     the config name in brackets when the folder is named otherwise."""
     folder = Path(checkpoint).resolve().parent.name
     return folder if folder == name or not folder else f"{folder} [{name}]"
-
-
-def existing_checkpoint(path: Path, which: str = "best") -> Path:
-    """``find_checkpoint``, and an error now if the file is not there."""
-    found = find_checkpoint(path, which)
-    if not found.is_file():
-        raise MetakdError(f"checkpoint {found} does not exist")
-    return found
-
-
-def _shape(t: Any) -> str:
-    return str(tuple(t.shape)) if hasattr(t, "shape") else type(t).__name__
-
-
-def state_dict_mismatch(model: Mapping[str, Any], saved: Mapping[str, Any], limit: int = 4) -> str:
-    """What keeps ``saved`` from loading into ``model`` (shape differences, missing and extra keys), one
-    line; empty when they fit."""
-    shapes = [f"{k}: checkpoint {_shape(saved[k])} vs model {_shape(v)}" for k, v in model.items()
-              if k in saved and _shape(saved[k]) != _shape(v)]
-    missing = [k for k in model if k not in saved]
-    extra = [k for k in saved if k not in model]
-    parts = []
-    for label, items in (("shape mismatch", shapes), ("missing in the checkpoint", missing), ("not in the model", extra)):
-        if items:
-            more = f" (and {len(items) - limit} more)" if len(items) > limit else ""
-            parts.append(f"{label}: {'; '.join(items[:limit])}{more}")
-    return "; ".join(parts)
-
-
-def load_learner(path: Path, device: str = "auto") -> Tuple[Any, Dict[str, Any]]:
-    """Rebuild the learner a checkpoint holds (in eval mode) and return it with the checkpoint dict."""
-    ckpt = load_checkpoint(path, map_location="cpu")
-    info = ckpt.get("data", {})
-    cfg = ckpt["config"]
-    try:
-        learner = make_learner(cfg, info.get("in_channels", 3), info.get("image_size", 84), init=False)
-    except ConfigError as exc:
-        raise ConfigError(f"checkpoint {path}: its config no longer builds a learner: {exc}") from None
-    state = ckpt["learner"]
-    if not isinstance(state, Mapping):
-        raise MetakdError(f"checkpoint {path}: 'learner' holds a {type(state).__name__}, not a state dict")
-    what = (f"checkpoint {path} does not fit the learner its config builds ({cfg['learner']['name']}, "
-            f"{cfg['model']['backbone']}, {cfg['episodes']['n_way']}-way)")
-    mismatch = state_dict_mismatch(learner.state_dict(), state)
-    if mismatch:
-        raise MetakdError(f"{what}: {mismatch}")
-    try:
-        learner.load_state_dict(state)
-    except RuntimeError as exc:
-        raise MetakdError(f"{what}: {' '.join(str(exc).split())}") from None
-    learner.to(resolve_device(device)).eval()
-    return learner, ckpt
-
-
-def fewshot_config_for(ckpt: Dict[str, Any], ckpt_path: Path, learner: str,
-                       overrides: Sequence[str] = ()) -> Dict[str, Any]:
-    """The few-shot config that evaluates ``learner`` started from the backbone in ``ckpt`` without
-    meta-training: a `metakd pretrain` checkpoint's data, backbone, episodes and eval sections (or a
-    `metakd train` checkpoint's config with another learner), ``model.init`` = the checkpoint,
-    ``train.iterations`` 0, then ``overrides`` (e.g. learner.options.steps=50, episodes.k_shot=5)."""
-    from ..config import SCHEMA, merge, parse_overrides, validate
-
-    src = ckpt["config"]
-    raw: Dict[str, Any] = {"name": f"{src.get('name', 'run')}+{learner}", "seed": src.get("seed", 0)}
-    for section in ("data", "episodes", "eval"):
-        raw[section] = {k: v for k, v in src.get(section, {}).items() if k in SCHEMA[section]}
-    raw["model"] = {"backbone": src["model"]["backbone"], "options": dict(src["model"].get("options", {})),
-                    "init": str(ckpt_path)}
-    raw["learner"] = {"name": learner, "options": {}}
-    raw["train"] = {"iterations": 0}
-    overrides = list(overrides)
-    merge(raw, parse_overrides(overrides))
-    return validate(raw, f"{ckpt_path} with --learner {learner}", overrides=overrides)
-
-
-def learner_from_backbone(path: Path, learner: str, overrides: Sequence[str] = (),
-                          device: str = "auto") -> Tuple[Any, Dict[str, Any]]:
-    """(learner in eval mode, a checkpoint-like dict whose config is ``fewshot_config_for``'s) for
-    ``metakd eval --learner``."""
-    ckpt = safe_load(path)
-    if not isinstance(ckpt, dict) or "config" not in ckpt or ("model" not in ckpt and "learner" not in ckpt):
-        raise MetakdError(f"{path} is neither a `metakd pretrain` nor a `metakd train` checkpoint")
-    cfg = fewshot_config_for(ckpt, path, learner, overrides)
-    info = ckpt.get("data", {})
-    report: Dict[str, Any] = {}
-    model = make_learner(cfg, info.get("in_channels", 3), info.get("image_size", 84), report=report)
-    model.to(resolve_device(device)).eval()
-    return model, {"config": cfg, "step": 0, "normalize": ckpt.get("normalize"), "data": info, "init": report,
-                   "source_step": ckpt.get("step")}
 
 
 def prepare_evaluation(path: Path, device, *, split: str = "test", episodes: Optional[int] = None,
@@ -130,16 +33,15 @@ def prepare_evaluation(path: Path, device, *, split: str = "test", episodes: Opt
     checkpoint's backbone without meta-training (``learner_from_backbone``)."""
     if split not in ("train", "val", "test"):
         raise MetakdError(f"split must be train, val or test, got {split!r}")
-    ckpt_path = find_checkpoint(Path(path))
+    ckpt_path = find_checkpoint(path, "best")
+    if learner is None and [o for o in overrides if not o.startswith("threads=")]:
+        raise MetakdError(f"key=value arguments ({', '.join(overrides)}) only apply with --learner")
+    raw = safe_load(ckpt_path)  # read once: the learner is built from this dict
     if learner is not None:
-        if not ckpt_path.is_file():
-            raise MetakdError(f"checkpoint {ckpt_path} does not exist")
-        model, ckpt = learner_from_backbone(ckpt_path, learner, overrides, device=str(device))
+        model, ckpt = learner_from_backbone(raw, ckpt_path, learner, overrides, device=str(device))
     else:
-        if [o for o in overrides if not o.startswith("threads=")]:
-            raise MetakdError(f"key=value arguments ({', '.join(overrides)}) only apply with --learner")
-        _refuse_backbone_only(ckpt_path)
-        model, ckpt = load_learner(ckpt_path, device=str(device))
+        _refuse_backbone_only(raw, ckpt_path)
+        model, ckpt = learner_from_checkpoint(check_learner_checkpoint(raw, ckpt_path), ckpt_path, device=str(device))
     cfg = ckpt["config"]
     if root is not None:
         cfg["data"]["root"] = root
@@ -150,15 +52,9 @@ def prepare_evaluation(path: Path, device, *, split: str = "test", episodes: Opt
     return ckpt_path, model, ckpt, sampler, sampler.fixed_episodes(episodes, seed), episodes, seed
 
 
-def _refuse_backbone_only(path: Path) -> None:
+def _refuse_backbone_only(ckpt: Any, path: Path) -> None:
     """A pre-training checkpoint holds a backbone, not a learner: say how to evaluate one."""
-    if not path.is_file():
-        return
-    try:
-        ckpt = safe_load(path)
-    except MetakdError:
-        return  # load_checkpoint reports it
-    if isinstance(ckpt, dict) and ckpt.get("kind") == "metakd-pretrain":
+    if isinstance(ckpt, dict) and ckpt.get("kind") == PRETRAIN_KIND:
         raise MetakdError(f"{path} is a `metakd pretrain` checkpoint (a backbone, no few-shot learner): evaluate a "
                           "learner started from it with --learner protonet | anil | linear_probe | cosine_classifier "
                           "| finetune, or meta-train one with model.init=" + str(path.parent))
@@ -192,7 +88,7 @@ def evaluate_checkpoint(path: Path, *, episodes: Optional[int] = None, seed: Opt
     ctx = init_distributed(resolve_device(device))  # under torchrun: episodes sharded over the ranks
     dev = ctx.device_for(resolve_device(device))
     if out is not None and ctx.is_main:
-        existing_checkpoint(Path(path))
+        find_checkpoint(path, "best")
         check_writable(out, "evaluation result")
     ckpt_path, model, ckpt, sampler, fixed, episodes, seed = prepare_evaluation(
         path, dev, split=split, episodes=episodes, seed=seed, root=root, learner=learner, overrides=overrides)

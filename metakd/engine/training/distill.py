@@ -34,23 +34,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import __version__
-from ..atomic import atomic_write, remove_stale_temps, write_json
-from ..config import dump_config
-from ..distill import MetaTemperatures, kd_loss, mkd_step, rank_loss
-from ..errors import ConfigError, MetakdError
-from ..models import build_backbone
-from .build import resolve_device
-from .checkpoint import safe_load, save_atomic
+from ... import __version__
+from ...atomic import atomic_write, remove_stale_temps, write_json
+from ...config import dump_config
+from ...distill import MetaTemperatures, kd_loss, mkd_step, rank_loss
+from ...errors import ConfigError, MetakdError
+from ...models import build_backbone
+from ..build import make_optimizer, make_scheduler, resolve_device
+from ..runs.checkpoint import find_checkpoint, safe_load, save_checkpoint
+from ..runs.folder import (RESUME_FREE_BASE, StopGuard, check_output_dir, default_output_dir, fault_point,
+                           make_output_dir)
 from .distill_data import ClassificationData, heldout_split, load_classification, prepare
-from .run_dir import StopGuard, check_output_dir, fault_point, make_output_dir
 from .supervised import SupervisedTrainer
 
 TEACHER_KIND = "metakd-distill-teacher"
 # Config keys a resume may change (they change no trained weight); any other difference is refused.
-_RESUME_FREE = ("name", "output_dir", "device", "threads", "tensorboard", "description")
-_RESUME_FREE_TRAIN = ("eval_every", "log_every", "checkpoint_every", "eval_batch_size")
-RESUME_FREE = _RESUME_FREE + tuple(f"train.{k}" for k in _RESUME_FREE_TRAIN)
+RESUME_FREE = RESUME_FREE_BASE + tuple(f"train.{k}" for k in ("eval_every", "log_every", "checkpoint_every",
+                                                               "eval_batch_size"))
 
 
 def _write_json(path: Path, obj: Dict[str, Any]) -> None:
@@ -91,12 +91,9 @@ class FrozenTeacher(nn.Module):
 
 def load_teacher(path: Path, cfg: Dict[str, Any], data: ClassificationData) -> Tuple[FrozenTeacher, Dict[str, Any]]:
     """The frozen teacher in a ``teacher.pt`` (or a teacher run folder), checked against the data."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "teacher.pt"
-    if not path.is_file():
-        raise ConfigError(f"teacher.checkpoint: {path} does not exist; give the teacher.pt written by `metakd distill` "
-                          "(output_dir/teacher/teacher.pt) or set teacher.checkpoint=null to train the teacher first")
+    path = find_checkpoint(path, "teacher", key="teacher.checkpoint",
+                           hint="give the teacher.pt written by `metakd distill` (output_dir/teacher/teacher.pt) or "
+                                "set teacher.checkpoint=null to train the teacher first")
     try:
         ckpt = safe_load(path, what="teacher checkpoint")
     except MetakdError as exc:
@@ -135,12 +132,11 @@ class PhaseTrainer(SupervisedTrainer):
         torch.manual_seed(seed)
         model = build_backbone(spec["arch"], data.num_classes, in_channels=data.in_channels,
                                image_size=data.image_size, **spec["options"]).to(device)
-        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=t["momentum"],
-                                    weight_decay=t["weight_decay"], nesterov=t["nesterov"])
+        optimizer = make_optimizer(cfg, model.parameters(), lr=lr)
         milestones = t["lr_milestones"]
         if role == "teacher" and cfg["teacher"]["lr_milestones"] is not None:
             milestones = cfg["teacher"]["lr_milestones"]
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, t["lr_gamma"])
+        scheduler = make_scheduler(cfg, optimizer, epochs, milestones)
         self.data = data
         self.teacher = teacher.to(device) if teacher is not None else None
         self.method = cfg["distill"]["method"] if role == "student" else "ce"
@@ -265,21 +261,6 @@ class PhaseTrainer(SupervisedTrainer):
         return out
 
 
-def load_checkpoint_any(path: Path) -> Dict[str, Any]:
-    """A distillation state checkpoint (its keys differ from the meta-training ones)."""
-    path = Path(path)
-    if not path.is_file():
-        raise MetakdError(f"checkpoint {path} does not exist; nothing to resume (run without --resume)")
-    ckpt = safe_load(path)
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != "metakd-distill-state":
-        raise MetakdError(f"{path} is not a `metakd distill` checkpoint")
-    return ckpt
-
-
-def default_output_dir(cfg: Dict[str, Any]) -> Path:
-    return Path(cfg["output_dir"] or Path("runs") / cfg["name"])
-
-
 def run_distill(cfg: Dict[str, Any], output_dir: Optional[Path] = None, resume: bool = False,
                 progress: bool = True, max_steps: Optional[int] = None) -> Dict[str, Any]:
     """Run (or continue) the teacher and student phases; returns the dict written to result.json.
@@ -338,11 +319,11 @@ def _run_phases(cfg: Dict[str, Any], out: Path, data: ClassificationData, device
             rec = trainer.final_record()
             with guard.saving_file(str(teacher_path)):
                 _write_json(tdir / "result.json", rec)
-                save_atomic({"kind": TEACHER_KIND, "metakd_version": __version__, "arch": cfg["teacher"]["arch"],
-                             "options": cfg["teacher"]["options"], "model": trainer.model.state_dict(),
-                             "class_names": data.class_names, "in_channels": data.in_channels,
-                             "image_size": data.image_size, "mean": data.mean.tolist(), "std": data.std.tolist(),
-                             "test_acc": rec["test_acc"], "config": cfg}, teacher_path)
+                save_checkpoint(teacher_path, {
+                    "kind": TEACHER_KIND, "metakd_version": __version__, "arch": cfg["teacher"]["arch"],
+                    "options": cfg["teacher"]["options"], "model": trainer.model.state_dict(),
+                    "class_names": data.class_names, "in_channels": data.in_channels, "image_size": data.image_size,
+                    "mean": data.mean.tolist(), "std": data.std.tolist(), "test_acc": rec["test_acc"], "config": cfg})
             if guard.stopping:
                 verb = "terminated (SIGTERM)" if guard.name == "SIGTERM" else "interrupted"
                 raise MetakdError(f"{verb} after the teacher phase; saved {teacher_path} — continue with --resume")
@@ -365,11 +346,11 @@ def _run_phases(cfg: Dict[str, Any], out: Path, data: ClassificationData, device
     rec = trainer.final_record()
     with guard.saving_file(str(sdir / "student.pt")):
         _write_json(sdir / "result.json", rec)
-        save_atomic({"kind": "metakd-distill-student", "metakd_version": __version__, "arch": cfg["student"]["arch"],
-                     "options": cfg["student"]["options"], "model": trainer.model.state_dict(),
-                     "class_names": data.class_names, "in_channels": data.in_channels, "image_size": data.image_size,
-                     "mean": data.mean.tolist(), "std": data.std.tolist(), "test_acc": rec["test_acc"], "config": cfg},
-                    sdir / "student.pt")
+        save_checkpoint(sdir / "student.pt", {
+            "kind": "metakd-distill-student", "metakd_version": __version__, "arch": cfg["student"]["arch"],
+            "options": cfg["student"]["options"], "model": trainer.model.state_dict(),
+            "class_names": data.class_names, "in_channels": data.in_channels, "image_size": data.image_size,
+            "mean": data.mean.tolist(), "std": data.std.tolist(), "test_acc": rec["test_acc"], "config": cfg})
         result.update({"student": rec, "finished": True, "seconds_this_call": time.perf_counter() - start})
         _write_json(out / "result.json", result)
     return result

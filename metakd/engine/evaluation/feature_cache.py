@@ -41,7 +41,7 @@ def _flat_features(model: nn.Module) -> Callable[[Tensor], Tensor]:
 
 def _anil_head(learner: Any) -> Optional[FeatureHead]:
     """ANIL's test-time inner loop on features: ``test_steps`` SGD steps of the head on the support
-    cross-entropy, ``p - inner_lr * g`` (as ``metakd.learners.engine``), then the query logits."""
+    cross-entropy, ``p - inner_lr * g`` (as ``metakd.learners.inner_loop``), then the query logits."""
     head = getattr(learner.model, "head", None)
     if not isinstance(head, nn.Linear) or sorted(learner.adapted_names()) != ["head.bias", "head.weight"]:
         return None
@@ -68,8 +68,8 @@ def _anil_head(learner: Any) -> Optional[FeatureHead]:
 def feature_head(learner: Any) -> Optional[tuple]:
     """(embed, episode computation on features) when ``learner`` can be evaluated on cached features,
     else None (see the module docstring)."""
-    from ..learners.anil import ANIL
-    from ..learners.protonet import ProtoNet, prototypes, squared_distances
+    from ...learners.anil import ANIL
+    from ...learners.protonet import ProtoNet, prototypes, squared_distances
 
     model = getattr(learner, "model", None)
     if not isinstance(model, nn.Module) or not batch_independent(model):

@@ -7,12 +7,14 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from tqdm.auto import tqdm
 
-from ..data.augment import AugmentStrengths, augment_images, batch_preset, episode_seed, get_preset, perturb_batch
-from ..data.episode import EpisodeBatch
-from ..data.sampler import EpisodeSampler, episodes_fingerprint
-from ..distill.consistency import prediction_consistency
-from ..validate import consistency_views as check_views, positive_int
-from .metrics import mean_ci95
+from ...data.augment import AugmentStrengths, augment_images, batch_preset, episode_seed, get_preset, perturb_batch
+from ...data.episode import EpisodeBatch
+from ...data.sampler import EpisodeSampler, episodes_fingerprint
+from ...distill.consistency import prediction_consistency
+from ...validate import consistency_views as check_views
+from ...validate import positive_int
+from ..runs.metrics import mean_ci95
+from .feature_cache import cached_accuracies, feature_head
 
 
 def evaluate_episodes(learner: torch.nn.Module, sampler: EpisodeSampler, episodes: List[Any], *,
@@ -37,7 +39,7 @@ def evaluate_episodes(learner: torch.nn.Module, sampler: EpisodeSampler, episode
     views the result names it (``augment_preset``).
 
     cache: when the learner's backbone does not change inside an episode and its features are
-    per-image (``metakd.engine.feature_cache``), embed every image once and run all episodes on the
+    per-image (``metakd.engine.evaluation.feature_cache``), embed every image once and run all episodes on the
     cached features (same accuracies; ``cached_images`` in the result). Not with ``scenario`` or
     ``consistency_views``, whose images differ per episode; otherwise the ordinary path.
     """
@@ -52,15 +54,11 @@ def evaluate_episodes(learner: torch.nn.Module, sampler: EpisodeSampler, episode
     start = time.perf_counter()
     head = None
     if cache and scenario is None and not consistency_views:
-        from .feature_cache import feature_head
-
         head = feature_head(learner)
     extra: Dict[str, Any] = {}
     bar = tqdm(total=len(episodes), desc=desc, unit="ep", disable=not progress, leave=False, dynamic_ncols=True)
     try:
         if head is not None:
-            from .feature_cache import cached_accuracies
-
             got = cached_accuracies(learner, sampler, episodes, head, bar.update)
             accs, extra["cached_images"] = got["per_episode"], got["images"]
         for lo in range(0, len(episodes) if head is None else 0, batch_size):

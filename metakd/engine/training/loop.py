@@ -21,16 +21,17 @@ Records go through ``metrics.JsonlLogger`` (metrics.jsonl, mirrored to TensorBoa
 from __future__ import annotations
 
 import signal
+import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from ..atomic import atomic_write
-from ..errors import MetakdError
-from . import run_dir
-from .metrics import JsonlLogger
-from .run_dir import StopGuard
+from ...atomic import atomic_write
+from ...errors import MetakdError
+from ..runs import folder as run_dir
+from ..runs.folder import StopGuard
+from ..runs.metrics import JsonlLogger
 
 
 class StepLoop:
@@ -100,8 +101,6 @@ class StepLoop:
     def fault_point(self, phase: str, step: int) -> None:
         """The test hook (``run_dir.fault_point``), looked up through the trainer's module so tests can
         patch it there."""
-        import sys
-
         getattr(sys.modules[type(self).__module__], "fault_point", run_dir.fault_point)(phase, step)
 
     def stopped(self, guard: StopGuard, agreed: bool) -> None:

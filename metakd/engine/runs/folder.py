@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional
 
-from ..atomic import atomic_write, describe_os_error, remove_stale_temps
-from ..errors import MetakdError
+from ...atomic import atomic_write, describe_os_error, remove_stale_temps
+from ...errors import MetakdError
 
 MIN_FREE_BYTES = 1 << 20
 
@@ -259,3 +259,12 @@ def fault_point(phase: str, step: int) -> None:
     if want_phase == phase and int(want_step) == step:
         os.environ.pop(FAULT_ENV)  # once
         os.kill(os.getpid(), getattr(signal, sig))
+
+
+# Config keys every job lets a resume change: names, places and the device change no trained weight.
+RESUME_FREE_BASE = ("name", "description", "output_dir", "device", "threads", "tensorboard")
+
+
+def default_output_dir(cfg: Dict[str, Any]) -> Path:
+    """``output_dir`` when the config sets one, else ``runs/<name>`` (the one default of every job)."""
+    return Path(cfg["output_dir"] or Path("runs") / cfg["name"])

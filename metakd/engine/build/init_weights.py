@@ -13,29 +13,17 @@ when present; missing ones keep their initial values and unused ones are ignored
 """
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Tuple
 
 from torch import Tensor, nn
 
-from ..errors import ConfigError, MetakdError
-from .checkpoint import safe_load
-from .evaluate_checkpoint import state_dict_mismatch
+from ...errors import ConfigError, MetakdError
+from ..runs.checkpoint import PRETRAIN_KIND, find_checkpoint, safe_load, state_dict_mismatch
 
-PRETRAIN_KIND = "metakd-pretrain"
 HEAD = "head."
-
-
-def resolve_init_path(path: str | Path) -> Path:
-    """The checkpoint file ``path`` names (a run folder: its best.pt)."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "best.pt"
-    if not p.is_file():
-        raise ConfigError(f"model.init: {p} does not exist; give a `metakd pretrain` or `metakd train` checkpoint "
-                          "or run folder")
-    return p
 
 
 def backbone_state(ckpt: Any, path: Path) -> Tuple[Dict[str, Tensor], str]:
@@ -61,9 +49,8 @@ def backbone_state(ckpt: Any, path: Path) -> Tuple[Dict[str, Tensor], str]:
 def init_backbone(model: nn.Module, path: str | Path, backbone: str) -> Dict[str, Any]:
     """Load ``path``'s backbone weights into ``model`` (see the module docstring); returns the report
     {source, loaded, kept_initial, ignored} and prints its one-line summary to stderr."""
-    import sys
-
-    file = resolve_init_path(path)
+    file = find_checkpoint(path, "best", key="model.init",
+                           hint="give a `metakd pretrain` or `metakd train` checkpoint or run folder")
     try:
         ckpt = safe_load(file, what="model.init checkpoint")
     except MetakdError as exc:

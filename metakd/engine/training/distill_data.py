@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data import load_split
-from ..data.base import ImageSplit
-from ..data.sampler import channel_stats
-from ..errors import ConfigError, DataError
+from ...data import load_split
+from ...data.base import ImageSplit
+from ...data.sampler import channel_stats
+from ...errors import ConfigError, DataError
 
 
 @dataclass

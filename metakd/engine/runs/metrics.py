@@ -8,8 +8,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from ..atomic import atomic_write, write_error
-from ..errors import MetakdError
+from ...atomic import atomic_write, write_error
+from ...errors import MetakdError
 
 
 def mean_ci95(values: Sequence[float]) -> tuple[float, float]:

@@ -1,7 +1,7 @@
 """The supervised classification trainer: ``metakd pretrain`` and both phases of ``metakd distill``.
 
 ``SupervisedTrainer`` runs epochs of mini-batches over a training set on the shared step loop
-(``metakd.engine.loop.StepLoop``: signals stop at step boundaries, atomic last.pt, exact resume,
+(``metakd.engine.training.loop.StepLoop``: signals stop at step boundaries, atomic last.pt, exact resume,
 metrics.jsonl). What differs between jobs are hooks:
 
 - ``batch(idx)``: images and labels of one mini-batch on the device (augmented);
@@ -27,13 +27,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .. import __version__
-from ..errors import MetakdError
-from .checkpoint import rng_state, safe_load, set_rng_state
+from ... import __version__
+from ...errors import MetakdError
+from ..runs.checkpoint import rng_state, safe_load, set_rng_state
+from ..runs.folder import StopGuard, config_differences
+from ..runs.metrics import JsonlLogger
 from .distill_data import epoch_order
 from .loop import StepLoop
-from .metrics import JsonlLogger
-from .run_dir import StopGuard, config_differences
 
 
 def batches_per_epoch(n: int, batch_size: int) -> int:
