@@ -22,11 +22,9 @@ metakd, parallel-metalearn, evaluation timing).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import ctypes
 import gc
-import io
 import json
 import os
 import platform
@@ -34,7 +32,6 @@ import re
 import statistics
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -46,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from metakd.atomic import atomic_write  # noqa: E402
 from results_io import add_update_results_flag, output_dir  # noqa: E402  (benchmarks/ is sys.path[0])
 from metakd.data.episode import EpisodeBatch  # noqa: E402
+from metakd.data.learn2learn_tasks import import_learn2learn  # noqa: E402
 from metakd.learners import build_learner  # noqa: E402
 from metakd.models import build_backbone  # noqa: E402
 
@@ -55,10 +53,7 @@ WAYS, SHOTS, QUERIES, SIZE, TASKS, STEPS, INNER_LR, META_LR = 5, 1, 15, 84, 4, 5
 def load_learn2learn():
     """The learn2learn module, or None when it is not installed."""
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):  # gym's deprecation notice
-            warnings.simplefilter("ignore")
-            import learn2learn
-        return learn2learn
+        return import_learn2learn()  # without gym's notice on stderr
     except Exception:  # noqa: BLE001 - any import failure means "not available"
         return None
 
