@@ -1,4 +1,4 @@
-"""Why KD < CE in the README's "classic distillation on the glyphs" table: cheap diagnostics, seed 0.
+"""Why KD < CE in the "classic distillation on the glyphs" table (docs/benchmarks-and-studies.md): cheap diagnostics, seed 0.
 
 Setting: exactly benchmarks/distill_glyphs.py's (first 30 glyph train classes at 16x16, 16 train / 4 test
 instances per class, teacher wrn_16_2 15 epochs, student resnet20, batch 64, lr 0.05, milestones at 67 / 90 %
