@@ -8,7 +8,7 @@ means, and each seed's accuracy ± its 95% CI over episodes.
 
     .venv/bin/python benchmarks/amp_accuracy.py --device cpu --iterations 300 --seeds 0 1 2
     python benchmarks/amp_accuracy.py --device cuda --config maml_mini_5w1s ...   # on a GPU
-Writes benchmarks/results/amp_accuracy_<device>.json and .md.
+Writes amp_accuracy_<device>.json and .md into runs/benchmarks/ (benchmarks/results/ with --update-results, or --out FILE).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from metakd.engine.evaluation.checkpoint_eval import prepare_evaluation  # noqa:
 from metakd.engine.runs.metrics import format_acc  # noqa: E402
 from metakd.stats import t_interval  # noqa: E402
 from metakd.engine.build import describe_device  # noqa: E402
-from results_io import write_json_and_markdown  # noqa: E402
+from results_io import add_update_results_flag, output_path, write_json_and_markdown  # noqa: E402
 from short_runs import train_fresh  # noqa: E402
 from speed import device_slug  # noqa: E402
 
@@ -67,7 +67,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--override", nargs="*", default=[], help="extra config overrides key=value")
     p.add_argument("--work", default="runs/bench_amp")
-    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=None, help="result JSON (default: runs/benchmarks/amp_accuracy_<device>.json)")
+    add_update_results_flag(p)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -94,7 +95,7 @@ def main() -> None:
               "iterations": args.iterations, "seeds": args.seeds, "episodes": args.episodes,
               "device": describe_device(device), "threads": torch.get_num_threads(),
               "load_average_end": list(os.getloadavg()), "summary": summary, "runs": rows, "table": table}
-    out = args.out or Path(__file__).resolve().parent / "results" / f"amp_accuracy_{device_slug(device)}.json"
+    out = output_path(args.out, f"amp_accuracy_{device_slug(device)}.json", args.update_results)
     header = (f"`{report['command']}`\n\n{args.config}, {args.iterations} meta-iterations, seeds {args.seeds}, "
               f"{args.episodes} fixed test episodes, device {report['device']}.\n\n")
     print(table)

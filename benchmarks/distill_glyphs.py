@@ -8,7 +8,8 @@ With --root pointing at CIFAR-100 (cifar-100-python/), the same comparison on CI
 shipped configs' settings (override --epochs etc. to fit a budget).
 
 Reports final test top-1 per run, mean ± std (ddof=1) over seeds and a 95% CI of the mean
-(Student t, n-1 degrees of freedom), as JSON and a markdown table.
+(Student t, n-1 degrees of freedom), as JSON and a markdown table: distill_glyphs_cpu.{json,md} in
+runs/benchmarks/ (benchmarks/results/ with --update-results, or --out FILE).
 
     python benchmarks/distill_glyphs.py                       # ~15 min on a 2-core CPU
     python benchmarks/distill_glyphs.py --seeds 0 1 2 3 4 --epochs 20
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
@@ -32,6 +34,7 @@ from metakd.atomic import atomic_write, write_json  # noqa: E402
 from metakd.engine.training.job_config import load_distill_config  # noqa: E402
 from metakd.stats import t_interval  # noqa: E402
 from metakd.engine.training.distill import run_distill  # noqa: E402
+from results_io import add_update_results_flag, output_path  # noqa: E402
 
 METHODS = {
     "ce": ["distill.method=kd", "distill.ce_weight=1.0", "distill.kd_weight=0.0"],
@@ -59,7 +62,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", default="runs/bench_distill", help="run folders")
-    ap.add_argument("--out", default="benchmarks/results/distill_glyphs_cpu.json")
+    ap.add_argument("--out", help="result JSON (default: runs/benchmarks/distill_glyphs_cpu.json)")
+    add_update_results_flag(ap)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.root:
@@ -118,11 +122,12 @@ def main() -> None:
         lines.append(f"| {m} | {100 * s['mean']:.2f} ± {100 * s['std']:.2f} | ± {100 * s['ci95']:.2f} | {per} |")
     table = "\n".join(lines)
     result["markdown"] = table
-    out = Path(args.out)
+    out = output_path(args.out, "distill_glyphs_cpu.json", args.update_results)
     write_json(out, result, what="benchmark result")
     atomic_write(out.with_suffix(".md"), f"Teacher {result['teacher']['arch']}: {100 * teacher_acc:.2f}%; student "
                                          f"{result['student']}, {args.epochs} epochs.\n\n{table}\n", what="benchmark result")
     print(table)
+    print(f"written {out} and {out.with_suffix('.md')}")
 
 
 if __name__ == "__main__":

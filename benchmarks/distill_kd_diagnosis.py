@@ -1,4 +1,4 @@
-"""Why KD < CE in the README's "classic distillation on the glyphs" table: cheap diagnostics, seed 0.
+"""Why KD < CE in the "classic distillation on the glyphs" table (docs/benchmarks-and-studies.md): cheap diagnostics, seed 0.
 
 Setting: exactly benchmarks/distill_glyphs.py's (first 30 glyph train classes at 16x16, 16 train / 4 test
 instances per class, teacher wrn_16_2 15 epochs, student resnet20, batch 64, lr 0.05, milestones at 67 / 90 %
@@ -28,6 +28,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from distill_common import cpu_seconds, ensure_teacher, fmt, machine, milestones, run_piece  # noqa: E402
+from results_io import add_update_results_flag, output_path  # noqa: E402
 from metakd.atomic import write_json  # noqa: E402
 from metakd.distill import kd_loss  # noqa: E402
 from metakd.engine.training.job_config import load_distill_config  # noqa: E402
@@ -88,7 +89,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--work", default="runs/distill_kd_diagnosis")
-    ap.add_argument("--out", default="benchmarks/results/distill_kd_diagnosis_cpu.json")
+    ap.add_argument("--out", help="result JSON (default: runs/benchmarks/distill_kd_diagnosis_cpu.json; "
+                    "the committed benchmarks/results/ with --update-results)")
+    add_update_results_flag(ap)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -112,8 +115,9 @@ def main() -> None:
               "cpu_seconds_this_call": cpu_seconds() - cpu0, "wall_seconds_this_call": time.perf_counter() - wall0,
               "cpu_seconds_pieces": sum(r["cpu_seconds"] for r in rows.values()) + teacher["cpu_seconds"],
               "load_average_end": list(os.getloadavg()), "machine": machine("cpu", args.threads)}
-    write_json(Path(args.out), report, what="benchmark result")
-    print(f"written {args.out}")
+    out = output_path(args.out, "distill_kd_diagnosis_cpu.json", args.update_results)
+    write_json(out, report, what="benchmark result")
+    print(f"written {out}")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ last.pt).
     .venv/bin/python benchmarks/distill_meta_glyphs.py --alone-pieces runs/msd_study/pieces
     .venv/bin/python benchmarks/distill_meta_glyphs.py --report-only
 
-Writes benchmarks/results/distill_meta_glyphs_cpu.{json,md}.
+Writes distill_meta_glyphs_cpu.{json,md} into runs/benchmarks/ (benchmarks/results/ with --update-results,
+or --out FILE).
 """
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ from metakd.engine.evaluation.checkpoint_eval import evaluate_checkpoint  # noqa
 from metakd.engine.training.meta import Trainer  # noqa: E402
 from metakd.stats import format_interval, t_interval  # noqa: E402
 from msd_study import COMMON, TINY  # noqa: E402
-from results_io import format_paired, paired_over_seeds, run_piece, write_json_and_markdown  # noqa: E402
+from results_io import (add_update_results_flag, format_paired, output_path, paired_over_seeds, run_piece,  # noqa: E402
+                        write_json_and_markdown)
 
 METHODS = {
     "alone": ("maml_glyphs_5w1s", []),
@@ -123,7 +125,8 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=600)
     p.add_argument("--alone-pieces", help="msd_study's pieces folder: reuse its maml runs as 'alone'")
     p.add_argument("--work", default="runs/distill_meta_glyphs")
-    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "distill_meta_glyphs_cpu.json"))
+    p.add_argument("--out", help="result JSON (default: runs/benchmarks/distill_meta_glyphs_cpu.json)")
+    add_update_results_flag(p)
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--tiny", action="store_true", help="a smoke-test size: 70 classes, Conv4-8")
     args = p.parse_args()
@@ -179,7 +182,7 @@ def main() -> None:
                      f"{', '.join(f'{100 * v:.2f}' for v in r['per_seed'])} | {format_paired(r['vs_alone'])} | "
                      f"{format_paired(r['vs_kd'])} | {r['train_seconds']:.0f} |")
     md = "\n".join(lines) + f"\n\nCPU seconds of this script's finished pieces: {total:.0f}.\n"
-    write_json_and_markdown(Path(args.out), report, md)
+    write_json_and_markdown(output_path(args.out, "distill_meta_glyphs_cpu.json", args.update_results), report, md)
     print(md)
 
 

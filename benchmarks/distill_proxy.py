@@ -59,6 +59,7 @@ import torch  # noqa: E402
 from distill_common import cpu_seconds, ensure_teacher, fmt, machine, milestones, run_piece  # noqa: E402
 from metakd.atomic import atomic_write, write_json  # noqa: E402
 from metakd.stats import paired_difference, t_interval  # noqa: E402
+from results_io import add_update_results_flag, output_path  # noqa: E402
 
 BASE = "distill_glyphs_kd"
 METHODS = ("ce", "kd", "kd_rank", "mkd", "mkd_rank")
@@ -268,7 +269,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", default=None, help="default runs/distill_proxy (runs/distill_proxy_smoke with --smoke)")
-    ap.add_argument("--out", default=None, help="default benchmarks/results/distill_proxy_<device>.json")
+    ap.add_argument("--out", default=None, help="result JSON (default runs/benchmarks/distill_proxy_<device>.json; "
+                    "the work folder with --smoke)")
+    add_update_results_flag(ap)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (10 classes, 1 epoch, 2 seeds, 2-value grid)")
     args = ap.parse_args()
     if args.smoke:
@@ -279,8 +282,8 @@ def main() -> None:
         ap.error("--val-per-class must be smaller than --train-per-class")
     kind = "cuda" if args.device.startswith("cuda") else args.device
     work = Path(args.work or ("runs/distill_proxy_smoke" if args.smoke else "runs/distill_proxy"))
-    out = Path(args.out or (work / f"distill_proxy_{kind}.json" if args.smoke
-                            else f"benchmarks/results/distill_proxy_{kind}.json"))
+    out = (Path(args.out) if args.out else work / f"distill_proxy_{kind}.json" if args.smoke
+           else output_path(None, f"distill_proxy_{kind}.json", args.update_results))
     torch.set_num_threads(args.threads)
     only = None if args.only is None else set(args.only)
     cpu0, wall0 = cpu_seconds(), time.perf_counter()

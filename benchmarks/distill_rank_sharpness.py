@@ -13,7 +13,8 @@ For each (C, noise, student scale, form/k/k_scale): the loss, the mean per-row n
 (the ones the loss should fix). The KD (T = 4) gradient norm on the same logits is given for scale.
 A few seconds of CPU.
 
-    python benchmarks/distill_rank_sharpness.py       # -> benchmarks/results/distill_rank_sharpness_cpu.json / .md
+    python benchmarks/distill_rank_sharpness.py       # -> runs/benchmarks/distill_rank_sharpness_cpu.json / .md
+    python benchmarks/distill_rank_sharpness.py --update-results   # -> benchmarks/results/ (the committed file)
 """
 from __future__ import annotations
 
@@ -24,10 +25,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import argparse  # noqa: E402
 
 import torch  # noqa: E402
 
 from metakd.atomic import atomic_write, write_json  # noqa: E402
+from results_io import add_update_results_flag, output_path  # noqa: E402
 from metakd.distill import kd_loss, rank_loss  # noqa: E402
 from metakd.distill.rank import standardize_scale  # noqa: E402
 
@@ -65,6 +70,10 @@ def live_pairs(s, t, k: float, k_scale: str):
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", help="result JSON (default: runs/benchmarks/distill_rank_sharpness_cpu.json)")
+    add_update_results_flag(ap)
+    args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.process_time()
     rows = []
@@ -99,10 +108,11 @@ def main() -> None:
               "construction": __doc__.split("\n\n")[1].strip(), "batch": B, "rows": rows,
               "cpu_seconds": time.process_time() - t0, "load_average": list(os.getloadavg()),
               "device": "cpu", "torch": torch.__version__, "markdown": table}
-    out = Path("benchmarks/results/distill_rank_sharpness_cpu.json")
+    out = output_path(args.out, "distill_rank_sharpness_cpu.json", args.update_results)
     write_json(out, report, what="benchmark result")
     atomic_write(out.with_suffix(".md"), table + "\n", what="benchmark table")
     print(table)
+    print(f"written {out} and {out.with_suffix('.md')}")
 
 
 if __name__ == "__main__":

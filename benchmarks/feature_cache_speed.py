@@ -11,7 +11,8 @@ episode batch each first.
     .venv/bin/python benchmarks/feature_cache_speed.py --episodes 600 --learners protonet anil
     .venv/bin/python benchmarks/feature_cache_speed.py --image-size 84 --channels 3 --hidden 64 --episodes 600
 
-Writes benchmarks/results/feature_cache_<device>.{json,md} (``--out`` to choose).
+Writes feature_cache_<device>.{json,md} into runs/benchmarks/ (benchmarks/results/ with --update-results;
+``--out`` to choose).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from metakd.config import load_config  # noqa: E402
 from metakd.engine.build import describe_device, make_learner, make_sampler, split_for  # noqa: E402
 from metakd.engine.evaluation.episodes import evaluate_episodes  # noqa: E402
-from results_io import write_json_and_markdown  # noqa: E402
+from results_io import add_update_results_flag, output_path, write_json_and_markdown  # noqa: E402
 
 OPTIONS = {"protonet": [], "anil": ["learner.options.inner_lr=0.5", "learner.options.test_steps=10"],
            "linear_probe": [], "cosine_classifier": []}
@@ -47,7 +48,8 @@ def main() -> None:
     p.add_argument("--init", help="a `metakd pretrain` run to start the backbone from")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out")
+    p.add_argument("--out", help="result JSON (default: runs/benchmarks/feature_cache_<device>.json)")
+    add_update_results_flag(p)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -87,7 +89,7 @@ def main() -> None:
     md += [f"| {r['learner']} | {r['episodes']} | {r['uncached_s']:.2f} | {r['cached_s']:.2f} | {r['speedup']:.1f}x | "
            f"{r['cached_images']} | {r['identical_per_episode']} |" for r in rows]
     kind = "cpu" if device.type == "cpu" else "gpu"
-    out = Path(args.out) if args.out else Path(__file__).resolve().parent / "results" / f"feature_cache_{kind}.json"
+    out = output_path(args.out, f"feature_cache_{kind}.json", args.update_results)
     write_json_and_markdown(out, report, "\n".join(md) + "\n")
     if not all(r["identical_per_episode"] for r in rows):
         sys.exit("cached and uncached accuracies differ")

@@ -8,7 +8,8 @@ folder holding only the catalog (the generation stages), so import costs and the
 catalog memo do not leak between stages. Reported per stage: wall seconds, CPU seconds of the
 child (user + system), the 1-minute load average before it started and the CPU count, because
 wall time on a shared machine mostly measures the neighbours. Results go to
-benchmarks/results/glyphs_generation_cpu.json (written atomically).
+runs/benchmarks/glyphs_generation_cpu.json (benchmarks/results/ with --update-results, or --out FILE;
+written atomically).
 """
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 from metakd.atomic import write_json  # noqa: E402
+from results_io import add_update_results_flag, output_path  # noqa: E402
 
 CHILD = r"""
 import json, sys, time, resource
@@ -64,7 +67,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[28, 84])
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "glyphs_generation_cpu.json"))
+    parser.add_argument("--out", help="result JSON (default: runs/benchmarks/glyphs_generation_cpu.json)")
+    add_update_results_flag(parser)
     args = parser.parse_args()
 
     runs = []
@@ -93,7 +97,7 @@ def main() -> None:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "runs": runs,
     }
-    out = Path(args.out)
+    out = output_path(args.out, "glyphs_generation_cpu.json", args.update_results)
     write_json(out, report, what="benchmark result", indent=1)
     print("wrote", out)
 

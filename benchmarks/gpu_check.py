@@ -7,7 +7,7 @@ check fails.
 
     python benchmarks/gpu_check.py                  # CUDA, Conv4-32 at 84 px
     python benchmarks/gpu_check.py --device cpu --small   # the same checks, small, as a dry run
-Writes benchmarks/results/gpu_check_<device>.json.
+Writes gpu_check_<device>.json into runs/benchmarks/ (benchmarks/results/ with --update-results, or --out DIR).
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from metakd.data.base import ImageSplit  # noqa: E402
 from metakd.data.sampler import EpisodeSampler  # noqa: E402
 from metakd.learners import build_learner  # noqa: E402
 from metakd.models import build_backbone  # noqa: E402
+from results_io import add_update_results_flag, output_dir  # noqa: E402
 from speed import device_description, device_slug, make_batches, write_json  # noqa: E402
 
 LOSS_RTOL, GRAD_RTOL = 1e-4, 1e-3  # float32, different kernels and summation orders
@@ -167,7 +168,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda")
     p.add_argument("--small", action="store_true", help="28 px, 8 channels: a quick dry run (CPU)")
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    p.add_argument("--out", type=Path, help="output folder (default: runs/benchmarks/)")
+    add_update_results_flag(p)
     args = p.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -181,7 +183,7 @@ def main() -> int:
               "command": "python benchmarks/gpu_check.py " + " ".join(sys.argv[1:]),
               "loss_rtol": LOSS_RTOL, "grad_rtol": GRAD_RTOL, "failed": failed, "checks": c.results,
               "load_average_end": list(os.getloadavg())}
-    out = args.out / f"gpu_check_{device_slug(device)}{'_small' if args.small else ''}.json"
+    out = (args.out or output_dir(args.update_results)) / f"gpu_check_{device_slug(device)}{'_small' if args.small else ''}.json"
     write_json(out, report)
     print(f"{len(c.results) - len(failed)}/{len(c.results)} checks passed; wrote {out}")
     return 1 if failed else 0

@@ -12,7 +12,8 @@
 #
 # `run` parts: check (gpu_check.py), conv4-32 / conv4-64 / resnet12 (speed_suite.py pieces merged into
 # one speed_suite_cuda-<gpu>.json), eval (600 test episodes), sampler (sampler_speed.py), amp
-# (amp_accuracy.py). Results land in benchmarks/results/ and are copied to $OUT when it is set.
+# (amp_accuracy.py). These runs are the measurements to keep: each script gets --update-results, so results
+# land in benchmarks/results/ (not the scratch runs/benchmarks/), and are copied to $OUT when it is set.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 files="${GPU_WHEELS:-$here/.cache/gpu_wheels}"
@@ -55,12 +56,12 @@ case "${1:-}" in
     export PYTHONPATH="$site:$here" PYTHONUNBUFFERED=1
     for part in "$@"; do
       case "$part" in
-        check) "$py" benchmarks/gpu_check.py || true ;;
-        conv4-32|conv4-64) "$py" benchmarks/speed_suite.py --device cuda --configs "$part"'_*' --eval-episodes 0 --merge ;;
-        resnet12) "$py" benchmarks/speed_suite.py --device cuda --configs 'resnet12_*' --eval-episodes 0 --merge ;;
-        eval) "$py" benchmarks/speed_suite.py --device cuda --configs none --eval-episodes 600 --merge ;;
-        sampler) "$py" benchmarks/sampler_speed.py --devices cuda ;;
-        amp) "$py" benchmarks/amp_accuracy.py --device cuda --iterations 2000 --seeds 0 1 2 ;;
+        check) "$py" benchmarks/gpu_check.py --update-results || true ;;
+        conv4-32|conv4-64) "$py" benchmarks/speed_suite.py --device cuda --configs "$part"'_*' --eval-episodes 0 --merge --update-results ;;
+        resnet12) "$py" benchmarks/speed_suite.py --device cuda --configs 'resnet12_*' --eval-episodes 0 --merge --update-results ;;
+        eval) "$py" benchmarks/speed_suite.py --device cuda --configs none --eval-episodes 600 --merge --update-results ;;
+        sampler) "$py" benchmarks/sampler_speed.py --devices cuda --update-results ;;
+        amp) "$py" benchmarks/amp_accuracy.py --device cuda --iterations 2000 --seeds 0 1 2 --update-results ;;
         *) echo "gpu_half.sh run: unknown part $part (check conv4-32 conv4-64 resnet12 eval sampler amp)" >&2; exit 2 ;;
       esac
     done

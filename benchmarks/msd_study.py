@@ -35,7 +35,7 @@ its last.pt (checkpoints every 100 iterations). Disjoint --seeds in two processe
     .venv/bin/python benchmarks/msd_study.py final --seeds 0 1 2
     .venv/bin/python benchmarks/msd_study.py report            # tables from the pieces finished so far
 
-Writes benchmarks/results/msd_study_cpu.{json,md}.
+Writes msd_study_cpu.{json,md} into runs/benchmarks/ (benchmarks/results/ with --update-results, or --out FILE).
 """
 from __future__ import annotations
 
@@ -58,7 +58,8 @@ from metakd.engine.build import describe_device  # noqa: E402
 from metakd.engine.evaluation.robustness import evaluate_robustness, scenario_label  # noqa: E402
 from metakd.engine.training.meta import Trainer  # noqa: E402
 from metakd.stats import format_interval, t_interval  # noqa: E402
-from results_io import format_paired, paired_over_seeds, run_piece, write_atomic, write_json_and_markdown  # noqa: E402
+from results_io import (add_update_results_flag, format_paired, output_path, paired_over_seeds, run_piece,  # noqa: E402
+                        write_atomic, write_json_and_markdown)
 
 COMMON = ["device=cpu", "threads=1", "model.options.hidden=32", "episodes.q_query=5", "train.lr=0.003",
           "train.log_every=100", "tensorboard=false"]
@@ -233,7 +234,8 @@ def main() -> None:
     p.add_argument("--select-seed", type=int, default=100)
     p.add_argument("--tiny", action="store_true", help="a smoke-test size: 70 classes, Conv4-8")
     p.add_argument("--work", default="runs/msd_study")
-    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "msd_study_cpu.json"))
+    p.add_argument("--out", help="result JSON (default: runs/benchmarks/msd_study_cpu.json)")
+    add_update_results_flag(p)
     args = p.parse_args()
     torch.set_num_threads(1)
     work = Path(args.work)
@@ -261,7 +263,7 @@ def main() -> None:
               "rows": summarise(results, args.seeds) if results else [], "total_seconds": total,
               "curves": {f"{c}_s{s}": r["curve"] for c, per in results.items() for s, r in per.items()}}
     if args.phase != "select":
-        write_json_and_markdown(Path(args.out), report, markdown(report))
+        write_json_and_markdown(output_path(args.out, "msd_study_cpu.json", args.update_results), report, markdown(report))
     print(markdown(report))
 
 

@@ -23,7 +23,7 @@ when no learner of that name is registered.
     .venv/bin/python benchmarks/pretrain_glyphs.py --tiny --work /tmp/pg --out /tmp/pg/result.json   # smoke test
     .venv/bin/python benchmarks/pretrain_glyphs.py --report-only          # the tables from the finished pieces
 
-Writes benchmarks/results/pretrain_glyphs_cpu.{json,md}.
+Writes pretrain_glyphs_cpu.{json,md} into runs/benchmarks/ (benchmarks/results/ with --update-results, or --out FILE).
 
 CPU time of the defaults (one thread, the 2-core development machine at load ~2, another study on the
 other core): 35 CPU-minutes for 3 seeds (pre-training ~2.7 min per seed; each meta-training 0.3-2 min;
@@ -58,7 +58,7 @@ from metakd.engine.training.pretrain import run_pretrain  # noqa: E402
 from metakd.engine.training.meta import Trainer  # noqa: E402
 from metakd.registry import LEARNERS  # noqa: E402
 from metakd.stats import format_interval, paired_difference, t_interval  # noqa: E402
-from results_io import run_piece, write_json_and_markdown  # noqa: E402
+from results_io import add_update_results_flag, output_path, run_piece, write_json_and_markdown  # noqa: E402
 
 META = {"protonet": "protonet_glyphs_5w1s", "maml": "maml_glyphs_5w1s", "unicorn_maml": "unicorn_maml_glyphs_5w1s"}
 TINY_DATA = ["data.options.num_classes=70", "model.options.hidden=8"]
@@ -212,7 +212,8 @@ def main() -> None:
                         "these on validation episodes (rows <learner>-tunedlr; none: skip)")
     p.add_argument("--learners", nargs="+", default=["linear_probe", "protonet_nc", "protonet", "maml", "unicorn_maml"])
     p.add_argument("--work", default="runs/pretrain_glyphs", help="run folders and finished pieces")
-    p.add_argument("--out", help="result JSON (default benchmarks/results/pretrain_glyphs_cpu.json)")
+    p.add_argument("--out", help="result JSON (default: runs/benchmarks/pretrain_glyphs_cpu.json)")
+    add_update_results_flag(p)
     p.add_argument("--tiny", action="store_true", help="a smoke-test size: 70 classes, Conv4-8")
     p.add_argument("--report-only", action="store_true", help="only tabulate the pieces finished so far")
     args = p.parse_args()
@@ -267,7 +268,7 @@ def main() -> None:
                                 for f in sorted((work / "pieces").glob("inner_lr_*.json"))},
             "piece_seconds": {f"{n}_s{s}": r.get("seconds") for n, per in results.items() for s, r in per.items()}}
     report = {"benchmark": "pretrain_glyphs", **meta, **summary}
-    out = Path(args.out) if args.out else Path(__file__).resolve().parent / "results" / "pretrain_glyphs_cpu.json"
+    out = output_path(args.out, "pretrain_glyphs_cpu.json", args.update_results)
     write_json_and_markdown(out, report, markdown(summary, meta))
     print(markdown(summary, meta))
 

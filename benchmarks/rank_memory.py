@@ -20,7 +20,8 @@ with MALLOC_MMAP_THRESHOLD_=1 MiB so glibc maps every large tensor on its own an
 freed; RSS then tracks live tensor memory (with glibc's default adaptive threshold, freed 20-60 MiB
 blocks stay in the heap and the same run showed 63-105 MiB instead of 44 MiB for chunked-auto;
 ``--raw-malloc`` measures that way). Configurations whose estimated peak exceeds ``--limit-gib`` are
-skipped and say so. Results go to benchmarks/results/rank_memory_<device>.json (atomic write).
+skipped and say so. Results go to runs/benchmarks/rank_memory_<device>.json (benchmarks/results/ with
+--update-results, or --out FILE; atomic write).
 """
 from __future__ import annotations
 
@@ -35,7 +36,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 from metakd.atomic import write_json  # noqa: E402
+from results_io import add_update_results_flag, output_path  # noqa: E402
 
 CONFIGS = ("chunked-auto", "chunked-64rows", "one-block", "naive-chunked", "naive-full")
 # Measured live (B, C, C) tensors at peak, used only to decide what to skip (fp32, tanh form).
@@ -136,7 +139,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
     parser.add_argument("--limit-gib", type=float, default=8.0, help="skip configurations estimated above this")
-    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/rank_memory_<device>.json)")
+    parser.add_argument("--out", default=None, help="JSON path (default runs/benchmarks/rank_memory_<device>.json)")
+    add_update_results_flag(parser)
     parser.add_argument("--raw-malloc", action="store_true", help="keep glibc's adaptive mmap threshold (CPU)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -180,7 +184,7 @@ def main() -> None:
         "pairwise_block_bytes_note": "one fp32 (B, C, C) tensor = 4·B·C² bytes",
         "results": rows,
     }
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"rank_memory_{device}.json"
+    out = output_path(args.out, f"rank_memory_{device}.json", args.update_results)
     write_json(out, report, what="benchmark result")
     print(f"wrote {out}")
 

@@ -1,10 +1,37 @@
-"""Writing benchmark results: atomically (temporary file + rename), a JSON and its markdown table side by side."""
+"""Writing benchmark results: atomically (temporary file + rename), a JSON and its markdown table side by side,
+into a scratch folder unless the run is meant to update the committed results.
+
+Where results go: ``--out`` when given; else ``benchmarks/results/`` (the measured files the docs quote,
+under version control) with ``--update-results``; else the scratch folder ``runs/benchmarks/`` of the
+working folder (git-ignored), so a trial run never overwrites a committed measurement. Every script
+prints the path it wrote."""
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 from metakd.atomic import atomic_write as _atomic_write
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"  # committed measurements: written only when asked
+SCRATCH_DIR = Path("runs") / "benchmarks"  # the default: git-ignored, relative to the working folder
+
+
+def add_update_results_flag(parser: argparse.ArgumentParser) -> None:
+    """``--update-results``: write into benchmarks/results/ instead of the scratch folder."""
+    parser.add_argument("--update-results", action="store_true",
+                        help=f"write into {RESULTS_DIR} (the committed results the docs quote) instead of the "
+                             f"scratch folder {SCRATCH_DIR}/; --out wins over both")
+
+
+def output_dir(update_results: bool) -> Path:
+    """The folder a result goes to when ``--out`` is not given (see the module docstring)."""
+    return RESULTS_DIR if update_results else SCRATCH_DIR
+
+
+def output_path(out, name: str, update_results: bool) -> Path:
+    """``out`` when given, else ``name`` in ``output_dir(update_results)``."""
+    return Path(out) if out else output_dir(update_results) / name
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -2,8 +2,9 @@
 
 Modes: ``index`` draws episode indices only; ``host`` is ``sampler.sample`` gathering with numpy and
 converting on the device; ``device`` gathers from a uint8 copy of the split on the device;
-``loader-wN`` is an EpisodeLoader with N DataLoader workers. One JSON per device is written to
-benchmarks/results/sampler_speed_<device>.json.
+``loader-wN`` is an EpisodeLoader with N DataLoader workers. One JSON per device,
+sampler_speed_<device>.json, is written to runs/benchmarks/ (benchmarks/results/ with --update-results,
+or --out DIR).
 
     python benchmarks/sampler_speed.py [--seconds 1.5] [--devices cpu cuda] [--workers 2]
 """
@@ -20,7 +21,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from metakd.atomic import write_json as write_result  # noqa: E402
+from results_io import add_update_results_flag, output_dir  # noqa: E402
 from metakd.data.base import ImageSplit  # noqa: E402
 from metakd.data.loader import EpisodeLoader  # noqa: E402
 from metakd.data.sampler import EpisodeSampler  # noqa: E402
@@ -102,14 +105,16 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=1.5, help="time per measurement")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers for the loader mode (0: skip)")
     ap.add_argument("--devices", nargs="*", default=None, help="default: cpu, and cuda when available")
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    ap.add_argument("--out", type=Path, help="output folder (default: runs/benchmarks/)")
+    add_update_results_flag(ap)
     args = ap.parse_args()
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     split = synthetic_split(args.classes, args.per_class, args.size)
     for name in devices:
         device = torch.device(name)
         rows = bench_device(split, device, args.seconds, args.workers)
-        write_json(args.out / f"sampler_speed_{device.type}.json", {
+        out = (args.out or output_dir(args.update_results)) / f"sampler_speed_{device.type}.json"
+        write_json(out, {
             "benchmark": "sampler_speed",
             "split": {"classes": args.classes, "per_class": args.per_class, "image": [args.size, args.size, 3]},
             "seconds_per_measurement": args.seconds,
@@ -119,6 +124,7 @@ def main() -> None:
                         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
             "results": rows,
         })
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":

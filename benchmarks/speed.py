@@ -13,7 +13,8 @@ above the RSS at the start of the run; the peak is reset before each run by writ
 malloc_trim, so each run is measured on its own. Where that is unavailable it reports null.
 
     python benchmarks/speed.py --device cpu --iters 10
-Writes benchmarks/results/speed_<device>.json (atomically) and prints a table.
+Writes speed_<device>.json (atomically) into runs/benchmarks/, or benchmarks/results/ with
+--update-results, or --out DIR, and prints a table and the path.
     python benchmarks/speed.py --suite [speed_suite options]
 runs the wider side-by-side suite instead (benchmarks/speed_suite.py: more configs, task-batched
 metakd, parallel-metalearn, evaluation timing).
@@ -21,11 +22,9 @@ metakd, parallel-metalearn, evaluation timing).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import ctypes
 import gc
-import io
 import json
 import os
 import platform
@@ -33,7 +32,6 @@ import re
 import statistics
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -43,7 +41,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from metakd.atomic import atomic_write  # noqa: E402
+from results_io import add_update_results_flag, output_dir  # noqa: E402  (benchmarks/ is sys.path[0])
 from metakd.data.episode import EpisodeBatch  # noqa: E402
+from metakd.data.learn2learn_tasks import import_learn2learn  # noqa: E402
 from metakd.learners import build_learner  # noqa: E402
 from metakd.models import build_backbone  # noqa: E402
 
@@ -53,10 +53,7 @@ WAYS, SHOTS, QUERIES, SIZE, TASKS, STEPS, INNER_LR, META_LR = 5, 1, 15, 84, 4, 5
 def load_learn2learn():
     """The learn2learn module, or None when it is not installed."""
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):  # gym's deprecation notice
-            warnings.simplefilter("ignore")
-            import learn2learn
-        return learn2learn
+        return import_learn2learn()  # without gym's notice on stderr
     except Exception:  # noqa: BLE001 - any import failure means "not available"
         return None
 
@@ -220,7 +217,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--orders", default="second,first", help="comma list of 'second', 'first'")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--out", type=Path, help="output folder (default: runs/benchmarks/)")
+    add_update_results_flag(parser)
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available")
@@ -273,7 +271,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         print(f"{order:<8}{entry['metakd']['median_s']:>13.3f}{fmt(theirs.get('median_s'), '.3f'):>11}"
               f"{fmt(entry.get('ratio_metakd_over_l2l'), '.3f'):>8}{fmt(entry['metakd']['peak_mib'], '.0f'):>12}"
               f"{fmt(theirs.get('peak_mib'), '.0f'):>10}{fmt(entry.get('initial_loss_abs_diff'), '.1e'):>11}")
-    out = args.out / f"speed_{device_slug(device)}.json"
+    out = (args.out or output_dir(args.update_results)) / f"speed_{device_slug(device)}.json"
     write_json(out, report)
     print(f"wrote {out}")
     return report

@@ -24,7 +24,8 @@ sequential loop; one untimed warm-up chunk per mode first (its seconds are repor
     python benchmarks/speed.py --suite --quick                    # the same, through speed.py
     python benchmarks/speed_suite.py --configs 'resnet12_*' --merge   # add to (or redo in) an existing file
     python benchmarks/speed_suite.py --table benchmarks/results/speed_suite_cpu.json   # markdown table
-Writes benchmarks/results/speed_suite_<device>[_quick].json (atomically) and prints a table.
+Writes speed_suite_<device>[_quick].json (atomically) into runs/benchmarks/, or benchmarks/results/ with
+--update-results, or --out DIR, and prints a table and the path.
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ from metakd.models import build_backbone  # noqa: E402
 from speed import (_sync, device_description, device_slug, load_learn2learn, make_batches,  # noqa: E402
                    metakd_learner_step,
                    peak_memory_mib, time_alternating, write_json)
+from results_io import add_update_results_flag, output_dir  # noqa: E402
 
 WAYS, QUERIES, STEPS, INNER_LR, META_LR, EVAL_STEPS, EVAL_CHUNK = 5, 15, 5, 0.01, 1e-3, 10, 50
 Step = Callable[[EpisodeBatch], float]
@@ -320,7 +322,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     parser.add_argument("--resnet-batch", type=int, default=None, help="ResNet-12 meta-batch (4; 2 with --quick)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--out", type=Path, help="output folder (default: runs/benchmarks/)")
+    add_update_results_flag(parser)
     parser.add_argument("--merge", action="store_true",
                         help="keep the configs (and eval) of an existing result file that this run does not "
                              "measure, so a long grid can run in pieces (e.g. under a per-command time limit)")
@@ -359,7 +362,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
                        "optimizer": f"Adam({META_LR})", "conv4_image": 84},
               "iters": iters, "warmup": args.warmup, "results": []}
     wanted = [s.strip() for s in args.systems.split(",")]
-    out = args.out / f"speed_suite_{device_slug(device)}{'_quick' if q else ''}.json"
+    out = (args.out or output_dir(args.update_results)) / f"speed_suite_{device_slug(device)}{'_quick' if q else ''}.json"
     kept = previous_results(out, {c["name"] for c in chosen}, report) if args.merge else {}
     report["results"] = kept.get("results", [])
     for cfg in chosen:

@@ -208,12 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_cmd_config)
 
     m = sub.add_parser("demo", help="MAML vs MAML+MSD vs ProtoNet on the built-in glyph dataset (standard and augmented), a few minutes on a CPU")
-    m.add_argument("--output-dir", default="runs/demo")
+    m.add_argument("--output-dir", default="runs/demo", help="folder for the three runs, results.{md,json} and "
+                   "accuracy.png (default: runs/demo)")
     m.add_argument("--iterations", type=positive_int_arg, help="meta-iterations per learner (default: the demo configs')")
     m.add_argument("--threads", type=positive_int_arg, help="torch CPU threads (default: 1 on a CPU, which is fastest for these tiny models)")
     m.add_argument("--episodes", type=positive_int_arg, default=600, help="fixed test episodes")
-    m.add_argument("--device", default="auto")
-    m.add_argument("--no-progress", action="store_true")
+    m.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
+    m.add_argument("--no-progress", action="store_true", help="no progress bars")
     m.set_defaults(func=_cmd_demo)
 
     r = sub.add_parser("robustness", help="checkpoints under the augmented test scenario (weak/strong × support/query/both)")

@@ -120,8 +120,9 @@ def defaults(schema: Optional[Dict[str, Dict[str, Tuple[tuple, Any]]]] = None) -
 
 
 def config_dirs() -> List[Path]:
-    """Where config names are looked up: ./configs, then the configs folder next to the package."""
-    dirs = [Path.cwd() / "configs", Path(__file__).resolve().parents[1] / "configs"]
+    """Where config names are looked up: $METAKD_CONFIGS, ./configs (your own), then the configs shipped
+    inside the package (``metakd/configs/``, so an installed metakd finds them)."""
+    dirs = [Path.cwd() / "configs", Path(__file__).resolve().parent / "configs"]
     extra = os.environ.get("METAKD_CONFIGS")
     if extra:
         dirs.insert(0, Path(extra))

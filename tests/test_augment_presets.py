@@ -261,7 +261,7 @@ def test_pretrained_configs_fit_their_pretraining_backbone(tmp_path, host, data,
     from metakd.engine.build import make_learner
     from metakd.models import build_backbone
 
-    raw = yaml.safe_load((Path(__file__).parents[1] / "configs" / "pretrain" / f"{pretrain}.yaml").read_text())
+    raw = yaml.safe_load((Path(__file__).parents[1] / "metakd" / "configs" / "pretrain" / f"{pretrain}.yaml").read_text())
     assert f"runs/{raw['name']}/best.pt" == load_config(f"msd_{host}_pretrained_{data}_5w1s")["model"]["init"]
     backbone = build_backbone(raw["model"]["backbone"], 64, in_channels=channels, image_size=size, **raw["model"]["options"])
     path = tmp_path / "best.pt"

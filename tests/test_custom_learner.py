@@ -1,4 +1,4 @@
-"""A new learner written from outside the package, registered by name, built and trained (the README example)."""
+"""A new learner written from outside the package, registered by name, built and trained (the example in docs/learners.md)."""
 from __future__ import annotations
 
 import math
@@ -12,7 +12,7 @@ from learner_helpers import SmallConvNet, TinyNet, random_batch, train_and_evalu
 from metakd.learners import GradientLearner, MetaLearner, PerStep, build_learner
 from metakd.registry import LEARNERS
 
-# --- README example begins ---------------------------------------------------------------------
+# --- docs/learners.md example begins ---------------------------------------------------------------------
 
 
 @LEARNERS.register("maml_layer_lr")
@@ -60,7 +60,7 @@ class CosineCentroid(MetaLearner):
 
 # learner = build_learner("maml_layer_lr", build_backbone("conv4", n_way=5), inner_lr=0.01)
 # loss, metrics = learner.meta_loss(batch); loss.backward(); optimizer.step()
-# --- README example ends -----------------------------------------------------------------------
+# --- docs/learners.md example ends -----------------------------------------------------------------------
 
 
 def test_layer_lr_maml_is_maml_with_learnable_rates():
@@ -98,7 +98,7 @@ def test_custom_learners_train(name, options):
 
 @pytest.mark.parametrize("first_order", [False, True])
 def test_per_step_rate_learner_runs_on_every_executor(first_order):
-    """The README's per-step-rate learner: MAML's loss at equal rates, and the same loss and meta-gradients
+    """The docs' per-step-rate learner: MAML's loss at equal rates, and the same loss and meta-gradients
     on the sequential, vectorised and (first order) compiled executors."""
     batch = random_batch(tasks=2)
     modes = [{"task_batching": "off"}, {"task_batching": "vmap"}] + ([{"compile": True}] if first_order else [])

@@ -23,3 +23,12 @@ def test_demo_runs_reruns_and_refuses_foreign_folders(tmp_path, capsys):
         run_demo(**{**kw, "output_dir": foreign})
     assert (foreign / "demo_protonet" / "precious.txt").read_text() == "keep me"
     capsys.readouterr()
+
+
+def test_demo_writes_one_accuracy_figure_and_says_where(tmp_path, capsys):
+    run_demo(output_dir=tmp_path / "demo", iterations=1, episodes=3, device="cpu", progress=False,
+             configs=("demo_protonet",), scenarios=(("weak", "support"), ("strong", "support")))
+    figure = tmp_path / "demo" / "accuracy.png"
+    assert figure.read_bytes().startswith(b"\x89PNG")
+    out = capsys.readouterr().out
+    assert f"plots: {figure}" in out and str(tmp_path / "demo" / "demo_protonet" / "curves.png") in out

@@ -79,3 +79,37 @@ def test_engine_evaluates_learn2learn_tasks():
     res = evaluate_tasks(learner, TaskDatasetEpisodes(_taskset(), k_shot=1), 7, batch_size=3, progress=False)
     assert res["episodes"] == 7 and len(res["per_episode"]) == 7 and 0 <= res["acc"] <= 1
     assert learner.training  # restored
+
+
+def test_import_learn2learn_drops_only_gyms_notice():
+    """A plain ``import learn2learn`` prints gym's notice on stderr; ``import_learn2learn`` does not, and
+    other stderr output of the import still gets through."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "PYTHONWARNINGS": "default"}
+
+    def stderr_of(code):
+        res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+        return res.stderr
+
+    from metakd.data.learn2learn_tasks import _gym_notice
+
+    notice = _gym_notice()
+    plain = stderr_of("import learn2learn")
+    if notice:  # the installed gym has a notice for its version: a plain import shows it
+        assert notice.strip().splitlines()[0] in plain
+    quiet = stderr_of("from metakd.data.learn2learn_tasks import import_learn2learn; "
+                      "import sys; l2l = import_learn2learn(); print(l2l.__version__, file=sys.stdout)")
+    assert "Gym has been unmaintained" not in quiet and (not notice or notice.strip().splitlines()[0] not in quiet)
+    passed_on = stderr_of("import importlib, sys; orig = importlib.import_module\n"
+                          "def noisy(name, *a, **k):\n"
+                          "    print('other message', file=sys.stderr)\n"
+                          "    return orig(name, *a, **k)\n"
+                          "importlib.import_module = noisy\n"
+                          "from metakd.data.learn2learn_tasks import import_learn2learn; import_learn2learn()")
+    assert "other message" in passed_on

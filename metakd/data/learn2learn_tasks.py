@@ -7,8 +7,8 @@ each task per class into K support and Q query samples (in the order the task li
 the labels to 0..N−1 (sorted label values) and stacks tasks into a metakd ``EpisodeBatch``, so the
 rest of a learn2learn script becomes ``learner.meta_loss(episodes.sample(meta_batch))``.
 
-learn2learn is not imported here: any object with a ``sample()`` returning ``(data, labels)`` works,
-so metakd runs without learn2learn installed.
+learn2learn is not imported by this module (only by ``import_learn2learn``, on request): any object with a
+``sample()`` returning ``(data, labels)`` works, so metakd runs without learn2learn installed.
 """
 from __future__ import annotations
 
@@ -90,3 +90,39 @@ def episodes_from_tasksets(tasksets: Any, k_shot: int, q_query: Optional[int] = 
                             f"{type(tasksets).__name__}")
         out[split] = TaskDatasetEpisodes(getattr(tasksets, split), k_shot, q_query, device, name=f"tasksets.{split}")
     return out
+
+
+def import_learn2learn():
+    """``import learn2learn``, without the notice gym 0.26 prints to stderr on every import ("Gym has been
+    unmaintained since 2022 ..."): learn2learn imports gym for its reinforcement-learning part, which
+    metakd does not use. Only that notice (and gym's DeprecationWarnings) is dropped; anything else the
+    import writes to stderr is passed on. Raises ImportError when learn2learn is not installed."""
+    import contextlib
+    import importlib
+    import io
+    import sys
+    import warnings
+
+    buf = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(buf):
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"gym(\.|$)")
+            return importlib.import_module("learn2learn")
+    finally:
+        text = buf.getvalue()
+        notice = _gym_notice()
+        if notice:
+            text = text.replace(notice.rstrip("\n") + "\n", "").replace(notice.rstrip("\n"), "")
+        if text.strip():
+            sys.stderr.write(text)
+
+
+def _gym_notice() -> Optional[str]:
+    """The text gym prints on import for its installed version (from the gym_notices package), or None."""
+    try:
+        import gym
+        from gym_notices import notices
+
+        return notices.notices.get(gym.__version__)
+    except Exception:  # noqa: BLE001 - no gym, no notices package, another layout: nothing to remove
+        return None

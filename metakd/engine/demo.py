@@ -1,7 +1,8 @@
 """``metakd demo``: MAML, MAML + Meta Self-Distillation and ProtoNet trained on the built-in glyph
 dataset, compared on the same fixed test episodes with 95% confidence intervals, both standard and
 under the augmented test scenario (weak and strong perturbations of the support set, the side MSD
-trains on; ``metakd robustness`` gives all sides). A few minutes on a laptop CPU."""
+trains on; ``metakd robustness`` gives all sides). A few minutes on a laptop CPU. Writes results.{md,json}
+and one figure, accuracy.png (``metakd.plots.plot_demo_accuracy``), and says where."""
 from __future__ import annotations
 
 import time
@@ -13,6 +14,7 @@ import torch
 from ..atomic import atomic_write, write_json
 from ..config import load_config
 from ..errors import MetakdError
+from ..plots import method_label, plot_demo_accuracy
 from .build import resolve_device
 from .evaluation.checkpoint_eval import evaluate_checkpoint
 from .evaluation.robustness import evaluate_robustness
@@ -31,7 +33,7 @@ def results_table(rows: List[Dict[str, Any]]) -> str:
              + "".join(f"{n} (%) | " for n in names) + "episodes |",
              "|---|---|---|---|---|---|" + "---|" * len(names) + "---|"]
     for r in rows:
-        method = r["learner"] + (f"+{r['config']['learner']['options'].get('host', 'maml')}" if r["learner"] == "msd" else "")
+        method = method_label(r)
         cells = "".join(f"{format_acc(r['scenarios'][n]['accuracy'], r['scenarios'][n]['ci95'])} | " for n in names)
         lines.append(f"| {method} | {r['backbone']} | {r['n_way']}-way {r['k_shot']}-shot | {r['iterations']} | "
                      f"{r['train_seconds']:.0f} | {format_acc(r['accuracy'], r['ci95'])} | {cells}{r['episodes']} |")
@@ -87,5 +89,8 @@ def run_demo(output_dir: Path = Path("runs/demo"), iterations: Optional[int] = N
     atomic_write(output_dir / "results.md", table + "\n", what="demo results")
     write_json(output_dir / "results.json", [{k: v for k, v in r.items() if k != "config"} for r in rows],
                what="demo results")
+    plot_demo_accuracy(rows, output_dir / "accuracy.png")
     print(f"\nwritten: {output_dir / 'results.md'}, {output_dir / 'results.json'}")
+    print(f"plots: {output_dir / 'accuracy.png'} (test accuracy ± 95% CI, standard and perturbed, side by side); "
+          f"training curves: {', '.join(str(output_dir / r['name'] / 'curves.png') for r in rows)}")
     return rows
