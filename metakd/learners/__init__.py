@@ -4,7 +4,7 @@
     loss, metrics = learner.meta_loss(batch)      # batch: metakd.data.episode.EpisodeBatch
 
 Built in: maml, fomaml, anil, boil, metasgd, maml++, unicorn_maml, protomaml, reptile (gradient-based,
-one inner-loop engine: ``gradient.py`` hooks, ``engine.py`` executors) and protonet; msd wraps any of
+one inner-loop engine: ``gradient.py`` hooks, ``inner_loop.py`` executors) and protonet; msd wraps any of
 them with Meta Self-Distillation (``msd.py``).
 """
 from __future__ import annotations
