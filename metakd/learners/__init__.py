@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from ..registry import LEARNERS
+from ..validate import Opt
 from . import anil, boil, fomaml, maml, mamlpp, metasgd, protomaml, protonet, reptile, unicorn  # noqa: F401
 from . import msd  # noqa: F401  (Meta Self-Distillation around any of them)
 from . import distilled  # noqa: F401  (teacher -> student meta-learner distillation)
@@ -28,7 +29,6 @@ from .maml import MAML
 from .mamlpp import MAMLpp
 from .metasgd import MetaSGD
 from .msd import MSD
-from .options import Opt
 from .protomaml import ProtoMAML
 from .protonet import ProtoNet
 from .reptile import Reptile

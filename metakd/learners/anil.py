@@ -6,11 +6,11 @@ from typing import Any, Callable, ClassVar, Dict, Optional, Tuple
 from torch import Tensor, nn
 
 from ..registry import LEARNERS
+from ..validate import without
 from .base import FeatureLogits
 from .gradient import GradientLearner
 from .heads import flat_features
 from .inner_loop import InnerLoop, run_sequential
-from .options import without
 
 
 @LEARNERS.register("anil")

@@ -32,9 +32,9 @@ from torch.func import functional_call
 from ..data.episode import EpisodeBatch
 from ..errors import ConfigError
 from ..registry import LEARNERS
+from ..validate import Opt
 from .base import FeatureLogits, MetaLearner, episode_ways
 from .heads import encoder, flat_features
-from .options import Opt
 
 
 class FrozenFeatureBaseline(MetaLearner):

@@ -41,9 +41,9 @@ from ..distill.rank import rank_loss
 from ..distill.temperature import MetaTemperatures
 from ..errors import ConfigError
 from ..registry import LEARNERS
+from ..validate import Opt
 from .base import MetaLearner, check_batch
 from .gradient import GradientLearner
-from .options import Opt
 
 KD_ON = ("query", "support", "both")
 

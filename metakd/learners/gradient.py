@@ -39,12 +39,12 @@ from torch import Tensor, nn
 
 from ..data.episode import EpisodeBatch
 from ..errors import ConfigError
+from ..validate import Opt
 from .base import MetaLearner, check_batch, check_query_logits, overridden
 from .batched import auto_chunk, vmap_blocker
 from .compiled import COMPILE_MODES, CompiledInner
 from .inner_loop import InnerLoop, PerStep, Rate, State, run_first_order, run_sequential, run_vectorised
 from .functional import LossFn, Params, forward, select_names
-from .options import Opt
 
 TASK_BATCHING = ("off", "vmap", "auto")
 SEQUENTIAL, VECTORISED, FIRST_ORDER = "sequential", "vectorised", "first_order"  # the executors

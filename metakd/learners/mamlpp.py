@@ -30,10 +30,10 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..registry import LEARNERS
+from ..validate import Opt
 from .inner_loop import PerStep, Rate, State
 from .gradient import GradientLearner, TaskRun, _ce
 from .metasgd import lr_key
-from .options import Opt
 
 
 @LEARNERS.register("maml++")

@@ -60,9 +60,9 @@ from ..distill.consistency import cosine_consistency, kl_consistency, prediction
 from ..distill.temperature import LearnableTemperature
 from ..errors import ConfigError
 from ..registry import LEARNERS
+from ..validate import Opt
 from .base import MetaLearner, check_batch
 from .gradient import GradientLearner
-from .options import Opt
 
 BUDGETS = ("per_task", "in_place_of_tasks")
 CONSISTENCIES = ("cosine", "kl", "rank")

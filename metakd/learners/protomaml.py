@@ -15,10 +15,10 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..registry import LEARNERS
+from ..validate import Opt
 from .functional import Params, submodule_forward
 from .gradient import GradientLearner
 from .heads import class_means, head_names
-from .options import Opt
 
 
 @LEARNERS.register("protomaml")

@@ -20,9 +20,9 @@ from torch import Tensor
 
 from ..data.episode import EpisodeBatch
 from ..registry import LEARNERS
+from ..validate import without
 from .base import check_batch, check_query_logits
 from .gradient import GradientLearner, TaskRun, _ce
-from .options import without
 
 
 @LEARNERS.register("reptile")
