@@ -5,7 +5,8 @@ A learner describes one inner loop as an :class:`InnerLoop`, filled in from its 
 (parameter and buffer overrides used by the forward passes of a step, e.g. per-step BatchNorm), the
 support loss, an optional initialisation of the fast weights from the support set before step 0,
 and after which numbers of updates the query logits are wanted. :func:`update` applies one step,
-``p - rate * g``. Three executors run a description and give equal results within float rounding:
+``p - rate * g``, for every executor (and ANIL's cached-feature evaluation). Three executors run a
+description and give equal results within float rounding; ``GradientLearner.executor`` chooses one:
 
 - :func:`run_sequential`: one task, plain autograd (second order: inner gradients with a graph); supports
   inner-loop checkpointing and BatchNorm that updates running statistics.
