@@ -4,7 +4,7 @@
     loss, metrics = learner.meta_loss(batch)      # batch: metakd.data.episode.EpisodeBatch
 
 Built in: maml, fomaml, anil, boil, metasgd, maml++, unicorn_maml, protomaml, reptile (gradient-based,
-one inner-loop engine: ``gradient.py`` hooks, ``engine.py`` executors) and protonet; msd wraps any of
+one inner-loop engine: ``gradient.py`` hooks, ``inner_loop.py`` executors) and protonet; msd wraps any of
 them with Meta Self-Distillation (``msd.py``).
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from ..registry import LEARNERS
+from ..validate import Opt
 from . import anil, boil, fomaml, maml, mamlpp, metasgd, protomaml, protonet, reptile, unicorn  # noqa: F401
 from . import msd  # noqa: F401  (Meta Self-Distillation around any of them)
 from . import distilled  # noqa: F401  (teacher -> student meta-learner distillation)
@@ -28,7 +29,6 @@ from .maml import MAML
 from .mamlpp import MAMLpp
 from .metasgd import MetaSGD
 from .msd import MSD
-from .options import Opt
 from .protomaml import ProtoMAML
 from .protonet import ProtoNet
 from .reptile import Reptile

@@ -1,7 +1,8 @@
 """MetaLearner: the one abstract base of every learner. A new learner writes ``task_logits``."""
 from __future__ import annotations
 
-from typing import Any, ClassVar, Dict, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +12,19 @@ from ..data.episode import EpisodeBatch
 from ..errors import ConfigError, DataError
 from ..models.common import check_input_shape
 from .options import resolve
+
+
+FeatureLogits = Callable[[Tensor, Tensor, Tensor, int], Tensor]
+
+
+@dataclass
+class SupportSet:
+    """The default fast state (``MetaLearner.adapt``): one task's support set, labels and way."""
+
+    x: Tensor
+    y: Tensor
+    n_way: int
+    training: bool
 
 
 class MetaLearner(nn.Module):
@@ -81,6 +95,26 @@ class MetaLearner(nn.Module):
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
 
+    # The two verbs every learner answers, and the cached-feature hook ----------------------------
+    def adapt(self, support_x: Tensor, support_y: Tensor, *, training: bool = False,
+              n_way: Optional[int] = None) -> Any:
+        """The fast state of one task from its support set: support_x (S, C, H, W), support_y (S,) in
+        0..n_way-1 (``n_way`` default: support_y.max() + 1). What it holds is the learner's own (adapted
+        weights, prototypes, a fitted head); ``predict`` reads it. This default keeps the support set, so a
+        learner that writes only ``task_logits`` answers both verbs."""
+        return SupportSet(support_x, support_y, episode_ways(support_y, n_way), training)
+
+    def predict(self, fast: Any, query_x: Tensor) -> Tensor:
+        """Logits (Q, n_way) of query_x (Q, C, H, W) from a fast state made by ``adapt``."""
+        return self.task_logits(fast.x, fast.y, query_x, fast.n_way, fast.training)
+
+    def feature_head(self) -> Optional[Tuple[Callable[[Tensor], Tensor], FeatureLogits]]:
+        """(embed: images (B, C, H, W) -> features (B, D), logits on features: (support_f, support_y, query_f,
+        n_way) -> (Q, n_way)) when this learner's backbone does not change inside an episode, so evaluation
+        may embed every image once and run the episodes on cached features
+        (``metakd.engine.evaluation.feature_cache``); None (the default): it may not."""
+        return None
+
 
 def check_batch(batch: EpisodeBatch, model: Optional[nn.Module] = None) -> None:
     """DataError unless the batch's tensors have consistent episode shapes (no device sync); with
@@ -113,3 +147,14 @@ def check_query_logits(learner: str, logits: Tensor, batch: EpisodeBatch, per_ta
             f"queries; expected {expected}: build the backbone with n_way={n}"
         )
     return logits
+
+
+def episode_ways(support_y: Tensor, n_way: Optional[int] = None) -> int:
+    """``n_way`` if given, else the number of classes of episode labels support_y (0..N-1): max + 1."""
+    return int(n_way) if n_way is not None else int(support_y.max()) + 1
+
+
+def overridden(obj: Any, base: type, names: Sequence[str]) -> List[str]:
+    """Those of the methods ``names`` that ``type(obj)`` defines differently from ``base``."""
+    cls = type(obj)
+    return [m for m in names if getattr(cls, m) is not getattr(base, m)]

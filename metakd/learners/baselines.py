@@ -15,11 +15,14 @@ evaluate them with ``metakd eval <pretrain run> --learner NAME`` or a few-shot c
 Fitting is full-batch and deterministic (fixed start, fixed number of Adam or SGD steps, no sampling),
 so an episode gives the same accuracy on every run. ``linear_probe`` and ``cosine_classifier`` never
 change the backbone inside an episode: evaluation computes each image's features once and reuses
-them (``metakd.engine.evaluation.feature_cache``; ``embed`` / ``features_logits`` below).
+them (``metakd.engine.evaluation.feature_cache``; ``feature_head`` below).
+
+Fast state (``adapt``): the fitted head (a dict of tensors); for ``finetune``, the fine-tuned copy of the
+weights with its new head.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Dict
+from typing import Any, Callable, ClassVar, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -29,21 +32,16 @@ from torch.func import functional_call
 from ..data.episode import EpisodeBatch
 from ..errors import ConfigError
 from ..registry import LEARNERS
-from .base import MetaLearner
-from .options import Opt
-
-
-def _encoder(model: nn.Module) -> nn.Module:
-    return model.features if isinstance(getattr(model, "features", None), nn.Module) else model
+from ..validate import Opt
+from .base import FeatureLogits, MetaLearner, episode_ways
+from .heads import encoder, flat_features
 
 
 class FrozenFeatureBaseline(MetaLearner):
     """A head fitted on frozen support features; subclasses write ``fit_head`` and ``head_logits``."""
 
-    FIXED_BACKBONE: ClassVar[bool] = True  # evaluation may reuse cached features (engine/feature_cache.py)
-
     def embed(self, x: Tensor) -> Tensor:
-        return _encoder(self.model)(x).flatten(1)
+        return flat_features(self.model, x)
 
     def prepare(self, f: Tensor) -> Tensor:
         return F.normalize(f, dim=-1) if self.options.get("normalize") else f
@@ -54,20 +52,38 @@ class FrozenFeatureBaseline(MetaLearner):
     def head_logits(self, head: Dict[str, Tensor], f: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def features_logits(self, support_f: Tensor, support_y: Tensor, query_f: Tensor, n_way: int) -> Tensor:
-        """Query logits (Q, n_way) from support features (S, D) with labels (S,) and query features (Q, D)."""
-        sf, qf = self.prepare(support_f.detach().float()), self.prepare(query_f.detach().float())
+    def fit(self, support_f: Tensor, support_y: Tensor, n_way: int) -> Dict[str, Tensor]:
+        """The head (detached) fitted on support features (S, D) with labels (S,)."""
+        sf = self.prepare(support_f.detach().float())
         with torch.enable_grad():
             head = self.fit_head(sf, support_y, n_way)
-        return self.head_logits({k: v.detach() for k, v in head.items()}, qf)
+        return {k: v.detach() for k, v in head.items()}
 
-    def task_logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int,
-                    training: bool) -> Tensor:
+    def features_logits(self, support_f: Tensor, support_y: Tensor, query_f: Tensor, n_way: int) -> Tensor:
+        """Query logits (Q, n_way) from support features (S, D) with labels (S,) and query features (Q, D)."""
+        return self.head_logits(self.fit(support_f, support_y, n_way), self.prepare(query_f.detach().float()))
+
+    def feature_head(self) -> Optional[Tuple[Callable[[Tensor], Tensor], FeatureLogits]]:
+        return self.embed, self.features_logits
+
+    def adapt(self, support_x: Tensor, support_y: Tensor, *, training: bool = False,
+              n_way: Optional[int] = None) -> Dict[str, Tensor]:
+        """The head fitted on the frozen features of the support set (S, C, H, W) with labels (S,)."""
         if training:  # e.g. as an MSD host in meta-training: nothing here would get a gradient
             raise ConfigError(_no_meta_training(self.NAME))
         with torch.no_grad():
-            sf, qf = self.embed(support_x), self.embed(query_x)
-        return self.features_logits(sf, support_y, qf, n_way)
+            sf = self.embed(support_x)
+        return self.fit(sf, support_y, episode_ways(support_y, n_way))
+
+    def predict(self, fast: Dict[str, Tensor], query_x: Tensor) -> Tensor:
+        """Logits (Q, n_way) of query_x (Q, C, H, W) under the fitted head ``fast``."""
+        with torch.no_grad():
+            qf = self.embed(query_x)
+        return self.head_logits(fast, self.prepare(qf.detach().float()))
+
+    def task_logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int,
+                    training: bool) -> Tensor:
+        return self.predict(self.adapt(support_x, support_y, training=training, n_way=n_way), query_x)
 
     def meta_loss(self, batch: EpisodeBatch):
         raise ConfigError(_no_meta_training(self.NAME))
@@ -149,12 +165,15 @@ class FineTune(MetaLearner):
         "weight_decay": Opt(0.0, "number>=0"),
     }
 
-    def task_logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int,
-                    training: bool) -> Tensor:
+    def adapt(self, support_x: Tensor, support_y: Tensor, *, training: bool = False,
+              n_way: Optional[int] = None) -> Dict[str, Tensor]:
+        """The fine-tuned copy of the embedding's weights, with the new head as ``__head.weight`` /
+        ``__head.bias`` (detached), from the support set (S, C, H, W) with labels (S,)."""
         if training:
             raise ConfigError(_no_meta_training(self.NAME))
+        n_way = episode_ways(support_y, n_way)
         o = self.options
-        enc = _encoder(self.model)
+        enc = encoder(self.model)
         buffers = dict(enc.named_buffers())
         with torch.enable_grad():
             params = {n: p.detach().clone().requires_grad_(True) for n, p in enc.named_parameters()}
@@ -168,8 +187,17 @@ class FineTune(MetaLearner):
                 opt.zero_grad(set_to_none=True)
                 F.cross_entropy(self._logits(enc, params, buffers, support_x), support_y).backward()
                 opt.step()
+        return {k: v.detach() for k, v in params.items()}
+
+    def predict(self, fast: Dict[str, Tensor], query_x: Tensor) -> Tensor:
+        """Logits (Q, n_way) of query_x (Q, C, H, W) under the fine-tuned weights ``fast``."""
+        enc = encoder(self.model)
         with torch.no_grad():
-            return self._logits(enc, {k: v.detach() for k, v in params.items()}, buffers, query_x)
+            return self._logits(enc, fast, dict(enc.named_buffers()), query_x)
+
+    def task_logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int,
+                    training: bool) -> Tensor:
+        return self.predict(self.adapt(support_x, support_y, training=training, n_way=n_way), query_x)
 
     @staticmethod
     def _logits(enc: nn.Module, params: Dict[str, Tensor], buffers: Dict[str, Tensor], x: Tensor) -> Tensor:

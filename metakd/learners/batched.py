@@ -1,4 +1,4 @@
-"""Task batching support: what the vectorised executor (``engine.run_vectorised``) needs around vmap.
+"""Task batching support: what the vectorised executor (``inner_loop.run_vectorised``) needs around vmap.
 
 One task's adaptation is a pure function (fast params from θ and its support set, then query logits);
 ``torch.func.vmap`` maps it over the task dimension, and the inner gradients are ``torch.func.grad``

@@ -2,8 +2,8 @@
 from typing import Any, ClassVar, Dict
 
 from ..registry import LEARNERS
+from ..validate import without
 from .gradient import GradientLearner
-from .options import without
 
 
 @LEARNERS.register("boil")

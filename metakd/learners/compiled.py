@@ -8,7 +8,7 @@ compiles is the rest, which is most of the time spent in evaluation and first-or
   in Python, so the graph is one step whatever the number of steps;
 - the query forward of evaluation and of first-order training (a single backward is supported).
 
-First-order training reuses the no-grad steps (``engine.run_first_order``): with constant inner
+First-order training reuses the no-grad steps (``inner_loop.run_first_order``): with constant inner
 gradients g_1..g_s the adapted weights are θ - Σ lr_i·g_i, so rebuilding them outside the compiled
 code gives the same outer gradients for θ (identity) and for learned rates (-g_i) as the eager path.
 Compiled kernels reorder floating-point sums, so results match the eager path to float tolerance,
@@ -25,6 +25,7 @@ from torch.func import grad, vmap
 
 from ..errors import ConfigError
 from .functional import LossFn, Params, forward
+from .inner_loop import update
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 Rates = Mapping[str, Union[float, Tensor]]
@@ -56,7 +57,7 @@ class CompiledInner:
     def _step(self, adapted: Params, static: Params, buffers: Params, x: Tensor, y: Tensor,
               lrs: Rates) -> Tuple[Params, Params]:
         g = grad(self._loss)(adapted, static, buffers, x, y)
-        return {n: adapted[n] - lrs[n] * g[n] for n in adapted}, g
+        return update(adapted, g, lrs), g
 
     def _forward(self, adapted: Params, static: Params, buffers: Params, x: Tensor) -> Tensor:
         return forward(self.model, {**static, **adapted}, buffers, x)

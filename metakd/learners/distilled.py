@@ -41,9 +41,9 @@ from ..distill.rank import rank_loss
 from ..distill.temperature import MetaTemperatures
 from ..errors import ConfigError
 from ..registry import LEARNERS
+from ..validate import Opt
 from .base import MetaLearner, check_batch
 from .gradient import GradientLearner
-from .options import Opt
 
 KD_ON = ("query", "support", "both")
 
@@ -200,3 +200,10 @@ class DistilledLearner(MetaLearner):
                     training: bool) -> Tensor:
         """The student's query logits (its own adaptation; the teacher is not consulted)."""
         return self.student.task_logits(support_x, support_y, query_x, n_way, training)
+
+    def adapt(self, support_x: Tensor, support_y: Tensor, **kwargs: Any) -> Any:
+        """The student's fast state (the teacher is not consulted)."""
+        return self.student.adapt(support_x, support_y, **kwargs)
+
+    def predict(self, fast: Any, query_x: Tensor) -> Tensor:
+        return self.student.predict(fast, query_x)

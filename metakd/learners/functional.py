@@ -2,7 +2,7 @@
 
 A model is any ordinary ``nn.Module``; its parameters are swapped for a dict of tensors with
 ``torch.func.functional_call``, so the inner loop is plain tensor math: no module cloning, no
-monkey-patching, no per-task state. The inner loop itself is ``engine.py``.
+monkey-patching, no per-task state. The inner loop itself is ``inner_loop.py``.
 """
 from __future__ import annotations
 

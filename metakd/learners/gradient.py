@@ -1,28 +1,30 @@
-"""GradientLearner: the MAML family's shared machinery, over the one inner-loop engine (``engine.py``).
+"""GradientLearner: the MAML family's shared machinery, over the one inner-loop engine (``inner_loop.py``).
 
 A learner fills in the description of its inner loop through hooks; every executor runs it:
 
     adapted_names()                       which parameters the inner loop moves
     inner_lr(name)                        a float, a tensor broadcastable to the parameter (may be
                                           meta-learned), or PerStep(values (S, ...)): one rate per step
-    step_state(index, graph)              per-step (parameter, buffer) overrides, e.g. per-step BatchNorm
+    step_state(index, training)           per-step (parameter, buffer) overrides, e.g. per-step BatchNorm
     support_loss(logits, labels)          the inner-loop loss
-    init_fast(params, buffers, sx, sy, graph)  fast-weight entries to replace before step 0
-    query_steps(steps, graph)             after which update counts the query logits are needed
+    init_fast(params, buffers, sx, sy, training)  fast-weight entries to replace before step 0
+    query_steps(steps, training)          after which update counts the query logits are needed
     outer_losses(logits, query_y, run)    per-task outer loss from those logits (default: last-step CE)
     first_order_now()                     whether this call is first order (MAML++ switches it)
     meta_step_done()                      once per training meta-iteration (MAML++'s schedules)
 
-    fast = adapt(support_x, support_y, training, loss=None)      # dict name -> tensor
-    logits = predict(fast, query_x)                              # task_logits
+    fast = adapt(support_x, support_y, training=False, loss=None)  # dict name -> tensor
+    logits = predict(fast, query_x)                                # task_logits
 
-Second order means the inner gradients are taken with ``create_graph=True`` in training; at
-evaluation the inner loop runs without it and its result is detached.
+``training`` is the one train/eval switch of the inner-loop code: True in ``meta_loss`` (train_steps,
+differentiable; second order takes the inner gradients with a graph), False in ``evaluate``
+(test_steps; the inner loop's result is detached).
 
-The executor is chosen once, when the learner is built (``_plan``), from the options and the model:
-sequential, vectorised (vmap) or no-grad first order (compiled or eager). Per call only the facts the
-build cannot know select from that plan: the device type (``task_batching: auto``), train/eval mode
-(running-statistics BatchNorm cannot be vmapped in train mode) and whether the call is first order.
+One method, :meth:`GradientLearner.executor`, chooses the executor of every call (sequential,
+vectorised (vmap) or no-grad first order, compiled or eager), from what the build decided (``_plan``:
+the options and the model) and the facts only the call knows: the device type (``task_batching:
+auto``), train/eval mode (running-statistics BatchNorm cannot be vmapped in train mode), whether the
+call is first order and whether it brings its own support loss.
 """
 from __future__ import annotations
 
@@ -37,14 +39,15 @@ from torch import Tensor, nn
 
 from ..data.episode import EpisodeBatch
 from ..errors import ConfigError
-from .base import MetaLearner, check_batch, check_query_logits
+from ..validate import Opt
+from .base import MetaLearner, check_batch, check_query_logits, overridden
 from .batched import auto_chunk, vmap_blocker
 from .compiled import COMPILE_MODES, CompiledInner
 from .inner_loop import InnerLoop, PerStep, Rate, State, run_first_order, run_sequential, run_vectorised
 from .functional import LossFn, Params, forward, select_names
-from .options import Opt
 
 TASK_BATCHING = ("off", "vmap", "auto")
+SEQUENTIAL, VECTORISED, FIRST_ORDER = "sequential", "vectorised", "first_order"  # the executors
 AMP = ("off", "bf16")
 
 
@@ -63,6 +66,17 @@ class TaskRun:
     logits: Tensor
     query_after: Tuple[int, ...]
     fast: Optional[Params] = None
+
+
+@dataclass(frozen=True)
+class Executor:
+    """The executor of one call (``GradientLearner.executor``): ``kind`` SEQUENTIAL (``run_sequential``),
+    VECTORISED (``run_vectorised``) or FIRST_ORDER (``run_first_order`` through ``inner``, a compiled or
+    eager ``CompiledInner``); ``batched``: all tasks of a batch as one vmapped computation."""
+
+    kind: str
+    batched: bool = False
+    inner: Optional[CompiledInner] = None
 
 
 class GradientLearner(MetaLearner):
@@ -147,18 +161,18 @@ class GradientLearner(MetaLearner):
         """The inner-loop loss on the support set (cross-entropy)."""
         return F.cross_entropy(logits, labels)
 
-    def step_state(self, index: int, graph: bool) -> State:
-        """Per-step (parameter overrides, buffer overrides) of forward ``index`` (see engine.py); graph=False:
-        detached. Only called when a subclass overrides it."""
+    def step_state(self, index: int, training: bool) -> State:
+        """Per-step (parameter overrides, buffer overrides) of forward ``index`` (see inner_loop.py);
+        training=False: detached. Only called when a subclass overrides it."""
         return {}, {}
 
     def init_fast(self, params: Params, buffers: Params, support_x: Tensor, support_y: Tensor,
-                  graph: bool) -> Params:
+                  training: bool) -> Params:
         """Entries of the fast weights to replace before step 0 (adapted names only; must run under vmap).
         Only called when a subclass overrides it."""
         return {}
 
-    def query_steps(self, steps: int, graph: bool) -> Tuple[int, ...]:
+    def query_steps(self, steps: int, training: bool) -> Tuple[int, ...]:
         """Update counts after which the query logits are needed (ascending); the last is used for accuracy."""
         return (steps,)
 
@@ -179,23 +193,23 @@ class GradientLearner(MetaLearner):
         """The model's parameters as a name -> tensor dict (the starting point θ of every task)."""
         return dict(self.model.named_parameters())
 
-    def _inner_start(self, graph: bool) -> Tuple[Params, Dict[str, Rate]]:
-        """Starting parameters and inner rates; detached when not ``graph`` (evaluation)."""
+    def _inner_start(self, training: bool) -> Tuple[Params, Dict[str, Rate]]:
+        """Starting parameters and inner rates; detached when not ``training`` (evaluation)."""
         params = self.parameters_dict()
         rates = {n: self.inner_lr(n) for n in self.adapted_names()}
-        if not graph:
+        if not training:
             params = {n: p.detach() for n, p in params.items()}
             rates = {n: r.detach() if isinstance(r, (Tensor, PerStep)) else r for n, r in rates.items()}
         return params, rates
 
-    def inner_loop(self, steps: int, graph: bool, first_order: bool, loss: Optional[LossFn] = None,
+    def inner_loop(self, steps: int, training: bool, first_order: bool, loss: Optional[LossFn] = None,
                    query_after: Tuple[int, ...] = ()) -> Tuple[InnerLoop, Params]:
-        """(the description of this call's inner loop, θ): graph=False detaches θ and the rates."""
-        params, rates = self._inner_start(graph)
+        """(the description of this call's inner loop, θ): training=False detaches θ and the rates."""
+        params, rates = self._inner_start(training)
         init = None
         if self._has_init:
-            init = lambda p, b, x, y: self.init_fast(p, b, x, y, graph)  # noqa: E731
-        state = (lambda i: self.step_state(i, graph)) if self._has_state else None
+            init = lambda p, b, x, y: self.init_fast(p, b, x, y, training)  # noqa: E731
+        state = (lambda i: self.step_state(i, training)) if self._has_state else None
         loop = InnerLoop(self.model, self.adapted_names(), rates, steps, loss or self.support_loss, first_order,
                          query_after=query_after, state=state, init=init, checkpoint=self.checkpoint_inner)
         return loop, params
@@ -204,17 +218,17 @@ class GradientLearner(MetaLearner):
     def _make_plan(self) -> Dict[str, Any]:
         """What the build decides: which executors this learner may use (see the module docstring)."""
         cls = type(self)
-        overridden = [m for m in ("adapt", "predict", "task_logits") if getattr(cls, m) is not getattr(GradientLearner, m)]
+        custom = overridden(self, GradientLearner, ("adapt", "predict", "task_logits"))
         self._has_init = cls.init_fast is not GradientLearner.init_fast
         self._has_state = cls.step_state is not GradientLearner.step_state
         running = next((n for n, m in self.model.named_modules()
                         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats), None)
         no_vmap = None
-        if overridden:
-            no_vmap = f"{cls.__name__} overrides {', '.join(overridden)}, which the vectorised path would bypass"
+        if custom:
+            no_vmap = f"{cls.__name__} overrides {', '.join(custom)}, which the vectorised path would bypass"
         elif self.checkpoint_inner:
             no_vmap = "checkpoint_inner runs on the sequential path"
-        return {"no_vmap": no_vmap, "running_bn": running, "custom": bool(overridden)}
+        return {"no_vmap": no_vmap, "running_bn": running, "custom": bool(custom)}
 
     def uses_task_batching(self, device: torch.device) -> bool:
         """Whether meta_loss/evaluate on ``device`` take the vectorised executor in the current mode."""
@@ -234,9 +248,27 @@ class GradientLearner(MetaLearner):
                           RuntimeWarning, stacklevel=3)
         return False
 
-    def compiles(self, training: bool) -> bool:
-        """Whether the compiled path runs: compile is on and no double backward is needed."""
-        return self.compile and (self.first_order_now() or not training)
+    def executor(self, first_order: bool, device: Optional[torch.device] = None, own_loss: bool = False) -> Executor:
+        """The one place that chooses the executor of a call. ``first_order``: the inner gradients of this call
+        are constants (first-order training, or evaluation); ``device``: the device of a batch of tasks
+        (None: one task, as in ``adapt``/``predict``); ``own_loss``: the call replaces ``support_loss``
+        (the compiled functions are specialised to it, so it runs eagerly).
+
+        A batch may be vectorised (``uses_task_batching``): first order then runs the no-grad steps vmapped,
+        compiled with ``compile`` and eager without it (not under amp: eager bf16 keeps the vectorised
+        executor), second order runs ``run_vectorised``. One task, or a batch that is not vectorised, runs
+        first order compiled with ``compile`` and otherwise sequentially (second-order training never
+        compiles: torch.compile has no double backward)."""
+        compiled = self.compile and first_order and not own_loss
+        if device is not None and self.uses_task_batching(device):
+            if compiled:
+                return Executor(FIRST_ORDER, batched=True, inner=self.compiled_inner())
+            if first_order and self.amp == "off":
+                return Executor(FIRST_ORDER, batched=True, inner=self._eager_inner())
+            return Executor(VECTORISED, batched=True)
+        if compiled:
+            return Executor(FIRST_ORDER, inner=self.compiled_inner())
+        return Executor(SEQUENTIAL)
 
     def compiled_inner(self) -> CompiledInner:
         """The learner's compiled inner step and forward (built on first use)."""
@@ -244,8 +276,8 @@ class GradientLearner(MetaLearner):
             self._compiled = CompiledInner(self.model, self.support_loss, self.compile_mode)
         return self._compiled
 
-    def eager_inner(self) -> CompiledInner:
-        """The same functions as ``compiled_inner``, not compiled (first-order vectorised path)."""
+    def _eager_inner(self) -> CompiledInner:
+        """The same functions as ``compiled_inner``, not compiled (first-order vectorised executor)."""
         if self._eager is None:
             self._eager = CompiledInner(self.model, self.support_loss, compile=False)
         return self._eager
@@ -256,29 +288,28 @@ class GradientLearner(MetaLearner):
             return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def run_tasks(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, graph: bool,
+    def run_tasks(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, training: bool,
                   steps: Optional[int] = None, need_fast: bool = False) -> TaskRun:
         """Run the inner loops of T tasks on the chosen executor. support_x (T, S, C, H, W), support_y (T, S),
-        query_x (T, Q, C, H, W). graph=True: meta-training (train_steps; differentiable, first or second
-        order); graph=False: evaluation (test_steps; detached; call under no_grad)."""
+        query_x (T, Q, C, H, W). training=True: meta-training (train_steps; differentiable, first or second
+        order); training=False: evaluation (test_steps; detached; call under no_grad)."""
         if steps is None:
-            steps = self.train_steps if graph else self.test_steps
+            steps = self.train_steps if training else self.test_steps
         need_fast = need_fast or self.NEEDS_FAST
-        first_order = self.first_order_now() or not graph
-        loop, params = self.inner_loop(steps, graph, first_order, query_after=self.query_steps(steps, graph))
+        first_order = self.first_order_now() or not training
+        loop, params = self.inner_loop(steps, training, first_order, query_after=self.query_steps(steps, training))
         buffers = dict(self.model.named_buffers())
-        compiled = self.compile and first_order
         device = support_x.device
-        if self.uses_task_batching(device):
+        ex = self.executor(first_order, device)
+        if ex.batched:
             def run(sx: Tensor, sy: Tensor, qx: Tensor, chunk: Optional[int]) -> Tuple[Tensor, Optional[Params]]:
                 with self.autocast(sx.device):
-                    if compiled or (first_order and self.amp == "off"):
-                        inner = self.compiled_inner() if compiled else self.eager_inner()
+                    if ex.kind == FIRST_ORDER:
                         outs, chunks = [], []
                         step = sx.shape[0] if chunk is None else chunk
                         for a in range(0, sx.shape[0], step):
-                            fast, logits = run_first_order(loop, inner, params, buffers, sx[a:a + step],
-                                                           sy[a:a + step], qx[a:a + step], graph, batched=True)
+                            fast, logits = run_first_order(loop, ex.inner, params, buffers, sx[a:a + step],
+                                                           sy[a:a + step], qx[a:a + step], training, batched=True)
                             outs.append(torch.stack(logits, 1))
                             chunks.append(fast)
                         fast = None
@@ -290,7 +321,7 @@ class GradientLearner(MetaLearner):
             tasks = support_x.shape[0]
             chunk = self.task_chunk
             if chunk is None:
-                key = (tuple(support_x.shape[1:]), tuple(query_x.shape[1:]), support_x.dtype, graph, steps)
+                key = (tuple(support_x.shape[1:]), tuple(query_x.shape[1:]), support_x.dtype, training, steps)
                 chunk = auto_chunk(lambda: run(support_x[:1], support_y[:1], query_x[:1], 1)[0], tasks, device,
                                    self._chunk_cache, key)
             logits, fast = run(support_x, support_y, query_x, chunk)
@@ -298,12 +329,12 @@ class GradientLearner(MetaLearner):
             per_task, fasts = [], []
             with self.autocast(device):
                 for t in range(support_x.shape[0]):
-                    if compiled:
-                        fast, out = run_first_order(loop, self.compiled_inner(), params, buffers, support_x[t],
-                                                    support_y[t], query_x[t], graph)
+                    if ex.kind == FIRST_ORDER:
+                        fast, out = run_first_order(loop, ex.inner, params, buffers, support_x[t],
+                                                    support_y[t], query_x[t], training)
                     else:
                         fast, out = run_sequential(loop, params, buffers, support_x[t], support_y[t], query_x[t],
-                                                   keep_graph=graph)
+                                                   training=training)
                     per_task.append(torch.stack(out))
                     if need_fast:
                         fasts.append(fast)
@@ -315,26 +346,27 @@ class GradientLearner(MetaLearner):
 
     # Public API ------------------------------------------------------------------------------------
     def adapt(self, support_x: Tensor, support_y: Tensor, steps: Optional[int] = None,
-              training: bool = False, loss: Optional[LossFn] = None) -> Params:
+              training: bool = False, loss: Optional[LossFn] = None, n_way: Optional[int] = None) -> Params:
         """Fast parameters after ``steps`` inner steps (default train_steps if training else test_steps).
 
         support_x (S, C, H, W), support_y (S,). With training=True the result stays differentiable
         w.r.t. the learner's parameters (second order unless first order); with training=False it is
         detached. ``loss`` (logits, labels) -> scalar replaces ``support_loss`` for this call (e.g. a
         distillation term); the compiled path then runs eagerly (it is specialised to support_loss).
-        The result includes the last step's per-step state, so ``predict`` uses it.
+        The result includes the last step's per-step state, so ``predict`` uses it. ``n_way`` is not
+        needed (the head fixes it); accepted as by every learner's ``adapt``.
         """
         if steps is None:
             steps = self.train_steps if training else self.test_steps
         first_order = self.first_order_now() or not training
         loop, params = self.inner_loop(steps, training, first_order, loss)
         buffers = dict(self.model.named_buffers())
+        ex = self.executor(first_order, own_loss=loss is not None)
         with self.autocast(support_x.device):
-            if self.compile and first_order and loss is None:
-                fast, _ = run_first_order(loop, self.compiled_inner(), params, buffers, support_x, support_y, None,
-                                          training)
+            if ex.kind == FIRST_ORDER:
+                fast, _ = run_first_order(loop, ex.inner, params, buffers, support_x, support_y, None, training)
             else:
-                fast, _ = run_sequential(loop, params, buffers, support_x, support_y, keep_graph=training)
+                fast, _ = run_sequential(loop, params, buffers, support_x, support_y, training=training)
         if self._has_state:
             p, b = self.step_state(max(steps - 1, 0), training)
             fast = {**fast, **p, **b}
@@ -349,15 +381,16 @@ class GradientLearner(MetaLearner):
             for name in [n for n in params if n in buffers]:
                 buffers[name] = params.pop(name)
         with self.autocast(x.device):
-            if self.compiles(training=torch.is_grad_enabled()):
-                logits = self.compiled_inner().forward(batched=False)(params, {}, buffers, x)
+            ex = self.executor(self.first_order_now() or not torch.is_grad_enabled())
+            if ex.kind == FIRST_ORDER:
+                logits = ex.inner.forward(batched=False)(params, {}, buffers, x)
             else:
                 logits = forward(self.model, params, buffers, x)
         return logits.float() if self.amp != "off" else logits
 
     def batched_task_logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, training: bool) -> Tensor:
         """Query logits (T, Q, n_way) after the last step of every task (see ``run_tasks``)."""
-        return self.run_tasks(support_x, support_y, query_x, graph=training).logits[:, -1]
+        return self.run_tasks(support_x, support_y, query_x, training=training).logits[:, -1]
 
     def meta_loss(self, batch: EpisodeBatch) -> Tuple[Tensor, Dict[str, float]]:
         """Mean over tasks of ``outer_losses`` (query CE by default), differentiable w.r.t. ``parameters()``;
@@ -365,7 +398,7 @@ class GradientLearner(MetaLearner):
         if self._plan["custom"]:  # a subclass's own adapt/predict/task_logits, task by task
             return super().meta_loss(batch)
         check_batch(batch, self.model)
-        run = self.run_tasks(batch.support_x, batch.support_y, batch.query_x, graph=True)
+        run = self.run_tasks(batch.support_x, batch.support_y, batch.query_x, training=True)
         final = check_query_logits(self.NAME, run.logits[:, -1], batch, per_task=False)
         loss = self.outer_losses(run, batch.query_y).mean()
         acc = (final.detach().argmax(-1) == batch.query_y).float().mean(1).mean()
@@ -387,7 +420,7 @@ class GradientLearner(MetaLearner):
         self.eval()
         try:
             with torch.no_grad():
-                run = self.run_tasks(batch.support_x, batch.support_y, batch.query_x, graph=False)
+                run = self.run_tasks(batch.support_x, batch.support_y, batch.query_x, training=False)
             logits = check_query_logits(self.NAME, run.logits[:, -1], batch, per_task=False)
             return (logits.argmax(-1) == batch.query_y).float().mean(1)
         finally:

@@ -1,4 +1,5 @@
-"""Helpers of the learners that build the classifier head from the support set (ProtoMAML, Unicorn-MAML)."""
+"""Helpers of the learners around the classifier head: the embedding that feeds it (ProtoNet, ANIL, the
+baselines) and a head built from the support set (ProtoMAML, Unicorn-MAML)."""
 from __future__ import annotations
 
 from typing import Tuple
@@ -28,3 +29,14 @@ def class_means(z: Tensor, labels: Tensor, n_way: int) -> Tensor:
     """Class means (n_way, D) of z (S, D), labels (S,) in 0..n_way-1 (vmap-safe: no data-dependent checks)."""
     onehot = (labels[:, None] == torch.arange(n_way, device=labels.device)).to(z.dtype)  # (S, n_way)
     return onehot.t() @ z / onehot.sum(0).clamp_min(1)[:, None]
+
+
+def encoder(model: nn.Module) -> nn.Module:
+    """The embedding of ``model``: its ``features`` submodule (the built-in backbones have one), else the model."""
+    features = getattr(model, "features", None)
+    return features if isinstance(features, nn.Module) else model
+
+
+def flat_features(model: nn.Module, x: Tensor) -> Tensor:
+    """Flat embeddings (B, D) of x (B, C, H, W) by ``encoder(model)``."""
+    return encoder(model)(x).flatten(1)

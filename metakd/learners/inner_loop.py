@@ -5,9 +5,10 @@ A learner describes one inner loop as an :class:`InnerLoop`, filled in from its 
 (parameter and buffer overrides used by the forward passes of a step, e.g. per-step BatchNorm), the
 support loss, an optional initialisation of the fast weights from the support set before step 0,
 and after which numbers of updates the query logits are wanted. :func:`update` applies one step,
-``p - rate * g``. Three executors run a description and give equal results within float rounding:
+``p - rate * g``, for every executor (and ANIL's cached-feature evaluation). Three executors run a
+description and give equal results within float rounding; ``GradientLearner.executor`` chooses one:
 
-- :func:`run_sequential`: one task, plain autograd (second order with ``create_graph``); supports
+- :func:`run_sequential`: one task, plain autograd (second order: inner gradients with a graph); supports
   inner-loop checkpointing and BatchNorm that updates running statistics.
 - :func:`run_vectorised`: all tasks as one ``torch.func.vmap`` computation, inner gradients by
   ``torch.func.grad`` (second order through them, or first order with them detached).
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -90,11 +91,13 @@ class InnerLoop:
         return {**params, **p}, ({**buffers, **b} if b else buffers)
 
 
-def update(fast: Params, names: Sequence[str], grads: Sequence[Optional[Tensor]],
-           rates: Mapping[str, Union[float, Tensor]]) -> Params:
-    """One inner step: ``p - rate * g`` for each adapted name with a gradient; the rest unchanged."""
+def update(fast: Params, grads: Mapping[str, Optional[Tensor]], rates: Mapping[str, Union[float, Tensor]]) -> Params:
+    """One inner step, the only place it is written: ``p - rate * g`` for each entry of ``grads`` that has a
+    gradient; every other entry of ``fast`` unchanged. Pure (a new dict), so every executor calls it: the
+    sequential loop, the vectorised one under ``vmap``, the compiled step under ``torch.compile``, and
+    cached-feature evaluation (``feature_head`` of ANIL)."""
     new = dict(fast)
-    for name, g in zip(names, grads):
+    for name, g in grads.items():
         if g is not None:
             new[name] = fast[name] - rates[name] * g
     return new
@@ -108,23 +111,23 @@ def _start(loop: InnerLoop, params: Params, buffers: Params, sx: Tensor, sy: Ten
 
 
 def run_sequential(loop: InnerLoop, params: Params, buffers: Params, sx: Tensor, sy: Tensor,
-                   qx: Optional[Tensor] = None, keep_graph: bool = True) -> Tuple[Params, List[Tensor]]:
+                   qx: Optional[Tensor] = None, training: bool = True) -> Tuple[Params, List[Tensor]]:
     """(fast weights, [query logits (Q, N) after each of loop.query_after]) of one task (no logits if qx
-    is None). sx (S, C, H, W), sy (S,). keep_graph=False (evaluation) cuts the graph after every step:
+    is None). sx (S, C, H, W), sy (S,). training=False (evaluation) cuts the graph after every step:
     the fast weights come back detached."""
-    create_graph = keep_graph and not loop.first_order
-    run = checkpointed_forward if loop.checkpoint and keep_graph else forward
+    create_graph = training and not loop.first_order
+    run = checkpointed_forward if loop.checkpoint and training else forward
     names, model, loss_fn, state = loop.names, loop.model, loop.loss_fn, loop.state
     wanted = loop.query_after if qx is not None else ()
     logits: List[Tensor] = []
-    outer_grad = keep_graph and torch.is_grad_enabled()
+    outer_grad = training and torch.is_grad_enabled()
     with torch.enable_grad():
         fast = _start(loop, params, buffers, sx, sy)
-        if loop.init is not None and keep_graph:
+        if loop.init is not None and training:
             # step 0's gradient is the partial derivative at the fast weights: give θ's entries their own
             # graph nodes, so the path θ -> initialisation -> loss is not counted in it
             fast.update({n: params[n].view_as(params[n]) for n in names if fast[n] is params[n]})
-        if not keep_graph:
+        if not training:
             fast = {n: t.detach() for n, t in fast.items()}
             for name in names:
                 fast[name].requires_grad_(True)
@@ -138,14 +141,14 @@ def run_sequential(loop: InnerLoop, params: Params, buffers: Params, sx: Tensor,
                 p, b = loop.with_state(fast, buffers, step)
                 loss = loss_fn(run(model, p, b, sx), sy)
             grads = torch.autograd.grad(loss, [fast[n] for n in names], create_graph=create_graph, allow_unused=True)
-            fast = update(fast, names, grads, loop.rates_at(step))
-            if not keep_graph:
+            fast = update(fast, dict(zip(names, grads)), loop.rates_at(step))
+            if not training:
                 for name in names:
                     fast[name] = fast[name].detach().requires_grad_(True)
             if step + 1 in wanted:
                 with torch.set_grad_enabled(outer_grad):
                     logits.append(_query(loop, fast, buffers, qx, step + 1))
-    if not keep_graph:
+    if not training:
         fast = {n: t.detach() for n, t in fast.items()}
     return fast, logits
 
@@ -181,8 +184,7 @@ def run_vectorised(loop: InnerLoop, params: Params, buffers: Params, sx: Tensor,
         for step in range(loop.steps):
             p, b = loop.with_state(rest, buffers, step)
             g = inner_grad(fast, p, b, x, y)
-            r = loop.rates_at(step)
-            fast = {n: fast[n] - r[n] * (g[n].detach() if first_order else g[n]) for n in names}
+            fast = update(fast, {n: g[n].detach() if first_order else g[n] for n in names}, loop.rates_at(step))
             if step + 1 in wanted:
                 out.append(query(fast, rest, q, step + 1))
         return (torch.stack(out), fast) if need_fast else torch.stack(out)
@@ -239,17 +241,17 @@ def run_first_order(loop: InnerLoop, inner, params: Params, buffers: Params, sx:
     total: Optional[Params] = None
     snapshots: List[Tuple[int, Params, Optional[Params]]] = []
 
-    def state(index: int, graph: bool) -> Tuple[Params, Params]:
+    def state(index: int, attached: bool) -> Tuple[Params, Params]:
         if loop.state is None:
             return {}, {}
         p, b = loop.state(index)
-        return (p, b) if graph else ({n: t.detach() for n, t in p.items()}, b)
+        return (p, b) if attached else ({n: t.detach() for n, t in p.items()}, b)
 
     if 0 in wanted:
         snapshots.append((0, dict(fast), None))
     with torch.no_grad():
         for step in range(loop.steps):
-            p, b = state(step, graph=False)
+            p, b = state(step, attached=False)
             r = {n: (v.detach() if isinstance(v, Tensor) else v) for n, v in loop.rates_at(step).items()}
             fast, g = step_fn(fast, {**rest, **p}, {**buffers, **b}, sx, sy, r)
             if loop._per_step:
@@ -262,10 +264,9 @@ def run_first_order(loop: InnerLoop, inner, params: Params, buffers: Params, sx:
         if updates == 0 or total_u is None:
             return {**start, **{n: start[n] if n in per_task or not batched else start[n].expand(tasks, *start[n].shape)
                                 for n in names}}
-        if loop._per_step:
-            moved = {n: start[n] - sum(loop.rates_at(s)[n] * grads[s][n] for s in range(updates)) for n in names}
-        else:
-            moved = {n: start[n] - loop.rates[n] * total_u[n] for n in names}
+        if not loop._per_step:
+            return update(start, total_u, loop.rates)  # one step with the summed gradient
+        moved = {n: start[n] - sum(loop.rates_at(s)[n] * grads[s][n] for s in range(updates)) for n in names}
         return {**start, **moved}
 
     logits: List[Tensor] = []
@@ -275,10 +276,10 @@ def run_first_order(loop: InnerLoop, inner, params: Params, buffers: Params, sx:
             weights = rebuilt(updates, total_u)
             adapted = {n: weights[n] for n in names}
             other = {n: t for n, t in weights.items() if n not in adapted}
-            p, b = state(max(updates - 1, 0), graph=True)
+            p, b = state(max(updates - 1, 0), attached=True)
             logits.append(forward_fn(adapted, {**other, **p}, {**buffers, **b}, qx))
         else:
-            p, b = state(max(updates - 1, 0), graph=False)
+            p, b = state(max(updates - 1, 0), attached=False)
             with torch.no_grad():
                 logits.append(forward_fn(fast_u, {**rest, **p}, {**buffers, **b}, qx))
     if not training:

@@ -30,10 +30,10 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..registry import LEARNERS
+from ..validate import Opt
 from .inner_loop import PerStep, Rate, State
 from .gradient import GradientLearner, TaskRun, _ce
 from .metasgd import lr_key
-from .options import Opt
 
 
 @LEARNERS.register("maml++")
@@ -88,13 +88,13 @@ class MAMLpp(GradientLearner):
     def first_order_now(self) -> bool:
         return self.first_order or self.iteration < self.options["first_order_iterations"]
 
-    def step_state(self, index: int, graph: bool) -> State:
+    def step_state(self, index: int, training: bool) -> State:
         i = min(index, self.sets - 1)
         params: Dict[str, Tensor] = {}
         buffers: Dict[str, Tensor] = {}
         for name, key, running in self._bn:
             w, b = self.bn_weight[key][i], self.bn_bias[key][i]
-            params[f"{name}.weight"], params[f"{name}.bias"] = (w, b) if graph else (w.detach(), b.detach())
+            params[f"{name}.weight"], params[f"{name}.bias"] = (w, b) if training else (w.detach(), b.detach())
             if running:
                 buffers[f"{name}.running_mean"] = getattr(self, f"bn_mean__{key}")[i]
                 buffers[f"{name}.running_var"] = getattr(self, f"bn_var__{key}")[i]
@@ -104,8 +104,8 @@ class MAMLpp(GradientLearner):
     def _multi_step(self) -> bool:
         return self.options["multi_step_loss"] and self.iteration < self.options["msl_iterations"]
 
-    def query_steps(self, steps: int, graph: bool) -> Tuple[int, ...]:
-        if graph and steps > 1 and self._multi_step():
+    def query_steps(self, steps: int, training: bool) -> Tuple[int, ...]:
+        if training and steps > 1 and self._multi_step():
             return tuple(range(1, steps + 1))
         return (steps,)
 

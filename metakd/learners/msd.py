@@ -3,7 +3,7 @@
 Per task (S, Q): n augmented views Aug_j(S) of the support set, each adapting its own fast weights
 θ'_j from the same θ (a gradient host runs all views of all tasks through its own executor,
 ``host.run_tasks``, so its amp, compile, batching and checkpoint settings apply; another learner gets
-``host.task_logits`` per view);
+``host.predict(host.adapt(view))`` per view);
 the same, un-augmented query set through every θ'_j gives v_j (n_views, Q, N). The meta-loss is
 
     mean_j CE(v_j, y_Q) + λ · consistency(v_1..v_n),
@@ -60,9 +60,9 @@ from ..distill.consistency import cosine_consistency, kl_consistency, prediction
 from ..distill.temperature import LearnableTemperature
 from ..errors import ConfigError
 from ..registry import LEARNERS
+from ..validate import Opt
 from .base import MetaLearner, check_batch
 from .gradient import GradientLearner
-from .options import Opt
 
 BUDGETS = ("per_task", "in_place_of_tasks")
 CONSISTENCIES = ("cosine", "kl", "rank")
@@ -178,13 +178,8 @@ class MSD(MetaLearner):
     def view_logits(self, views: Tensor, support_y: Tensor, query_x: Tensor, n_way: int, training: bool) -> Tensor:
         """Query logits (n_views, Q, N) of the models adapted on each support view (n_views, S, C, H, W)."""
         host = self.host
-        out: List[Tensor] = []
-        for view in views:
-            if isinstance(host, GradientLearner):
-                out.append(host.predict(host.adapt(view, support_y, training=training), query_x))
-            else:
-                out.append(host.task_logits(view, support_y, query_x, n_way, training))
-        return torch.stack(out)
+        return torch.stack([host.predict(host.adapt(view, support_y, training=training, n_way=n_way), query_x)
+                            for view in views])
 
     def host_view_losses(self, views: Tensor, support_y: Tensor, query_x: Tensor,
                          query_y: Tensor) -> Tuple[Tensor, Tensor]:
@@ -197,7 +192,7 @@ class MSD(MetaLearner):
         host = self.host
         n, t = views.shape[:2]
         run = host.run_tasks(views.flatten(0, 1), support_y.repeat(n, 1),
-                             query_x.repeat(n, *([1] * (query_x.dim() - 1))), graph=True)
+                             query_x.repeat(n, *([1] * (query_x.dim() - 1))), training=True)
         losses = host.outer_losses(run, query_y.repeat(n, 1))
         return losses.unflatten(0, (n, t)), run.logits[:, -1].unflatten(0, (n, t))
 
@@ -248,6 +243,13 @@ class MSD(MetaLearner):
     def task_logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int,
                     training: bool) -> Tensor:
         return self.host.task_logits(support_x, support_y, query_x, n_way, training)
+
+    def adapt(self, support_x: Tensor, support_y: Tensor, **kwargs: Any) -> Any:
+        """The host's fast state (MSD changes meta-training only)."""
+        return self.host.adapt(support_x, support_y, **kwargs)
+
+    def predict(self, fast: Any, query_x: Tensor) -> Tensor:
+        return self.host.predict(fast, query_x)
 
     def evaluate(self, batch: EpisodeBatch) -> Tensor:
         """The host's evaluation (un-augmented support): MSD changes meta-training only."""

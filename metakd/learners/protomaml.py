@@ -15,10 +15,10 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..registry import LEARNERS
+from ..validate import Opt
 from .functional import Params, submodule_forward
 from .gradient import GradientLearner
 from .heads import class_means, head_names
-from .options import Opt
 
 
 @LEARNERS.register("protomaml")
@@ -38,7 +38,7 @@ class ProtoMAML(GradientLearner):
         self._hw, self._hb = head_names(self.NAME, model, self.head_name, self.adapted_names())
 
     def init_fast(self, params: Params, buffers: Params, support_x: Tensor, support_y: Tensor,
-                  graph: bool) -> Params:
+                  training: bool) -> Params:
         z = submodule_forward(self.model, self.features_name, params, buffers, support_x).flatten(1)
         c = class_means(z, support_y, params[self._hw].shape[0]).to(params[self._hw].dtype)
         return {self._hw: 2 * c, self._hb: -(c * c).sum(1)}

@@ -20,9 +20,9 @@ from torch import Tensor
 
 from ..data.episode import EpisodeBatch
 from ..registry import LEARNERS
+from ..validate import without
 from .base import check_batch, check_query_logits
 from .gradient import GradientLearner, TaskRun, _ce
-from .options import without
 
 
 @LEARNERS.register("reptile")
@@ -48,7 +48,7 @@ class Reptile(GradientLearner):
         """(surrogate whose gradient is θ − mean θ', metrics {"loss": query CE, "acc"}) over the batch's tasks."""
         check_batch(batch, self.model)
         with torch.no_grad():
-            run = self.run_tasks(batch.support_x, batch.support_y, batch.query_x, graph=False,
+            run = self.run_tasks(batch.support_x, batch.support_y, batch.query_x, training=False,
                                  steps=self.train_steps)
         final = check_query_logits(self.NAME, run.logits[:, -1], batch, per_task=False)
         surrogate = self.outer_losses(run, batch.query_y).mean()

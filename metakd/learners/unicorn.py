@@ -32,7 +32,7 @@ class UnicornMAML(GradientLearner):
         self.head_row_bias = nn.Parameter(params[self._hb].detach().mean().clone())
 
     def init_fast(self, params: Params, buffers: Params, support_x: Tensor, support_y: Tensor,
-                  graph: bool) -> Params:
+                  training: bool) -> Params:
         n = params[self._hw].shape[0]
-        w, b = (self.head_row, self.head_row_bias) if graph else (self.head_row.detach(), self.head_row_bias.detach())
+        w, b = (self.head_row, self.head_row_bias) if training else (self.head_row.detach(), self.head_row_bias.detach())
         return {self._hw: w.expand(n, -1), self._hb: b.expand(n)}

@@ -1,4 +1,5 @@
-"""Pieces every built-in backbone shares: option checking, BatchNorm modes, image sizes.
+"""Pieces every built-in backbone shares: the BatchNorm-mode option, BatchNorm modes, image sizes. Options are
+declared with ``metakd.validate.Opt`` and resolved by ``metakd.validate.resolve`` (as learner options are).
 
 BatchNorm mode (option ``bn`` of every built-in backbone):
 
@@ -11,25 +12,21 @@ BatchNorm mode (option ``bn`` of every built-in backbone):
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Sequence, Tuple
 
 from torch import nn
 
 from .. import validate
 from ..errors import ConfigError
+from ..registry import BACKBONES
+from ..validate import Opt
 
 BN_MODES = ("transductive", "running")
 
 
-def check_options(kind: str, options: Mapping[str, Any], valid: Iterable[str]) -> None:
-    """Raise ConfigError naming every unknown key of ``options`` and the valid ones."""
-    valid = sorted(valid)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ConfigError(
-            f"unknown option(s) {', '.join(map(repr, unknown))} for {kind}; "
-            f"valid options: {', '.join(valid) or '(none)'}"
-        )
+def bn_option(default: str) -> Opt:
+    """The ``bn`` option of a backbone (see the module docstring), with its default."""
+    return Opt(default, choices=BN_MODES)
 
 
 def batch_norm(channels: int, mode: str) -> nn.BatchNorm2d:
@@ -73,15 +70,13 @@ def register_classifier_family(specs: Mapping[str, Any], make: Callable[..., nn.
     and calls ``make(spec, n_way, in_channels, bn)``; ``doc`` is formatted with ``name`` and ``spec``.
     The CIFAR models pool globally, so ``image_size`` only has to be large enough for their strides.
     """
-    from ..registry import BACKBONES
-
+    declared = {"bn": bn_option("running")}
     for name, spec in specs.items():
         def build(n_way: int, in_channels: int = 3, image_size: Any = 32, *, _name: str = name, _spec: Any = spec,
                   **options: Any) -> nn.Module:
-            kind = f"backbone {_name!r}"
-            check_options(kind, options, ("bn",))
-            dims = head_dims(kind, n_way, in_channels)
-            model = make(_spec, dims["n_way"], dims["in_channels"], options.get("bn", "running"))
+            o = validate.resolve(_name, declared, options, kind="backbone")
+            dims = head_dims(f"backbone {_name!r}", n_way, in_channels)
+            model = make(_spec, dims["n_way"], dims["in_channels"], o["bn"])
             model.input_shape = (dims["in_channels"], None, None)  # global pooling: any image size
             return model
 

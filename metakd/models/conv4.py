@@ -17,9 +17,10 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import BACKBONES
-from .common import batch_norm, check_options, head_dims, image_hw, pooled, positive_int
+from ..validate import Opt, resolve
+from .common import batch_norm, bn_option, head_dims, image_hw, pooled
 
-OPTIONS = ("hidden", "bn")
+OPTIONS = {"hidden": Opt(32, "int>=1"), "bn": bn_option("transductive")}
 
 
 class Conv4(nn.Module):
@@ -61,8 +62,6 @@ class Conv4(nn.Module):
 @BACKBONES.register("conv4")
 def build(n_way: int, in_channels: int = 3, image_size: Any = 84, **options: Any) -> Conv4:
     """Conv4 for ``n_way`` classes. Options: hidden (int, default 32), bn ("transductive" | "running")."""
-    check_options("backbone 'conv4'", options, OPTIONS)
+    o = resolve("conv4", OPTIONS, options, kind="backbone")
     dims = head_dims("backbone 'conv4'", n_way, in_channels)
-    hidden = positive_int("backbone 'conv4'", "hidden", options.get("hidden", 32))
-    return Conv4(dims["n_way"], dims["in_channels"], image_size, hidden=hidden,
-                 bn=options.get("bn", "transductive"))
+    return Conv4(dims["n_way"], dims["in_channels"], image_size, hidden=o["hidden"], bn=o["bn"])

@@ -14,7 +14,7 @@ BatchNorm mode: option ``bn``, "transductive" (default) or "running"; see ``meta
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +22,27 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import BACKBONES
-from .common import batch_norm, check_options, head_dims, image_hw, pooled, positive_int
+from ..validate import Opt, resolve
+from .common import batch_norm, bn_option, head_dims, image_hw, pooled
 from .dropblock import DropBlock
 
-OPTIONS = ("widths", "avg_pool", "bn", "drop_rate", "dropblock", "dropblock_size")
+
+def _widths_problem(widths: Any) -> Optional[str]:
+    if (isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or not widths
+            or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in widths)):
+        return "must be a non-empty list of positive integers"
+    return None
+
+
+OPTIONS = {
+    "widths": Opt((64, 160, 320, 640), check=_widths_problem),
+    "avg_pool": Opt(True, "bool"),
+    "bn": bn_option("transductive"),
+    "drop_rate": Opt(0.0, "number", hint="a number in [0, 1)",
+                     check=lambda v: None if 0.0 <= v < 1.0 else "must be a number in [0, 1)"),
+    "dropblock": Opt(False, "bool"),
+    "dropblock_size": Opt(5, "int>=1"),
+}
 
 
 def _conv_bn(cin: int, cout: int, bn: str) -> nn.Sequential:
@@ -99,22 +116,10 @@ def build(n_way: int, in_channels: int = 3, image_size: Any = 84, **options: Any
     """ResNet-12 for ``n_way`` classes. Options: widths (default (64, 160, 320, 640)), avg_pool (True),
     bn ("transductive" | "running"), drop_rate (0.0), dropblock (False), dropblock_size (5)."""
     kind = "backbone 'resnet12'"
-    check_options(kind, options, OPTIONS)
+    o = resolve("resnet12", OPTIONS, options, kind="backbone")
     dims = head_dims(kind, n_way, in_channels)
-    widths = options.get("widths", (64, 160, 320, 640))
-    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or not widths:
-        raise ConfigError(f"option widths={widths!r} of {kind} must be a non-empty list of positive integers")
-    widths = tuple(positive_int(kind, "widths", c) for c in widths)
-    drop_rate = options.get("drop_rate", 0.0)
-    if isinstance(drop_rate, bool) or not isinstance(drop_rate, (int, float)) or not 0.0 <= drop_rate < 1.0:
-        raise ConfigError(f"option drop_rate={drop_rate!r} of {kind} must be a number in [0, 1)")
-    flags = {}
-    for key, default in (("avg_pool", True), ("dropblock", False)):
-        flags[key] = options.get(key, default)
-        if not isinstance(flags[key], bool):
-            raise ConfigError(f"option {key}={flags[key]!r} of {kind} must be true or false")
-    if flags["dropblock"] and drop_rate == 0.0:
+    if o["dropblock"] and o["drop_rate"] == 0.0:
         raise ConfigError(f"option dropblock=true of {kind} needs drop_rate > 0 (the DropBlock rate)")
-    return ResNet12(dims["n_way"], dims["in_channels"], image_size, widths=widths, avg_pool=flags["avg_pool"],
-                    bn=options.get("bn", "transductive"), drop_rate=float(drop_rate), dropblock=flags["dropblock"],
-                    dropblock_size=positive_int(kind, "dropblock_size", options.get("dropblock_size", 5)))
+    return ResNet12(dims["n_way"], dims["in_channels"], image_size, widths=tuple(int(c) for c in o["widths"]),
+                    avg_pool=o["avg_pool"], bn=o["bn"], drop_rate=float(o["drop_rate"]), dropblock=o["dropblock"],
+                    dropblock_size=o["dropblock_size"])

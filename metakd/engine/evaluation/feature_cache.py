@@ -6,12 +6,12 @@ It applies when the backbone's features of an image do not depend on the other i
 in eval mode with no transductive BatchNorm (``bn: running``, the pre-training default; with
 ``bn: transductive`` each support and query set is normalised by its own statistics, so features are
 per-episode and evaluation stays uncached) and without autocast. ``feature_head(learner)`` says
-whether a learner qualifies and gives its episode computation on features; the accuracies equal those
-of the uncached evaluation on the same episodes (``tests/test_pretrain.py``).
+whether a learner qualifies; the learner's ``feature_head()`` hook (``metakd.learners.base.MetaLearner``)
+gives its episode computation on features, so this module knows no learner classes. The accuracies
+equal those of the uncached evaluation on the same episodes (``tests/test_pretrain.py``).
 
-A learner of your own qualifies by defining ``embed(x) -> (B, D)`` and
-``features_logits(support_f, support_y, query_f, n_way) -> (Q, n_way)`` and setting
-``FIXED_BACKBONE = True``.
+A learner of your own qualifies by overriding ``feature_head()`` to return ``(embed, logits)``:
+``embed(x) -> (B, D)`` and ``logits(support_f, support_y, query_f, n_way) -> (Q, n_way)``.
 """
 from __future__ import annotations
 
@@ -19,10 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-
-FeatureHead = Callable[[Tensor, Tensor, Tensor, int], Tensor]
 
 
 def batch_independent(model: nn.Module) -> bool:
@@ -34,54 +31,15 @@ def batch_independent(model: nn.Module) -> bool:
     return True
 
 
-def _flat_features(model: nn.Module) -> Callable[[Tensor], Tensor]:
-    encoder = model.features if isinstance(getattr(model, "features", None), nn.Module) else model
-    return lambda x: encoder(x).flatten(1)
-
-
-def _anil_head(learner: Any) -> Optional[FeatureHead]:
-    """ANIL's test-time inner loop on features: ``test_steps`` SGD steps of the head on the support
-    cross-entropy, ``p - inner_lr * g`` (as ``metakd.learners.inner_loop``), then the query logits."""
-    head = getattr(learner.model, "head", None)
-    if not isinstance(head, nn.Linear) or sorted(learner.adapted_names()) != ["head.bias", "head.weight"]:
-        return None
-    if getattr(learner, "amp", "off") != "off":
-        return None
-    steps, lr = int(learner.test_steps), learner.inner_lr("head.weight")
-    if not isinstance(lr, float) or learner.inner_lr("head.bias") != lr:
-        return None
-
-    def run(sf: Tensor, sy: Tensor, qf: Tensor, n_way: int) -> Tensor:
-        w, b = head.weight, head.bias
-        with torch.enable_grad():
-            for _ in range(steps):
-                if not w.requires_grad:
-                    w, b = w.detach().requires_grad_(), b.detach().requires_grad_()
-                loss = F.cross_entropy(F.linear(sf, w, b), sy)
-                gw, gb = torch.autograd.grad(loss, [w, b])
-                w, b = (w - lr * gw).detach(), (b - lr * gb).detach()
-        return F.linear(qf, w, b)
-
-    return run
-
-
 def feature_head(learner: Any) -> Optional[tuple]:
-    """(embed, episode computation on features) when ``learner`` can be evaluated on cached features,
-    else None (see the module docstring)."""
-    from ...learners.anil import ANIL
-    from ...learners.protonet import ProtoNet, prototypes, squared_distances
-
+    """(embed, episode computation on features) when ``learner`` can be evaluated on cached features: its
+    model maps each image independently of its batch and the learner's own ``feature_head()`` hook gives
+    them; else None (see the module docstring)."""
     model = getattr(learner, "model", None)
-    if not isinstance(model, nn.Module) or not batch_independent(model):
+    hook = getattr(learner, "feature_head", None)
+    if not isinstance(model, nn.Module) or not batch_independent(model) or not callable(hook):
         return None
-    if type(learner) is ProtoNet:
-        return _flat_features(model), lambda sf, sy, qf, n: -squared_distances(qf, prototypes(sf, sy, n))
-    if type(learner) is ANIL:
-        run = _anil_head(learner)
-        return None if run is None else (_flat_features(model), run)
-    if getattr(learner, "FIXED_BACKBONE", False) and hasattr(learner, "features_logits"):
-        return learner.embed, learner.features_logits
-    return None
+    return hook()
 
 
 @torch.no_grad()
