@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from metakd.config import load_config  # noqa: E402
-from metakd.engine.build import describe_device  # noqa: E402
+from metakd.engine.assembly import describe_device  # noqa: E402
 from metakd.engine.runs.checkpoint import safe_load  # noqa: E402
 from metakd.engine.evaluation.checkpoint_eval import evaluate_checkpoint  # noqa: E402
 from metakd.engine.training.meta import Trainer  # noqa: E402

@@ -31,7 +31,8 @@ from metakd.data.sampler import EpisodeSampler  # noqa: E402
 from metakd.learners import build_learner  # noqa: E402
 from metakd.models import build_backbone  # noqa: E402
 from results_io import add_update_results_flag, output_dir  # noqa: E402
-from speed import device_description, device_slug, make_batches, write_json  # noqa: E402
+from benchlib.maml_work import make_batches, write_json  # noqa: E402
+from benchlib.timing import device_description, device_slug  # noqa: E402
 
 LOSS_RTOL, GRAD_RTOL = 1e-4, 1e-3  # float32, different kernels and summation orders
 

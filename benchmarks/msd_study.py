@@ -54,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from metakd.config import load_config  # noqa: E402
 from metakd.data.augment import LEVELS, SIDES  # noqa: E402
-from metakd.engine.build import describe_device  # noqa: E402
+from metakd.engine.assembly import describe_device  # noqa: E402
 from metakd.engine.evaluation.robustness import evaluate_robustness, scenario_label  # noqa: E402
 from metakd.engine.training.meta import Trainer  # noqa: E402
 from metakd.stats import format_interval, t_interval  # noqa: E402

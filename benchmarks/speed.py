@@ -22,188 +22,21 @@ metakd, parallel-metalearn, evaluation timing).
 from __future__ import annotations
 
 import argparse
-import copy
-import ctypes
-import gc
-import json
 import os
-import platform
-import re
 import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import List, Optional
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from metakd.atomic import atomic_write  # noqa: E402
+from benchlib.maml_work import (SHOTS, QUERIES, SIZE, STEPS, TASKS, WAYS, INNER_LR, META_LR,  # noqa: E402
+                                l2l_step, load_learn2learn, make_batches, metakd_step, write_json)
+from benchlib.timing import device_description, device_slug, peak_memory_mib, time_alternating  # noqa: E402
 from results_io import add_update_results_flag, output_dir  # noqa: E402  (benchmarks/ is sys.path[0])
-from metakd.data.episode import EpisodeBatch  # noqa: E402
-from metakd.data.learn2learn_tasks import import_learn2learn  # noqa: E402
-from metakd.learners import build_learner  # noqa: E402
 from metakd.models import build_backbone  # noqa: E402
-
-WAYS, SHOTS, QUERIES, SIZE, TASKS, STEPS, INNER_LR, META_LR = 5, 1, 15, 84, 4, 5, 0.01, 1e-3
-
-
-def load_learn2learn():
-    """The learn2learn module, or None when it is not installed."""
-    try:
-        return import_learn2learn()  # without gym's notice on stderr
-    except Exception:  # noqa: BLE001 - any import failure means "not available"
-        return None
-
-
-def make_batches(count: int, device: torch.device, seed: int, tasks: int = TASKS, shots: int = SHOTS,
-                 size: int = SIZE) -> List[EpisodeBatch]:
-    """``count`` seeded random meta-batches of ``tasks`` 5-way ``shots``-shot tasks at ``size`` px."""
-    g = torch.Generator().manual_seed(seed)
-    batches = []
-    for _ in range(count):
-        sx = torch.rand(tasks, WAYS * shots, 3, size, size, generator=g)
-        qx = torch.rand(tasks, WAYS * QUERIES, 3, size, size, generator=g)
-        sy = torch.arange(WAYS).repeat_interleave(shots).repeat(tasks, 1)
-        qy = torch.arange(WAYS).repeat_interleave(QUERIES).repeat(tasks, 1)
-        batches.append(EpisodeBatch(sx, sy, qx, qy, WAYS, shots, QUERIES).to(device))
-    return batches
-
-
-def metakd_learner_step(model: torch.nn.Module, first_order: bool, **options):
-    """(learner, step_fn) for metakd's MAML on a copy of ``model``; step_fn does one Adam meta-iteration
-    and returns the loss. ``options`` are further learner options (task_batching, compile, ...)."""
-    learner = build_learner("maml", copy.deepcopy(model), inner_lr=INNER_LR, train_steps=STEPS,
-                            first_order=first_order, **options)
-    opt = torch.optim.Adam(learner.parameters(), META_LR)
-
-    def step(batch: EpisodeBatch) -> float:
-        opt.zero_grad(set_to_none=True)
-        loss, metrics = learner.meta_loss(batch)
-        loss.backward()
-        opt.step()
-        return metrics["loss"]
-
-    return learner, step
-
-
-def metakd_step(model: torch.nn.Module, first_order: bool):
-    """(loss_fn, step_fn) for metakd's MAML on a copy of ``model``."""
-    learner, step = metakd_learner_step(model, first_order)
-    return (lambda batch: learner.meta_loss(batch)[0].item()), step
-
-
-def l2l_step(l2l, model: torch.nn.Module, first_order: bool):
-    """(loss_fn, step_fn) for learn2learn's MAML (clone/adapt per task) on a copy of ``model``."""
-    maml = l2l.algorithms.MAML(copy.deepcopy(model), lr=INNER_LR, first_order=first_order)
-    opt = torch.optim.Adam(maml.parameters(), META_LR)
-
-    def meta_loss(batch: EpisodeBatch):
-        losses, accs = [], []
-        for t in range(batch.num_tasks):
-            clone = maml.clone()
-            for _ in range(STEPS):
-                clone.adapt(F.cross_entropy(clone(batch.support_x[t]), batch.support_y[t]))
-            logits = clone(batch.query_x[t])
-            losses.append(F.cross_entropy(logits, batch.query_y[t]))
-            accs.append((logits.detach().argmax(-1) == batch.query_y[t]).float().mean())
-        loss = torch.stack(losses).mean()
-        return loss, torch.stack([loss.detach(), torch.stack(accs).mean()]).tolist()  # same metrics as metakd
-
-    def step(batch: EpisodeBatch) -> float:
-        opt.zero_grad(set_to_none=True)
-        loss, metrics = meta_loss(batch)
-        loss.backward()
-        opt.step()
-        return metrics[0]
-
-    return (lambda batch: meta_loss(batch)[0].item()), step
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _status_kib(key: str) -> Optional[int]:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _trim_heap() -> None:
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def peak_memory_mib(step: Callable[[EpisodeBatch], float], batches: List[EpisodeBatch], device: torch.device,
-                    runs: int = 2) -> Optional[float]:
-    """Peak memory (MiB) of ``runs`` iterations above the level before them; see the module docstring."""
-    _sync(device)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        for i in range(runs):
-            step(batches[i % len(batches)])
-        _sync(device)
-        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    _trim_heap()
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return None
-    base = _status_kib("VmRSS")
-    for i in range(runs):
-        step(batches[i % len(batches)])
-    peak = _status_kib("VmHWM")
-    return None if base is None or peak is None else (peak - base) / 1024
-
-
-def time_alternating(steps: Dict[str, Callable], batches: List[EpisodeBatch], device: torch.device, warmup: int,
-                     iters: int) -> Dict[str, List[float]]:
-    """Seconds of each timed iteration per runner; runners take turns, their order flipped every iteration."""
-    names = list(steps)
-    for i in range(warmup):
-        for name in names:
-            steps[name](batches[i % len(batches)])
-    times: Dict[str, List[float]] = {name: [] for name in names}
-    for i in range(iters):
-        for name in (names if i % 2 == 0 else names[::-1]):
-            _sync(device)
-            start = time.perf_counter()
-            steps[name](batches[i % len(batches)])
-            _sync(device)
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
-def device_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPUs, {torch.get_num_threads()} threads)"
-
-
-def device_slug(device: torch.device) -> str:
-    if device.type == "cuda":
-        return "cuda-" + re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
-    return "cpu"
-
-
-def write_json(path: Path, data: dict) -> None:
-    atomic_write(path, json.dumps(data, indent=2) + "\n", what="benchmark result")
-
 
 def main(argv: Optional[List[str]] = None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)

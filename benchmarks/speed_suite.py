@@ -51,9 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from metakd.data.episode import EpisodeBatch  # noqa: E402
 from metakd.learners import build_learner  # noqa: E402
 from metakd.models import build_backbone  # noqa: E402
-from speed import (_sync, device_description, device_slug, load_learn2learn, make_batches,  # noqa: E402
-                   metakd_learner_step,
-                   peak_memory_mib, time_alternating, write_json)
+from benchlib.maml_work import load_learn2learn, make_batches, metakd_learner_step, write_json  # noqa: E402
+from benchlib.timing import device_description, device_slug, peak_memory_mib, sync, time_alternating  # noqa: E402
 from results_io import add_update_results_flag, output_dir  # noqa: E402
 
 WAYS, QUERIES, STEPS, INNER_LR, META_LR, EVAL_STEPS, EVAL_CHUNK = 5, 15, 5, 0.01, 1e-3, 10, 50
@@ -175,10 +174,10 @@ def run_config(cfg: dict, device: torch.device, l2l, wanted: List[str], iters: i
     first_losses, first_seconds, failed = {}, {}, {}
     for name, step in list(systems.items()):  # first iteration: the same loss everywhere (identical work)
         try:
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             first_losses[name] = step(batches[0])
-            _sync(device)
+            sync(device)
             first_seconds[name] = time.perf_counter() - start
         except Exception as exc:  # noqa: BLE001
             failed[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
@@ -221,10 +220,10 @@ def run_eval(episodes: int, device: torch.device, seed: int, wanted: Sequence[st
     warm = make_batches(1, device, seed, min(EVAL_CHUNK, episodes), 1, 84)[0]
     warmup_s = {}
     for mode, learner in learners.items():  # compiles the compiled modes; not counted below
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         learner.evaluate(warm)
-        _sync(device)
+        sync(device)
         warmup_s[mode] = time.perf_counter() - start
     seconds = {mode: 0.0 for mode in learners}
     accs: Dict[str, List[torch.Tensor]] = {mode: [] for mode in learners}
@@ -233,10 +232,10 @@ def run_eval(episodes: int, device: torch.device, seed: int, wanted: Sequence[st
         n = min(EVAL_CHUNK, episodes - done)
         batch = make_batches(1, device, seed + 1 + i, n, 1, 84)[0]
         for mode in (list(learners) if i % 2 == 0 else list(learners)[::-1]):
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             accs[mode].append(learners[mode].evaluate(batch))
-            _sync(device)
+            sync(device)
             seconds[mode] += time.perf_counter() - start
         done, i = done + n, i + 1
     ref = torch.cat(accs["sequential"])

@@ -7,7 +7,7 @@ The public entry points an installed user needs, imported on first use so that `
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "load_learner": "metakd.engine.build.learner",
+    "load_learner": "metakd.engine.assembly.learner",
     "build_learner": "metakd.learners",
     "build_backbone": "metakd.models",
     "load_split": "metakd.data",

@@ -57,7 +57,7 @@ SCHEMA: Dict[str, Dict[str, Tuple[tuple, Any]]] = {
         "backbone": ((str,), "conv4"),
         "options": ((dict,), {}),
         # start from these weights: a `metakd pretrain` or `metakd train` checkpoint, or its run folder (best.pt);
-        # the head is rebuilt where its shape differs (see metakd.engine.build.init_weights)
+        # the head is rebuilt where its shape differs (see metakd.engine.assembly.init_weights)
         "init": ((str, None), None),
     },
     "learner": {

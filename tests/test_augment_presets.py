@@ -100,7 +100,7 @@ def test_preset_follows_the_dataset_and_the_override(tmp_path):
 
 
 def test_the_glyph_demo_selects_the_glyph_preset():
-    from metakd.engine.build import make_sampler, split_for
+    from metakd.engine.assembly import make_sampler, split_for
 
     for name in ("demo_msd", "demo_maml", "msd_maml_glyphs_5w1s"):
         cfg = load_config(name)
@@ -258,7 +258,7 @@ def test_msd_protocol_configs_load(name):
 def test_pretrained_configs_fit_their_pretraining_backbone(tmp_path, host, data, pretrain, channels, size):
     import yaml
 
-    from metakd.engine.build import make_learner
+    from metakd.engine.assembly import make_learner
     from metakd.models import build_backbone
 
     raw = yaml.safe_load((Path(__file__).parents[1] / "metakd" / "configs" / "pretrain" / f"{pretrain}.yaml").read_text())

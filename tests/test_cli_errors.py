@@ -15,7 +15,7 @@ import metakd.engine.evaluation.robustness as rb
 from metakd.atomic import write_error
 from metakd.cli import main
 from metakd.config import load_config
-from metakd.engine.build import make_optimizer
+from metakd.engine.assembly import make_optimizer
 from metakd.engine.evaluation.checkpoint_eval import evaluate_checkpoint
 from metakd.engine.training.meta import Trainer
 from metakd.errors import ConfigError

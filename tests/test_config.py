@@ -84,7 +84,7 @@ def test_parse_overrides_nested_values():
 
 def test_off_on_yes_no_stay_strings_in_files_and_overrides(tmp_path):
     """YAML 1.2 booleans: `amp: off`, `task_batching: off` and MSD's `on:` key keep their meaning."""
-    from metakd.engine.build import make_learner
+    from metakd.engine.assembly import make_learner
 
     path = tmp_path / "mine.yaml"
     path.write_text("inherit: msd_maml_glyphs_5w1s\nname: mine\nlearner:\n  options:\n    on: logit\n"

@@ -251,7 +251,7 @@ def test_inspect_reports_pending_caches_and_decodes_a_sample(tmp_path, user_cach
 
 def test_skip_small_classes_through_data_options(tmp_path):
     from metakd.config import load_config
-    from metakd.engine.build import make_sampler, split_for
+    from metakd.engine.assembly import make_sampler, split_for
 
     fx.write_class_folders(tmp_path, n_classes=6, per_class=2, size=8)
     for k in range(2, 5):  # classes 0-4 get 5 images, class 5 keeps 2

@@ -13,7 +13,7 @@ import torch
 import torch.multiprocessing as mp
 
 from metakd.config import load_config
-from metakd.engine.build import make_sampler, split_for
+from metakd.engine.assembly import make_sampler, split_for
 from metakd.engine.runs.checkpoint import load_checkpoint
 from metakd.engine.runs.distributed import DistContext, init_distributed
 from metakd.engine.evaluation.sharded import evaluate_sharded

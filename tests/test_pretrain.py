@@ -12,11 +12,11 @@ import torch
 from metakd.cli import main
 from metakd.config import load_config
 from metakd.engine.runs import folder as run_dir
-from metakd.engine.build import make_sampler, split_for
+from metakd.engine.assembly import make_sampler, split_for
 from metakd.engine.runs.checkpoint import safe_load
 from metakd.engine.evaluation.episodes import evaluate_episodes
 from metakd.engine.evaluation.checkpoint_eval import evaluate_checkpoint
-from metakd.engine.build.init_weights import init_backbone
+from metakd.engine.assembly.init_weights import init_backbone
 from metakd.engine.training.job_config import load_pretrain_config
 from metakd.engine.training.pretrain import run_pretrain
 from metakd.engine.training.meta import Trainer

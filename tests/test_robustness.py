@@ -8,7 +8,7 @@ import torch
 
 from metakd.cli import main
 from metakd.config import load_config
-from metakd.engine.build import make_sampler, split_for
+from metakd.engine.assembly import make_sampler, split_for
 from metakd.engine.evaluation.episodes import evaluate_episodes
 from metakd import load_learner
 from metakd.engine.evaluation.checkpoint_eval import evaluate_checkpoint

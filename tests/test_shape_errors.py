@@ -6,7 +6,7 @@ import torch
 
 from metakd.config import load_config
 from metakd.data.episode import EpisodeBatch
-from metakd.engine.build import make_learner
+from metakd.engine.assembly import make_learner
 from metakd.errors import ConfigError
 from metakd.learners import build_learner
 from metakd.models import build_backbone

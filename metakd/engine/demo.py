@@ -15,7 +15,7 @@ from ..atomic import atomic_write, write_json
 from ..config import load_config
 from ..errors import MetakdError
 from ..plots import method_label, plot_demo_accuracy
-from .build import resolve_device
+from .assembly import resolve_device
 from .evaluation.checkpoint_eval import evaluate_checkpoint
 from .evaluation.robustness import evaluate_robustness
 from .runs.folder import clear_run

@@ -9,8 +9,8 @@ from ...atomic import check_writable, write_json, write_with_fallback
 from ...errors import MetakdError
 from ...validate import consistency_views as check_views
 from ...validate import integer, positive_int
-from ..build import describe_device, make_sampler, resolve_device, split_for
-from ..build.learner import learner_from_backbone, learner_from_checkpoint
+from ..assembly import describe_device, make_sampler, resolve_device, split_for
+from ..assembly.learner import learner_from_backbone, learner_from_checkpoint
 from ..runs.checkpoint import PRETRAIN_KIND, check_learner_checkpoint, find_checkpoint, safe_load
 from ..runs.distributed import init_distributed
 from .sharded import evaluate_sharded

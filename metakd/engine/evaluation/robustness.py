@@ -25,7 +25,7 @@ from ...data.augment import LEVELS, PRESETS, SIDES, get_preset
 from ...errors import MetakdError
 from ...validate import consistency_views as check_views
 from ...validate import integer, positive_int
-from ..build import describe_device, resolve_device
+from ..assembly import describe_device, resolve_device
 from ..runs.checkpoint import find_checkpoint
 from ..runs.metrics import format_acc
 from .checkpoint_eval import prepare_evaluation, run_label

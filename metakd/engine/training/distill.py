@@ -40,7 +40,7 @@ from ...config import dump_config
 from ...distill import MetaTemperatures, kd_loss, mkd_step, rank_loss
 from ...errors import ConfigError, MetakdError
 from ...models import build_backbone
-from ..build import make_optimizer, make_scheduler, resolve_device
+from ..assembly import make_optimizer, make_scheduler, resolve_device
 from ..runs.checkpoint import find_checkpoint, safe_load, save_checkpoint
 from ..runs.folder import (RESUME_FREE_BASE, StopGuard, check_output_dir, default_output_dir, fault_point,
                            make_output_dir)

@@ -19,7 +19,7 @@ from ... import __version__
 from ...atomic import write_json
 from ...config import dump_config
 from ...errors import MetakdError
-from ..build import (describe_device, make_learner, make_optimizer, make_sampler, make_scheduler, normalization,
+from ..assembly import (describe_device, make_learner, make_optimizer, make_sampler, make_scheduler, normalization,
                      resolve_device, split_for)
 from ..evaluation.sharded import evaluate_sharded
 from ..runs.checkpoint import load_checkpoint, rng_state, set_rng_state

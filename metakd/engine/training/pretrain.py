@@ -30,7 +30,7 @@ from ...config import dump_config
 from ...errors import ConfigError
 from ...learners import build_learner
 from ...models import build_backbone
-from ..build import (describe_device, make_optimizer, make_sampler, make_scheduler, normalization, resolve_device,
+from ..assembly import (describe_device, make_optimizer, make_sampler, make_scheduler, normalization, resolve_device,
                      split_for)
 from ..evaluation.episodes import evaluate_episodes
 from ..runs.checkpoint import PRETRAIN_KIND

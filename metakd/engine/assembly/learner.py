@@ -24,7 +24,7 @@ def make_learner(cfg: Dict[str, Any], in_channels: int, image_size: int, init: b
     """Backbone from ``model`` wrapped in the learner from ``learner``; with ``meta_teacher.checkpoint`` set,
     that learner is the student of a DistilledLearner around the frozen teacher the checkpoint holds.
 
-    init: load ``model.init`` into the backbone (see ``metakd.engine.build.init_weights``); False when the caller
+    init: load ``model.init`` into the backbone (see ``metakd.engine.assembly.init_weights``); False when the caller
     loads a full state dict next (evaluating or resuming a checkpoint). report: filled with what was loaded."""
     for key, value in (("in_channels", in_channels), ("image_size", image_size)):
         if key in cfg["model"]["options"] and cfg["model"]["options"][key] != value:
