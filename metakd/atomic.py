@@ -3,8 +3,9 @@
 - A crash never leaves a half-written file under the final name (the rename is atomic).
 - The file gets the permissions the umask gives any new file (``tempfile.mkstemp`` would make it
   0600, hiding a lab's shared run folders and caches from colleagues).
-- Temporaries are named ``<name>.<host>.<pid>-<token>.tmp``, so ``remove_stale_temps`` can delete
-  those of a writer that died (SIGKILL, power loss) at the next start without touching a live one's.
+- Temporaries are named ``<name>.metakd.<host>.<pid>-<token>.tmp``, so ``remove_stale_temps`` can delete
+  those of a writer that died (SIGKILL, power loss) at the next start without touching a live one's,
+  and never touches a file it did not name (a user's ``*.tmp`` partial download, however old).
 - Every OS failure (read-only folder, full disk, a name too long, a file where a folder should be)
   becomes one ``MetakdError`` naming the path and the reason.
 """
@@ -16,7 +17,6 @@ import os
 import re
 import socket
 import tempfile
-import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,9 +25,8 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 from .errors import MetakdError
 
 _HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
-_TEMP = re.compile(r"^(?P<name>.+)\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)-[0-9a-f]{8}\.tmp$")
-_LEGACY_TEMP = re.compile(r"^.+\.[A-Za-z0-9_]{8}\.tmp$|^.+\.tmp(\.png)?$")  # mkstemp / fixed-name temps of metakd <= 0.1
-LEGACY_TEMP_AGE_S = 24 * 3600
+TEMP_TAG = "metakd"  # every temporary metakd names carries ".metakd.<host>.<pid>-<token>.tmp"
+_TEMP = re.compile(r"^(?P<name>.+)\.metakd\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)-[0-9a-f]{8}\.tmp$")
 
 
 def describe_os_error(exc: OSError) -> str:
@@ -46,7 +45,7 @@ def write_error(path: Union[str, os.PathLike], exc: OSError, what: str = "file")
 def temp_path_for(path: Union[str, os.PathLike]) -> Path:
     """A fresh temporary name in ``path``'s folder, tagged with this host and process."""
     path = Path(path)
-    return path.with_name(f"{path.name}.{_HOST}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    return path.with_name(f"{path.name}.{TEMP_TAG}.{_HOST}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
 
 
 def _fsync(path: Path) -> None:
@@ -145,27 +144,26 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temps(folder: Union[str, os.PathLike], legacy_age_s: float = LEGACY_TEMP_AGE_S) -> List[Path]:
-    """Delete the temporaries in ``folder`` left by writers on this host that are no longer running
-    (and mkstemp-named temporaries of older metakd versions untouched for ``legacy_age_s``).
-    Returns what was removed; a folder that does not exist or cannot be listed removes nothing."""
+def is_metakd_temp(name: str) -> bool:
+    """Whether ``name`` is a temporary named by ``temp_path_for`` (carries metakd's tag)."""
+    return _TEMP.match(name) is not None
+
+
+def remove_stale_temps(folder: Union[str, os.PathLike]) -> List[Path]:
+    """Delete the temporaries in ``folder`` that carry metakd's tag and were left by a writer on this
+    host that is no longer running. Nothing else is touched: not a live writer's temporary, not one
+    from another host, not a user's own ``*.tmp`` of any age. Returns what was removed; a folder that
+    does not exist or cannot be listed removes nothing."""
     removed: List[Path] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return removed
-    now = time.time()
     for entry in entries:
-        if not entry.name.endswith((".tmp", ".tmp.png")) or not entry.is_file(follow_symlinks=False):
-            continue
         m = _TEMP.match(entry.name)
-        if m is not None:
-            stale = m["host"] == _HOST and int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"]))
-        else:
-            try:
-                stale = bool(_LEGACY_TEMP.match(entry.name)) and now - entry.stat().st_mtime > legacy_age_s
-            except OSError:
-                stale = False
+        if m is None or not entry.is_file(follow_symlinks=False):
+            continue
+        stale = m["host"] == _HOST and int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"]))
         if stale and _remove_quietly(entry.path):
             removed.append(Path(entry.path))
     return removed

@@ -70,14 +70,25 @@ def test_stale_temps_of_dead_writers_are_removed(tmp_path):
     mine.write_bytes(b"in progress")
     stale = mine.with_name(mine.name.replace(f".{os.getpid()}-", f".{dead_pid}-"))
     stale.write_bytes(b"half")
-    other_host = tmp_path / "last.pt.otherhost.1-0123abcd.tmp"
+    other_host = tmp_path / "last.pt.metakd.otherhost.1-0123abcd.tmp"
     other_host.write_bytes(b"maybe alive elsewhere")
-    legacy = tmp_path / "best.pt.abcd1234.tmp"
-    legacy.write_bytes(b"old mkstemp temp")
     keep = tmp_path / "notes.txt"
     keep.write_text("user file")
     assert remove_stale_temps(tmp_path) == [stale]
-    os.utime(legacy, (0, 0))
-    assert remove_stale_temps(tmp_path) == [legacy]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, other_host.name, "notes.txt"])
     assert remove_stale_temps(tmp_path / "missing") == []
+
+
+def test_a_users_old_tmp_files_are_never_removed(tmp_path):
+    """Only temporaries carrying metakd's tag are removed: a user's 5-day-old partial download, a
+    mkstemp-like name, a ``*.tmp.png`` or a name that merely looks like host.pid stay (issue 21)."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    host = temp_path_for(tmp_path / "x").name.split(".")[3]
+    names = ["download.iso.tmp", "best.pt.abcd1234.tmp", "plot.tmp.png", f"data.{host}.{dead_pid}-0123abcd.tmp"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"user data")
+        os.utime(tmp_path / name, (0, 0))  # 1970: far older than any age rule
+    assert remove_stale_temps(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+    assert temp_path_for(tmp_path / "x").name.startswith("x.metakd.")
