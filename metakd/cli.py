@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from .errors import MetakdError
-from .validate import consistency_views_arg, positive_int_arg
+from .validate import consistency_views_arg, positive_int_arg, threads_arg
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -17,10 +17,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from .engine.runs.folder import check_run_folder, clear_run, default_output_dir
     from .engine.training.meta import Trainer
 
+    if args.overwrite and args.resume:
+        raise MetakdError("--overwrite and --resume together: --resume continues the run in the folder, --overwrite "
+                          "deletes it first; give one of them")
     cfg = load_config(args.config, args.overrides)
     if args.output_dir:
         cfg["output_dir"] = args.output_dir
-    overwrite = args.overwrite and not args.resume and is_main_process()
+    overwrite = args.overwrite and is_main_process()
     if overwrite:  # refuse a folder that is not a metakd run before loading any data
         check_run_folder(default_output_dir(cfg))
     trainer = Trainer(cfg, progress=not args.no_progress)
@@ -211,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--output-dir", default="runs/demo", help="folder for the three runs, results.{md,json} and "
                    "accuracy.png (default: runs/demo)")
     m.add_argument("--iterations", type=positive_int_arg, help="meta-iterations per learner (default: the demo configs')")
-    m.add_argument("--threads", type=positive_int_arg, help="torch CPU threads (default: 1 on a CPU, which is fastest for these tiny models)")
+    m.add_argument("--threads", type=threads_arg, help="torch CPU threads (default: 1 on a CPU, which is fastest for these tiny models)")
     m.add_argument("--episodes", type=positive_int_arg, default=600, help="fixed test episodes")
     m.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
     m.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -258,15 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
     pt.set_defaults(func=_cmd_pretrain)
     for name, command in sub.choices.items():
         if not any("--threads" in a.option_strings for a in command._actions):
-            command.add_argument("--threads", type=positive_int_arg, help=THREADS_HELP)
+            command.add_argument("--threads", type=threads_arg, help=THREADS_HELP)
         if name in ("train", "distill", "pretrain"):
             command.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files to "
                                  "<output dir>/tensorboard/ (the config key tensorboard: true; needs the tensorboard package)")
     return p
 
 
-THREADS_HELP = ("torch CPU threads (default: the config's `threads`, else 1 on a machine without CUDA: these "
-                "models are tiny, and on a shared CPU one thread measured up to 46x faster than two)")
+THREADS_HELP = ("torch CPU threads, 1 to 4 x the machine's CPUs (default: the config's `threads`, else 1 on a machine "
+                "without CUDA: these models are tiny, and on a shared CPU one thread measured up to 46x faster than two)")
 
 
 def _parse(parser: argparse.ArgumentParser, argv: Optional[List[str]]) -> argparse.Namespace:

@@ -5,11 +5,18 @@ types are errors naming the key and the valid choices). The ``options`` dicts of
 and ``learner`` are passed to the registered component, which validates them itself.
 
 A YAML file may start with ``inherit: other.yaml`` (a path relative to it, or a config name in the
-configs folder); its keys override the parent's, section by section.
+configs folder); its keys override the parent's, section by section. Only ``.yaml``/``.yml`` files are
+inherited, found relative to the including file or in the configs folders (an absolute path must lie
+in a configs folder), and an error never quotes another file's content.
+
+Hostile input is bounded: a document over ``MAX_YAML_BYTES`` or whose aliases expand to more than
+``MAX_YAML_NODES`` values ("billion laughs") is refused before it is built, and values in error
+messages are cut to a few dozen characters.
 """
 from __future__ import annotations
 
 import copy
+import difflib
 import os
 from pathlib import Path
 import re
@@ -19,7 +26,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 import yaml
 
 from .errors import ConfigError
-from .validate import in_range, positive_int
+from .limits import check_run_sizes, check_threads
+from .validate import in_range, positive_int, short_repr
 
 ANY = object()  # a value of any type (free-form dicts)
 _NUM = (int, float)
@@ -142,6 +150,24 @@ def available_configs() -> List[str]:
     return sorted(names)
 
 
+def all_config_names() -> List[str]:
+    """Every shipped config name: few-shot, distillation (``distill/``) and pre-training (``pretrain/``)."""
+    names = set(available_configs())
+    for d in config_dirs():
+        for sub in ("distill", "pretrain"):
+            names.update(p.stem for p in (d / sub).glob("*.yaml") if not p.stem.startswith("_"))
+    return sorted(names)
+
+
+def not_found_hint(name: str, names: Iterable[str], what: str = "config", list_hint: str = "metakd list configs") -> str:
+    """``closest: a, b, c; `metakd list configs` lists all N`` for a name that matched nothing (never the
+    whole list: a typo should not print a hundred names)."""
+    names = list(names)
+    close = difflib.get_close_matches(str(name)[:200], names, n=4, cutoff=0.5)
+    near = f"closest {what}s: {', '.join(close)}; " if close else ""
+    return f"{near}`{list_hint}` lists all {len(names)}"
+
+
 def resolve_config_path(name_or_path: str, relative_to: Optional[Path] = None) -> Path:
     """A path to an existing YAML file, or the name of one in the configs folders."""
     p = Path(name_or_path)
@@ -154,10 +180,76 @@ def resolve_config_path(name_or_path: str, relative_to: Optional[Path] = None) -
     for c in candidates:
         if c.is_file():
             return c
-    raise ConfigError(
-        f"config {name_or_path!r} not found (looked for a file and in {', '.join(map(str, config_dirs())) or 'no configs folder'}); "
-        f"available configs: {', '.join(available_configs()) or '(none)'}"
-    )
+    dirs = ', '.join(map(str, config_dirs())) or 'no configs folder'
+    raise ConfigError(f"config {short_repr(name_or_path)} not found (no such file, nor a config of that name in {dirs}); "
+                      f"{not_found_hint(name_or_path, all_config_names(), list_hint='metakd list configs (or distill-configs, pretrain-configs)')}")
+
+
+def resolve_inherited(item: str, including: Path) -> Path:
+    """The file ``inherit: item`` in ``including`` names: a ``.yaml``/``.yml`` file relative to the including
+    file, or a config name / file in the configs folders. Anything else (``/etc/passwd``, a device, a
+    folder) is refused without reading it."""
+    p = Path(item)
+    dirs = [d.resolve() for d in config_dirs()]
+    candidates = [] if p.is_absolute() else [including.parent / p, including.parent / f"{item}.yaml"]
+    for d in dirs:
+        candidates += [d / p, d / f"{item}.yaml"] if not p.is_absolute() else []
+    if p.is_absolute():
+        candidates.append(p)
+    for c in candidates:
+        if not c.exists():
+            continue
+        if c.suffix not in (".yaml", ".yml") or not c.is_file():
+            raise ConfigError(f"{including}: 'inherit' may only name a .yaml/.yml config file, got {short_repr(item)}")
+        if p.is_absolute() and not any(c.resolve().is_relative_to(d) for d in dirs):
+            raise ConfigError(f"{including}: 'inherit' with an absolute path must name a file in a configs folder "
+                              f"({', '.join(map(str, dirs))}; add one with METAKD_CONFIGS), got {short_repr(item)}; "
+                              "or give a path relative to the including file")
+        return c
+    raise ConfigError(f"{including}: inherited config {short_repr(item)} not found (relative to the including file or "
+                      f"in the configs folders); {not_found_hint(item, available_configs())}")
+
+
+class YAMLTooLarge(yaml.YAMLError):
+    """A YAML document over the size or alias-expansion bounds (a "billion laughs" document)."""
+
+
+MAX_YAML_BYTES = 1 << 20       # a config file or override: 1 MiB of text
+MAX_YAML_NODES = 100_000       # values after expanding every alias
+
+
+def _expanded_nodes(root: yaml.Node, limit: int) -> int:
+    """How many values ``root`` holds with every alias expanded (memoised per node, so the count is cheap
+    even when the expansion is astronomically large); YAMLTooLarge past ``limit`` or on a recursive alias."""
+    sizes: Dict[int, int] = {}
+    active: set = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise YAMLTooLarge("a recursive alias (an anchor used inside itself); configs are trees")
+        active.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            for child in node.value:
+                total += size(child)
+                if total > limit:
+                    break
+        elif isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                total += size(k) + size(v)
+                if total > limit:
+                    break
+        active.discard(key)
+        if total > limit:
+            raise YAMLTooLarge(f"its aliases expand to more than {limit} values (a 'billion laughs' document?); "
+                               "write the values out or use fewer aliases")
+        sizes[key] = total
+        return total
+
+    return size(root)
 
 
 class _Loader(yaml.SafeLoader):
@@ -179,6 +271,14 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+    def get_single_data(self):
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _expanded_nodes(node, MAX_YAML_NODES)
+        return self.construct_document(node)
+
+
 _Loader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
                                    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 _Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
@@ -186,12 +286,17 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|Tr
 
 
 def load_yaml(text: str) -> Any:
-    """YAML text parsed with YAML 1.2 booleans (see ``_Loader``)."""
+    """YAML text parsed with YAML 1.2 booleans (see ``_Loader``); YAMLTooLarge over MAX_YAML_BYTES or
+    MAX_YAML_NODES expanded values."""
+    if len(text) > MAX_YAML_BYTES:
+        raise YAMLTooLarge(f"{len(text)} characters, more than the {MAX_YAML_BYTES} a config may hold")
     return yaml.load(text, Loader=_Loader)
 
 
 def yaml_error_line(exc: yaml.YAMLError) -> str:
     """A PyYAML error (several lines, with a source excerpt) as one line: where, then what."""
+    if isinstance(exc, YAMLTooLarge):
+        return f"refused: {exc}"
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -202,7 +307,12 @@ def yaml_error_line(exc: yaml.YAMLError) -> str:
 
 def _read_yaml(path: Path) -> Dict[str, Any]:
     try:
-        raw = path.read_bytes()
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"{path}: not a regular file; a config is a .yaml file")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_YAML_BYTES + 1)
+        if len(raw) > MAX_YAML_BYTES:
+            raise ConfigError(f"{path}: larger than the {MAX_YAML_BYTES} bytes a config file may hold")
     except OSError as exc:
         from .atomic import describe_os_error
 
@@ -222,6 +332,8 @@ def _read_yaml(path: Path) -> Dict[str, Any]:
                           "(e.g. 'inherit: maml_glyphs_5w1s' or 'train: {iterations: 100}')")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
+    if "inherit" in data and not isinstance(data["inherit"], (str, list)):
+        raise ConfigError(f"{path}: 'inherit' must be a config name or path, got {type(data['inherit']).__name__}")
     return data
 
 
@@ -237,8 +349,8 @@ def _load_raw(path: Path, chain: Tuple[Path, ...] = ()) -> Dict[str, Any]:
     merged: Dict[str, Any] = {}
     for item in parents:
         if not isinstance(item, str):
-            raise ConfigError(f"{path}: 'inherit' must be a config name or path, got {item!r}")
-        merge(merged, _load_raw(resolve_config_path(item, path.parent), chain + (path,)))
+            raise ConfigError(f"{path}: 'inherit' must be a config name or path, got {type(item).__name__}")
+        merge(merged, _load_raw(resolve_inherited(item, path), chain + (path,)))
     return merge(merged, data)
 
 
@@ -257,20 +369,22 @@ def parse_overrides(items: Iterable[str]) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like section.key=value (e.g. train.lr=0.01)")
+            raise ConfigError(f"override {short_repr(item)} must look like section.key=value (e.g. train.lr=0.01)")
         key, raw = item.split("=", 1)
         try:
             value = load_yaml(raw) if raw != "" else ""
+        except YAMLTooLarge as exc:
+            raise ConfigError(f"override {short_repr(item)}: {exc}") from None
         except yaml.YAMLError:
             value = raw
         parts = [p for p in key.strip().split(".") if p]
         if not parts:
-            raise ConfigError(f"override {item!r} has an empty key")
+            raise ConfigError(f"override {short_repr(item)} has an empty key")
         node = out
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r} conflicts with an earlier override of {p!r}")
+                raise ConfigError(f"override {short_repr(item)} conflicts with an earlier override of {short_repr(p)}")
         node[parts[-1]] = value
     return out
 
@@ -293,10 +407,10 @@ class Origins:
 
     def __call__(self, key: str) -> str:
         if key in self.items:
-            return f"override {self.items[key]!r}"
+            return f"override {short_repr(self.items[key])}"
         for k, item in reversed(list(self.items.items())):
             if k.startswith(key + "."):
-                return f"override {item!r}"
+                return f"override {short_repr(item)}"
         return self.source
 
 
@@ -319,7 +433,7 @@ def validate(cfg: Dict[str, Any], source: Source = "config",
     """
     where = as_origins(source, overrides)
     if schema is not None:
-        return _validate_keys(cfg, where, schema, choices or {})
+        return _check_common(_validate_keys(cfg, where, schema, choices or {}), where)
     cfg = renamed_sections(cfg, where)
     for section, key in RETIRED_KEYS:
         if isinstance(cfg.get(section), dict) and key in cfg[section]:
@@ -347,6 +461,25 @@ def validate(cfg: Dict[str, Any], source: Source = "config",
     check("train.grad_clip", in_range, 0, lo_open=True)
     check("eval.episodes", positive_int)
     check("eval.batch_size", positive_int)
+    check_run_sizes(out, where)
+    return _check_common(out, where)
+
+
+def check_run_name(name: Any, source: str = "config") -> str:
+    """A run ``name`` is one path component (it names the folder ``runs/<name>``): no ``/``, no ``..``."""
+    if not isinstance(name, str) or not name.strip() or name in (".", "..") or "/" in name or "\\" in name \
+            or "\0" in name or len(name.encode("utf-8", "surrogateescape")) > 200:
+        raise ConfigError(f"{source}: 'name' must be a single folder name (no '/', not '.' or '..', at most 200 "
+                          f"bytes; it names runs/<name>), got {short_repr(name)}")
+    return name
+
+
+def _check_common(out: Dict[str, Any], where: Callable[[str], str]) -> Dict[str, Any]:
+    """Keys every job shares: the run name and the CPU thread count (bounded to the machine)."""
+    if "name" in out:
+        check_run_name(out["name"], where("name"))
+    if out.get("threads") is not None:
+        check_threads(out["threads"], "threads", where("threads"))
     return out
 
 
@@ -381,16 +514,16 @@ def _validate_keys(cfg: Dict[str, Any], where: Callable[[str], str], schema, cho
             out[key] = _check(where(key), key, value, schema[""][key], ("", key), choices)
         elif key in sections:
             if not isinstance(value, dict):
-                raise ConfigError(f"{where(key)}: section {key!r} must be a mapping, got {value!r}")
+                raise ConfigError(f"{where(key)}: section {key!r} must be a mapping, got {short_repr(value)}")
             for sub, subval in value.items():
                 if sub not in schema[key]:
                     raise ConfigError(
-                        f"{where(f'{key}.{sub}')}: unknown key '{key}.{sub}'; valid keys of '{key}': {', '.join(schema[key])}"
+                        f"{where(f'{key}.{sub}')}: unknown key {short_repr(f'{key}.{sub}')}; valid keys of '{key}': {', '.join(schema[key])}"
                     )
                 out[key][sub] = _check(where(f"{key}.{sub}"), f"{key}.{sub}", subval, schema[key][sub], (key, sub), choices)
         else:
             raise ConfigError(
-                f"{where(str(key))}: unknown key {key!r}; valid top-level keys: {', '.join(list(schema['']) + sections)}"
+                f"{where(str(key))}: unknown key {short_repr(key)}; valid top-level keys: {', '.join(list(schema['']) + sections)}"
             )
     return out
 
@@ -407,10 +540,10 @@ def _check(source: str, key: str, value: Any, spec: Tuple[tuple, Any], where: Tu
     if not ok and float in real and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
     if not ok:
-        raise ConfigError(f"{source}: '{key}' expected {_type_name(types)}, got {value!r} ({type(value).__name__})")
+        raise ConfigError(f"{source}: '{key}' expected {_type_name(types)}, got {short_repr(value)} ({type(value).__name__})")
     choices = choices_by_key.get(where)
     if choices and value not in choices:
-        raise ConfigError(f"{source}: '{key}' must be one of {', '.join(choices)}, got {value!r}")
+        raise ConfigError(f"{source}: '{key}' must be one of {', '.join(choices)}, got {short_repr(value)}")
     return copy.deepcopy(value)
 
 

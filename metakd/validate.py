@@ -17,12 +17,25 @@ from __future__ import annotations
 
 import argparse
 import math
+import reprlib
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 
 from .errors import ConfigError
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxlevel = 60, 60, 4, 4, 4, 2
+MAX_SHOWN = 80
+
+
+def short_repr(value: Any, limit: int = MAX_SHOWN) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, built without expanding a huge or deeply shared
+    value (an error message must not grow with the input)."""
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _prefix(name: str, source: Optional[str]) -> str:
@@ -32,7 +45,7 @@ def _prefix(name: str, source: Optional[str]) -> str:
 def integer(value: Any, name: str, source: Optional[str] = None) -> int:
     """``value`` as an int if it is a Python or NumPy integer (bools refused), else ConfigError."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ConfigError(f"{_prefix(name, source)} must be an integer, got {value!r}")
+        raise ConfigError(f"{_prefix(name, source)} must be an integer, got {short_repr(value)}")
     return int(value)
 
 
@@ -57,7 +70,7 @@ def in_range(value: Any, name: str, lo: Optional[float] = None, hi: Optional[flo
              lo_open: bool = False, hi_open: bool = False, source: Optional[str] = None) -> float:
     """A finite number within [lo, hi] (``lo_open``/``hi_open``: that bound excluded; None: unbounded)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{_prefix(name, source)} must be a finite number, got {value!r}")
+        raise ConfigError(f"{_prefix(name, source)} must be a finite number, got {short_repr(value)}")
     ok = (lo is None or (value > lo if lo_open else value >= lo)) and (hi is None or (value < hi if hi_open else value <= hi))
     if not ok:
         if hi is None:
@@ -192,3 +205,12 @@ def with_defaults(options: dict, **defaults: Any) -> dict:
         spec = out[k]
         out[k] = Opt(v, spec.kind, spec.choices, spec.nullable, spec.hint, spec.check) if isinstance(spec, Opt) else v
     return out
+
+
+def _threads(value: Any, name: str, source: Optional[str] = None) -> int:
+    from .limits import check_threads
+
+    return check_threads(positive_int(value, name, source), name, source)
+
+
+threads_arg = _arg_type(_threads, "threads")

@@ -66,9 +66,9 @@ def test_int_accepted_for_float_and_bool_rejected_for_int():
         validate({"train": {"meta_batch": True}})
 
 
-def test_unknown_config_name_lists_available():
-    with pytest.raises(ConfigError, match="available configs:.*maml_mini_5w1s"):
-        load_config("no_such_config")
+def test_unknown_config_name_says_how_to_list_them():
+    with pytest.raises(ConfigError, match="not found.*closest configs: maml_mini_5w1s.*`metakd list configs"):
+        load_config("maml_mini_5w1")
 
 
 def test_bad_yaml_names_file(tmp_path):

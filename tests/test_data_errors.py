@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import _format_fixtures as fx  # noqa: E402
 
+from metakd.data.cache import default_cache_dir  # noqa: E402
 from metakd.data.inspect import detect_format, inspect_root  # noqa: E402
 from metakd.errors import ConfigError, DataError  # noqa: E402
 from metakd.registry import DATASETS  # noqa: E402
@@ -300,8 +301,9 @@ def test_undecodable_images_name_the_file(tmp_path):
     bad.write_bytes(b"\xff\xd8\xff garbage, not a JPEG")
     with raises_data_error(str(bad), "cannot decode image"):
         load("mini_imagenet", tmp_path, "test", image_size=8)
-    assert not list((tmp_path / ".metakd_cache").glob("*.npy"))  # no half-built cache left behind
-    assert not list((tmp_path / ".metakd_cache").glob("*.tmp"))
+    cache = default_cache_dir(tmp_path)
+    assert not list(cache.glob("*.npy"))  # no half-built cache left behind
+    assert not list(cache.glob("*.tmp"))
 
     fx.write_class_folders(tmp_path / "f", splits=("train",), size=4)
     (tmp_path / "f" / "train" / "train_class1" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n\0\0")

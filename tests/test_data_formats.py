@@ -56,7 +56,7 @@ def test_mini_pickle_cache_resized_once_into_cache(tmp_path):
     s = load("mini_imagenet", tmp_path, "test", image_size=21)
     assert s.images.shape == (4, 21, 21, 3)
     np.testing.assert_array_equal(s.labels, labels)
-    cached = list((tmp_path / ".metakd_cache").glob("mini_imagenet-*-21px-*.npy"))
+    cached = list(cache_mod.default_cache_dir(tmp_path).glob("mini_imagenet-*-21px-*.npy"))
     assert len(cached) == 1
     again = load("mini_imagenet", tmp_path, "test", image_size=21)
     assert isinstance(again.images, np.memmap)
@@ -129,7 +129,7 @@ def test_tiered_ren_png_decoded_once_then_memory_mapped(tmp_path, monkeypatch, p
     assert s.meta["superclass_of_class"] == [0, 0, 1, 1]
     assert s.meta["superclass_names"] == ["super-0", "super-1"]
     cache_file = Path(s.meta["cache"])
-    assert cache_file.parent == tmp_path / ".metakd_cache" and cache_file.is_file()
+    assert cache_file.parent == cache_mod.default_cache_dir(tmp_path) and cache_file.is_file()
 
     monkeypatch.setattr("metakd.data.tiered_imagenet.decode_many_into",
                         lambda *a, **k: pytest.fail("PNGs decoded twice"))
@@ -155,18 +155,20 @@ def test_tiered_cache_dir_option_and_resize(tmp_path):
     assert not (tmp_path / "data" / ".metakd_cache").exists()
 
 
-def test_default_cache_dir_falls_back_when_root_unwritable(tmp_path, monkeypatch):
+def test_default_cache_dir_is_never_inside_the_data_root(tmp_path, monkeypatch):
+    """Caches live under $METAKD_CACHE (else $XDG_CACHE_HOME/metakd), even when the root is writable (issue 21)."""
     monkeypatch.delenv("METAKD_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    real_access = cache_mod.os.access
-    monkeypatch.setattr(cache_mod.os, "access",
-                        lambda p, mode: False if Path(p) == tmp_path / "ro" else real_access(p, mode))
-    (tmp_path / "ro").mkdir()
-    d = cache_mod.default_cache_dir(tmp_path / "ro")
-    assert d.parent == tmp_path / "xdg" / "metakd" and d.name.startswith("ro-")
+    (tmp_path / "data").mkdir()
+    d = cache_mod.default_cache_dir(tmp_path / "data")
+    assert d.parent == tmp_path / "xdg" / "metakd" and d.name.startswith("data-")
     monkeypatch.setenv("METAKD_CACHE", str(tmp_path / "mk"))
-    assert cache_mod.default_cache_dir(tmp_path / "ro").parent == tmp_path / "mk"
-    assert cache_mod.default_cache_dir(tmp_path) == tmp_path.resolve() / ".metakd_cache"
+    assert cache_mod.default_cache_dir(tmp_path / "data").parent == tmp_path / "mk"
+    assert tmp_path / "data" not in cache_mod.default_cache_dir(tmp_path / "data").parents
+    fx.write_class_folders(tmp_path / "data", splits=("test",), size=8)
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "data").rglob("*"))
+    load("folder", tmp_path / "data", "test", image_size=8)
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "data").rglob("*")) == before  # nothing written there
 
 
 @pytest.mark.parametrize("compressed", [False, True])
@@ -213,7 +215,7 @@ def test_folder_cache_rebuilt_when_tree_changes(tmp_path):
     fx.write_png(tmp_path / "test" / "test_class1" / "img999.png", np.full((8, 8, 3), 7, np.uint8))
     second = load("folder", tmp_path, "test", image_size=8)
     assert len(second) == len(first) + 1 and second.images[4].max() == 7
-    caches = list((tmp_path / ".metakd_cache").glob("folder-*-test-8px-3ch-*.npy"))
+    caches = list(cache_mod.default_cache_dir(tmp_path).glob("folder-*-test-8px-3ch-*.npy"))
     assert caches == [Path(second.meta["cache"])]  # the stale version was removed
 
 

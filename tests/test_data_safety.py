@@ -168,7 +168,7 @@ def test_glyph_write_error_is_one_data_error(tmp_path):
 
 
 def _temp_of(folder: Path, name: str, pid: int) -> Path:
-    p = folder / f"{name}.{atomic._HOST}.{pid}-0123abcd.tmp"
+    p = folder / f"{name}.metakd.{atomic._HOST}.{pid}-0123abcd.tmp"
     p.write_bytes(b"half a cache")
     return p
 

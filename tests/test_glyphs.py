@@ -28,7 +28,7 @@ def glyph_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def full28(glyph_cache):
     """All three splits at 28x28 with the default class count and 20 instances per class."""
-    return {split: load_glyphs(glyph_cache, split, image_size=28) for split in SPLITS}
+    return {split: load_glyphs(None, split, image_size=28, cache_dir=glyph_cache) for split in SPLITS}
 
 
 @pytest.fixture
@@ -202,11 +202,11 @@ def test_deterministic_for_a_seed_and_different_across_seeds(fresh_cache, tmp_pa
     for f in glyph_cache.glob("catalog-*"):
         shutil.copy(f, other / f.name)
     kw = dict(image_size=28, num_classes=40, seed=3)
-    a = load_glyphs(fresh_cache, "train", **kw)
-    b = load_glyphs(other, "train", **kw)
+    a = load_glyphs(None, "train", **kw, cache_dir=fresh_cache)
+    b = load_glyphs(None, "train", **kw, cache_dir=other)
     assert Path(a.source).parent != Path(b.source).parent
     assert Path(a.source).read_bytes() == Path(b.source).read_bytes()
-    c = load_glyphs(fresh_cache, "train", **dict(kw, seed=4))
+    c = load_glyphs(None, "train", **dict(kw, seed=4), cache_dir=fresh_cache)
     assert c.class_names == a.class_names
     assert not np.array_equal(a.images, c.images)
     assert np.mean(np.all(a.images.reshape(len(a), -1) == c.images.reshape(len(c), -1), axis=1)) < 0.01
@@ -214,7 +214,7 @@ def test_deterministic_for_a_seed_and_different_across_seeds(fresh_cache, tmp_pa
 
 def test_bytes_do_not_depend_on_chunking(fresh_cache, full28, monkeypatch):
     monkeypatch.setattr(glyphs, "_CHUNK_PIXELS", 5 * 28 * 28 + 17)
-    again = load_glyphs(fresh_cache, "test", image_size=28)
+    again = load_glyphs(None, "test", image_size=28, cache_dir=fresh_cache)
     assert Path(again.source).read_bytes() == Path(full28["test"].source).read_bytes()
 
 
@@ -222,18 +222,18 @@ def test_render_atlas_is_only_a_shortcut(fresh_cache, full28):
     """28 px images come from the catalog's renders; without them (or with a broken file) they are re-rendered alike."""
     atlas = next(fresh_cache.glob("catalog-*.atlas.npz"))
     atlas.unlink()
-    again = load_glyphs(fresh_cache, "val", image_size=28)
+    again = load_glyphs(None, "val", image_size=28, cache_dir=fresh_cache)
     assert Path(again.source).read_bytes() == Path(full28["val"].source).read_bytes()
     atlas.write_bytes(b"PK\x03\x04 not a zip")
     Path(again.source).unlink()
     Path(again.source).with_suffix(".json").unlink()
     with pytest.warns(UserWarning, match="rendering instead"):
-        again = load_glyphs(fresh_cache, "val", image_size=28)
+        again = load_glyphs(None, "val", image_size=28, cache_dir=fresh_cache)
     assert Path(again.source).read_bytes() == Path(full28["val"].source).read_bytes()
 
 
 def test_subset_is_a_prefix_of_the_full_split(fresh_cache, full28):
-    small = load_glyphs(fresh_cache, "train", image_size=28, num_classes=25, instances_per_class=7)
+    small = load_glyphs(None, "train", image_size=28, num_classes=25, instances_per_class=7, cache_dir=fresh_cache)
     full = full28["train"]
     k = small.num_classes
     assert k == round(0.64 * 25)
@@ -243,9 +243,9 @@ def test_subset_is_a_prefix_of_the_full_split(fresh_cache, full28):
 
 
 def test_channels_and_sizes(fresh_cache):
-    gray = load_glyphs(fresh_cache, "test", image_size=84, num_classes=12, instances_per_class=4)
-    rgb = load_glyphs(fresh_cache, "test", image_size=84, num_classes=12, instances_per_class=4, channels=3)
-    small = load_glyphs(fresh_cache, "test", image_size=28, num_classes=12, instances_per_class=4)
+    gray = load_glyphs(None, "test", image_size=84, num_classes=12, instances_per_class=4, cache_dir=fresh_cache)
+    rgb = load_glyphs(None, "test", image_size=84, num_classes=12, instances_per_class=4, channels=3, cache_dir=fresh_cache)
+    small = load_glyphs(None, "test", image_size=28, num_classes=12, instances_per_class=4, cache_dir=fresh_cache)
     assert gray.images.shape == (len(gray), 84, 84, 1)
     assert rgb.images.shape == (len(gray), 84, 84, 3)
     assert small.images.shape == (len(gray), 28, 28, 1)
@@ -262,31 +262,31 @@ def test_channels_and_sizes(fresh_cache):
 
 
 def test_second_load_reads_the_cache(fresh_cache, monkeypatch):
-    first = load_glyphs(fresh_cache, "val", image_size=28, num_classes=30)
+    first = load_glyphs(None, "val", image_size=28, num_classes=30, cache_dir=fresh_cache)
 
     def boom(*args, **kwargs):
         raise AssertionError("regenerated although the cache was valid")
 
     monkeypatch.setattr(glyphs, "_generate", boom)
     monkeypatch.setattr(glyph_fonts, "build_catalog", boom)
-    second = load_glyphs(fresh_cache, "val", image_size=28, num_classes=30)
+    second = load_glyphs(None, "val", image_size=28, num_classes=30, cache_dir=fresh_cache)
     assert isinstance(second.images, np.memmap)
     assert np.array_equal(first.images, second.images)
     assert not list(fresh_cache.glob("*.tmp"))
 
 
 def test_corrupt_cache_is_rebuilt_with_a_warning(fresh_cache):
-    good = load_glyphs(fresh_cache, "val", image_size=28, num_classes=30)
+    good = load_glyphs(None, "val", image_size=28, num_classes=30, cache_dir=fresh_cache)
     expected = np.array(good.images)
     npy = Path(good.source)
     npy.write_bytes(npy.read_bytes()[:1000])  # truncated
     with pytest.warns(UserWarning, match="regenerating"):
-        again = load_glyphs(fresh_cache, "val", image_size=28, num_classes=30)
+        again = load_glyphs(None, "val", image_size=28, num_classes=30, cache_dir=fresh_cache)
     assert np.array_equal(again.images, expected)
     sidecar = npy.with_suffix(".json")
     sidecar.write_text("{not json")
     with pytest.warns(UserWarning, match="regenerating"):
-        again = load_glyphs(fresh_cache, "val", image_size=28, num_classes=30)
+        again = load_glyphs(None, "val", image_size=28, num_classes=30, cache_dir=fresh_cache)
     assert np.array_equal(again.images, expected)
     assert json.loads(sidecar.read_text())["seed"] == 0
 
@@ -335,12 +335,12 @@ def test_bad_options_raise_config_error(glyph_cache, kwargs, message):
     kwargs = dict(kwargs)
     split = kwargs.pop("split", "train")
     with pytest.raises(ConfigError, match=message):
-        load_glyphs(glyph_cache, split, **kwargs)
+        load_glyphs(None, split, **kwargs, cache_dir=glyph_cache)
 
 
 def test_too_few_classes_for_a_split(glyph_cache):
     with pytest.raises(ConfigError, match="no 'val' class"):
-        load_glyphs(glyph_cache, "val", image_size=28, num_classes=2)
+        load_glyphs(None, "val", image_size=28, num_classes=2, cache_dir=glyph_cache)
 
 
 def test_nearest_neighbour_beats_chance(full28):

@@ -33,17 +33,6 @@ from ..errors import DataError, MetakdError
 
 log = logging.getLogger("metakd.data")
 
-CACHE_DIRNAME = ".metakd_cache"
-
-
-def _writable_dir(path: Path) -> bool:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return False
-    return os.access(path, os.W_OK | os.X_OK)
-
-
 def user_cache_base() -> Path:
     """``$METAKD_CACHE`` if set, else ``$XDG_CACHE_HOME/metakd``, else ``~/.cache/metakd``."""
     if os.environ.get("METAKD_CACHE"):
@@ -53,13 +42,9 @@ def user_cache_base() -> Path:
 
 
 def default_cache_dir(root: str | os.PathLike) -> Path:
-    """``<root>/.metakd_cache`` if it can be written, else ``user_cache_base()/<root name>-<hash of root path>``."""
+    """``user_cache_base()/<root name>-<hash of root path>``: caches of a dataset live under the cache
+    directory, never inside the data root (a shared, possibly read-only folder that is not metakd's)."""
     root = Path(root).expanduser().resolve()
-    local = root / CACHE_DIRNAME
-    if (local.is_dir() and os.access(local, os.W_OK | os.X_OK)) or (
-        not local.exists() and os.access(root, os.W_OK | os.X_OK)
-    ):
-        return local
     return user_cache_base() / f"{root.name or 'root'}-{fingerprint(str(root))[:12]}"
 
 

@@ -58,6 +58,7 @@ from ..errors import ConfigError, DataError, MetakdError
 from ..registry import DATASETS
 from . import glyph_fonts
 from .base import ImageSplit
+from .cache import user_cache_base
 from .glyph_fonts import GlyphCatalog, GlyphClass
 from .loader_args import normalize_split, reject_unknown
 
@@ -98,7 +99,8 @@ def load_glyphs(
 ) -> ImageSplit:
     """One split of the glyph dataset, generated on first use and memory-mapped from the cache after.
 
-    root / cache_dir: where the cache lives (cache_dir wins; default ``$METAKD_CACHE/glyphs`` or
+    root: unused (the glyphs are generated, not read; a data root is never written to). cache_dir: where
+    the cache lives (default ``$METAKD_CACHE/glyphs``, else ``$XDG_CACHE_HOME/metakd/glyphs`` or
     ``~/.cache/metakd/glyphs``). split: train / val / test. num_classes: total over the three splits
     (each split gets its 64 / 16 / 20 share, a prefix of its fixed class order); None = all.
     Returns images uint8 (N, S, S, channels), N = classes * instances_per_class, class-major.
@@ -112,7 +114,7 @@ def load_glyphs(
     per_class = _int_option(instances_per_class, "instances_per_class", 1, MAX_INSTANCES)
     if num_classes is not None:
         num_classes = _int_option(num_classes, "num_classes (or None)", 1, 10**6)
-    folder = _cache_folder(cache_dir if cache_dir is not None else root)
+    folder = _cache_folder(cache_dir)
 
     env_key = _environment_key()
     catalog = _load_catalog(folder, env_key)
@@ -165,10 +167,8 @@ def _int_option(value: object, name: str, low: int, high: int) -> int:
 def _cache_folder(where: Optional[str | os.PathLike]) -> Path:
     if where is not None and str(where) != "":
         folder = Path(where).expanduser()
-    elif os.environ.get("METAKD_CACHE"):
-        folder = Path(os.environ["METAKD_CACHE"]).expanduser() / "glyphs"
     else:
-        folder = Path.home() / ".cache" / "metakd" / "glyphs"
+        folder = user_cache_base() / "glyphs"
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -66,6 +66,11 @@ def decode_image(source: ImageSource, size: int, channels: int = 3, where: str =
             return to_array(img, size, channels)
     except FileNotFoundError:
         raise DataError(f"{label!r}: image file not found") from None
+    except Image.DecompressionBombError as exc:  # e.g. a 20000x20000 PNG: refused before decoding
+        raise DataError(f"{label!r}: image too large to decode ({' '.join(str(exc).split())[:160]}); "
+                        "shrink or remove it") from None
+    except MemoryError:
+        raise DataError(f"{label!r}: decoding the image needs more memory than this process may use") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{label!r}: cannot decode image ({type(exc).__name__}: {exc})") from exc
 

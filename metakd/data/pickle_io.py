@@ -7,6 +7,8 @@ or ``"latin1"``; ``text_keys`` then turns bytes keys into str so both kinds of c
 """
 from __future__ import annotations
 
+import builtins
+import os
 import pickle
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -14,6 +16,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from ..errors import DataError
+from ..limits import human, memory_limit
 
 _NUMPY_CORE = "numpy._core" if int(np.__version__.split(".")[0]) >= 2 else "numpy.core"
 
@@ -43,7 +46,10 @@ _PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
 
 
 class _DataOnlyUnpickler(pickle.Unpickler):
-    """An Unpickler that refuses any global outside ``_ALLOWED_GLOBALS``."""
+    """An Unpickler that refuses any global outside ``_ALLOWED_GLOBALS`` and a ``bytes``/``bytearray`` call
+    asking for more than ``_max_bytes``."""
+
+    _max_bytes = 1 << 40
 
     def find_class(self, module: str, name: str) -> Any:
         canonical = _PY2_MODULES.get(module, module)
@@ -53,18 +59,36 @@ class _DataOnlyUnpickler(pickle.Unpickler):
             )
         if canonical.startswith("numpy.core."):
             canonical = _NUMPY_CORE + canonical[len("numpy.core"):]  # avoids numpy 2's deprecation shim
+        if canonical == "builtins" and name in ("bytearray", "bytes"):
+            return _sized(getattr(builtins, name), self._max_bytes)
         return super().find_class(canonical, name)
+
+
+def _sized(kind: type, max_bytes: int) -> Any:
+    """``bytes`` / ``bytearray`` that refuse a requested size over ``max_bytes`` (a pickle can ask for
+    ``bytearray(10**15)`` in a few bytes)."""
+
+    def make(*args: Any) -> Any:
+        if args and isinstance(args[0], int) and args[0] > max_bytes:
+            raise pickle.UnpicklingError(f"it asks for a {args[0]}-byte {kind.__name__}, more than the file could hold "
+                                         "or this process may use")
+        return kind(*args)
+
+    return make
 
 
 def load_pickle(path: Path, *, encoding: str = "bytes", what: str = "pickle") -> Any:
     """Unpickle ``path`` (plain data only); DataError naming the file if missing, truncated or corrupt."""
     try:
         with open(path, "rb") as f:
-            return _DataOnlyUnpickler(f, encoding=encoding).load()
+            unpickler = _DataOnlyUnpickler(f, encoding=encoding)
+            unpickler._max_bytes = min(memory_limit() // 2, max(os.fstat(f.fileno()).st_size, 1) * 1024)
+            return unpickler.load()
     except FileNotFoundError:
         raise DataError(f"{str(path)!r}: {what} file not found") from None
-    except MemoryError:
-        raise
+    except MemoryError:  # a corrupt or hostile length field: one line, never a MemoryError traceback
+        raise DataError(f"{str(path)!r}: cannot read {what}: it asks for more memory than this process may use "
+                        f"({human(memory_limit())}); is the file corrupt?") from None
     except Exception as exc:  # UnpicklingError, EOFError, ValueError, ... all mean "not a readable pickle"
         kind = "truncated" if isinstance(exc, EOFError) else "corrupt or not a pickle"
         raise DataError(f"{str(path)!r}: cannot read {what} ({kind}): {type(exc).__name__}: {exc}") from exc

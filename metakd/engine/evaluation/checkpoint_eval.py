@@ -7,6 +7,7 @@ from typing import Any, Dict, Optional, Sequence
 
 from ...atomic import check_writable, write_json, write_with_fallback
 from ...errors import MetakdError
+from ...limits import check_bytes, episode_list_bytes
 from ...validate import consistency_views as check_views
 from ...validate import integer, positive_int
 from ..assembly import describe_device, make_sampler, resolve_device, split_for
@@ -45,7 +46,10 @@ def prepare_evaluation(path: Path, device, *, split: str = "test", episodes: Opt
     cfg = ckpt["config"]
     if root is not None:
         cfg["data"]["root"] = root
-    episodes = positive_int(cfg["eval"]["episodes"] if episodes is None else episodes, "episodes")
+    key = "eval.episodes" if episodes is None else "--episodes"
+    episodes = positive_int(cfg["eval"]["episodes"] if episodes is None else episodes, key)
+    ep = cfg["episodes"]
+    check_bytes(key, episode_list_bytes(episodes, ep["n_way"], ep["k_shot"], ep["test_q_query"]), f"{episodes} fixed episodes")
     seed = integer(cfg["eval"]["seed"] if seed is None else seed, "seed")
     sampler = make_sampler(cfg, split_for(cfg, split), q_query=cfg["episodes"]["test_q_query"], device=device,
                            normalize=ckpt.get("normalize"))

@@ -11,11 +11,20 @@ from ...data.augment import AugmentStrengths, augment_images, batch_preset, epis
 from ...data.episode import EpisodeBatch
 from ...data.sampler import EpisodeSampler, episodes_fingerprint
 from ...distill.consistency import prediction_consistency
+from ...limits import check_bytes, image_batch_bytes
 from ...validate import consistency_views as check_views
 from ...validate import positive_int
 from ..runs.metrics import mean_ci95
 from .feature_cache import cached_accuracies, feature_head
 
+
+
+def check_views_memory(views: int, batch_size: int, sampler: EpisodeSampler) -> None:
+    """ConfigError naming --consistency-views when its augmented support copies would not fit in memory."""
+    if views:
+        h, w, c = sampler.split.image_shape
+        check_bytes("--consistency-views", image_batch_bytes(batch_size * views, sampler.n_way, sampler.k_shot, c, h),
+                    f"{views} augmented copies of the support sets of {batch_size} episodes")
 
 def evaluate_episodes(learner: torch.nn.Module, sampler: EpisodeSampler, episodes: List[Any], *,
                       batch_size: int = 8, progress: bool = True, desc: str = "eval",
@@ -45,6 +54,7 @@ def evaluate_episodes(learner: torch.nn.Module, sampler: EpisodeSampler, episode
     """
     check_views(consistency_views)
     positive_int(batch_size, "batch_size")
+    check_views_memory(consistency_views, batch_size, sampler)
     strengths = augment
     applied = get_preset(preset if preset is not None else getattr(sampler, "augment_preset", None)).name
     was_training = learner.training
