@@ -14,7 +14,7 @@ from .validate import consistency_views_arg, positive_int_arg, threads_arg
 def _cmd_train(args: argparse.Namespace) -> None:
     from .config import load_config
     from .engine.runs.distributed import is_main_process
-    from .engine.runs.folder import check_run_folder, clear_run, default_output_dir
+    from .engine.runs.folder import check_run_folder, clear_run, default_output_dir, run_lock
     from .engine.training.meta import Trainer
 
     if args.overwrite and args.resume:
@@ -24,15 +24,16 @@ def _cmd_train(args: argparse.Namespace) -> None:
     if args.output_dir:
         cfg["output_dir"] = args.output_dir
     overwrite = args.overwrite and is_main_process()
-    if overwrite:  # refuse a folder that is not a metakd run before loading any data
-        check_run_folder(default_output_dir(cfg))
-    trainer = Trainer(cfg, progress=not args.no_progress)
-    if overwrite:
-        kept = clear_run(trainer.out)
-        if kept:
-            print(f"metakd train: --overwrite kept {len(kept)} entries metakd did not write in {trainer.out}: "
-                  f"{', '.join(kept[:5])}{' ...' if len(kept) > 5 else ''}", file=sys.stderr)
-    summary = trainer.fit(resume=args.resume if args.resume else False)
+    with run_lock(default_output_dir(cfg), is_main_process()):  # one writer, from before --overwrite deletes anything
+        if overwrite:  # refuse a folder that is not a metakd run before loading any data
+            check_run_folder(default_output_dir(cfg))
+        trainer = Trainer(cfg, progress=not args.no_progress)
+        if overwrite:
+            kept = clear_run(trainer.out)
+            if kept:
+                print(f"metakd train: --overwrite kept {len(kept)} entries metakd did not write in {trainer.out}: "
+                      f"{', '.join(kept[:5])}{' ...' if len(kept) > 5 else ''}", file=sys.stderr)
+        summary = trainer.fit(resume=args.resume if args.resume else False)
     if not is_main_process():  # under torchrun rank 0 reports
         return
     best = summary["best_val"]
@@ -268,8 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-THREADS_HELP = ("torch CPU threads, 1 to 4 x the machine's CPUs (default: the config's `threads`, else 1 on a machine "
-                "without CUDA: these models are tiny, and on a shared CPU one thread measured up to 46x faster than two)")
+THREADS_HELP = ("torch CPU threads (default: the config's `threads`, else 1 on a machine without CUDA: these "
+                "models are tiny, and on a shared CPU one thread measured up to 46x faster than two); at most 4 x "
+                "the machine's CPUs")
 
 
 def _parse(parser: argparse.ArgumentParser, argv: Optional[List[str]]) -> argparse.Namespace:

@@ -253,11 +253,14 @@ def test_overwrite_deletes_only_metakd_files(tmp_path, capsys):
     out = tmp_path / "run"
     Trainer(tiny_cfg(out, "train.iterations=2"), progress=False).fit()
     (out / "notes.txt").write_text("mine")
-    (out / "eval_test_10ep_seed0.json").write_text("{}")
+    assert main(["eval", str(out), "--episodes", "4", "--no-progress"]) == 0  # metakd's eval_*.json: in the manifest
+    assert (out / "eval_test_4ep_seed0.json").is_file()
+    (out / "eval_mine.json").write_text("{}")  # a user's file with a metakd-like name: not in the manifest
     assert main(["train", "maml_glyphs_5w1s", *TINY, "train.iterations=2", "--output-dir", str(out), "--overwrite",
                  "--no-progress"]) == 0
-    assert (out / "notes.txt").read_text() == "mine" and not (out / "eval_test_10ep_seed0.json").exists()
-    assert "kept 1 entries" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "mine" and not (out / "eval_test_4ep_seed0.json").exists()
+    assert (out / "eval_mine.json").read_text() == "{}"
+    assert "kept 2 entries" in capsys.readouterr().err
 
 
 # -- unusable output folders

@@ -18,7 +18,7 @@ from ..plots import method_label, plot_demo_accuracy
 from .assembly import resolve_device
 from .evaluation.checkpoint_eval import evaluate_checkpoint
 from .evaluation.robustness import evaluate_robustness
-from .runs.folder import clear_run
+from .runs.folder import clear_run, run_lock
 from .runs.metrics import format_acc
 from .training.meta import Trainer
 
@@ -59,11 +59,12 @@ def run_demo(output_dir: Path = Path("runs/demo"), iterations: Optional[int] = N
         overrides = [f"device={device}"] + ([f"train.iterations={iterations}"] if iterations else [])
         cfg = load_config(name, overrides)
         run_dir = output_dir / cfg["name"]
-        clear_run(run_dir)  # a previous demo's run; a folder that is not a metakd run is refused, not deleted
         print(f"== {cfg['name']}: {cfg['learner']['name']} on {cfg['data']['dataset']} "
               f"({cfg['train']['iterations']} meta-iterations)")
         tic = time.perf_counter()
-        Trainer(cfg, output_dir=run_dir, progress=progress).fit()
+        with run_lock(run_dir):  # one writer; a previous demo's run is replaced, a folder without a manifest refused
+            clear_run(run_dir)
+            Trainer(cfg, output_dir=run_dir, progress=progress).fit()
         train_seconds = time.perf_counter() - tic
         res = evaluate_checkpoint(run_dir, episodes=episodes, device=device, progress=progress)
         res["train_seconds"] = train_seconds

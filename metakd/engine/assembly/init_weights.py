@@ -28,10 +28,13 @@ HEAD = "head."
 
 def backbone_state(ckpt: Any, path: Path) -> Tuple[Dict[str, Tensor], str]:
     """(the backbone's state dict, the backbone name recorded with it) from a loaded checkpoint."""
-    if not isinstance(ckpt, dict) or "config" not in ckpt:
-        raise ConfigError(f"model.init: {path} is not a metakd checkpoint (no config)")
-    arch = str(ckpt["config"].get("model", {}).get("backbone", "?"))
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict):
+        raise ConfigError(f"model.init: {path} is not a metakd checkpoint (no config mapping)")
+    model_cfg = ckpt["config"].get("model")
+    arch = str(model_cfg.get("backbone", "?") if isinstance(model_cfg, dict) else "?")
     if ckpt.get("kind") == PRETRAIN_KIND:
+        if not isinstance(ckpt.get("model"), Mapping):
+            raise ConfigError(f"model.init: {path} is a pre-training checkpoint without its backbone ('model')")
         return dict(ckpt["model"]), arch
     state = ckpt.get("learner")
     if not isinstance(state, Mapping):

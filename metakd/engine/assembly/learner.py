@@ -14,7 +14,7 @@ from ...learners import build_learner
 from ...learners.distilled import DistilledLearner
 from ...models import build_backbone
 from ...models.common import check_input_shape
-from ..runs.checkpoint import find_checkpoint, load_checkpoint, state_dict_mismatch
+from ..runs.checkpoint import find_checkpoint, load_checkpoint, state_dict_mismatch, without_locations
 from .init_weights import init_backbone
 from .parts import resolve_device
 
@@ -102,13 +102,19 @@ def fewshot_config_for(ckpt: Dict[str, Any], ckpt_path: Path, learner: str,
     `metakd train` checkpoint's config with another learner), ``model.init`` = the checkpoint,
     ``train.iterations`` 0, then ``overrides`` (e.g. learner.options.steps=50, episodes.k_shot=5)."""
     src = ckpt["config"]
+    if not isinstance(src, dict) or not isinstance(src.get("model"), dict) or "backbone" not in src["model"]:
+        raise MetakdError(f"checkpoint {ckpt_path}: its config lacks model.backbone (or is not a mapping); is it a "
+                          "metakd checkpoint?")
+    src = without_locations(src)
     raw: Dict[str, Any] = {"name": f"{src.get('name', 'run')}+{learner}", "seed": src.get("seed", 0)}
     for section in ("data", "episodes", "eval"):
-        raw[section] = {k: v for k, v in src.get(section, {}).items() if k in SCHEMA[section]}
+        part = src.get(section, {})
+        raw[section] = {k: v for k, v in (part.items() if isinstance(part, dict) else ()) if k in SCHEMA[section]}
     raw["model"] = {"backbone": src["model"]["backbone"], "options": dict(src["model"].get("options", {})),
                     "init": str(ckpt_path)}
-    same = src.get("learner", {}).get("name") == learner  # the trained options, unless overridden
-    raw["learner"] = {"name": learner, "options": dict(src["learner"].get("options", {})) if same else {}}
+    trained = src.get("learner") if isinstance(src.get("learner"), dict) else {}
+    same = trained.get("name") == learner  # the trained options, unless overridden
+    raw["learner"] = {"name": learner, "options": dict(trained.get("options") or {}) if same else {}}
     raw["train"] = {"iterations": 0}
     overrides = list(overrides)
     merge(raw, parse_overrides(overrides))

@@ -13,7 +13,8 @@ from ...validate import integer, positive_int
 from ..assembly import describe_device, make_sampler, resolve_device, split_for
 from ..assembly.learner import learner_from_backbone, learner_from_checkpoint
 from ..runs.checkpoint import PRETRAIN_KIND, check_learner_checkpoint, find_checkpoint, safe_load
-from ..runs.distributed import init_distributed
+from ..runs.distributed import init_distributed, is_main_process
+from ..runs.folder import writing_into_run
 from .sharded import evaluate_sharded
 
 
@@ -64,7 +65,19 @@ def _refuse_backbone_only(ckpt: Any, path: Path) -> None:
                           "| finetune, or meta-train one with model.init=" + str(path.parent))
 
 
-def evaluate_checkpoint(path: Path, *, episodes: Optional[int] = None, seed: Optional[int] = None,
+def evaluate_checkpoint(path: Path, **kwargs: Any) -> Dict[str, Any]:
+    """``_evaluate_checkpoint`` holding the run folder's one-writer lock when the result goes next to the
+    checkpoint (``metakd.engine.runs.folder.writing_into_run``)."""
+    if kwargs.get("out") is not None or not is_main_process():
+        return _evaluate_checkpoint(path, **kwargs)
+    folder = find_checkpoint(path, "best").parent
+    with writing_into_run(folder, []) as record:
+        result = _evaluate_checkpoint(path, **kwargs)
+        record([Path(result["output"]).name] if Path(result["output"]).parent == folder else [])
+        return result
+
+
+def _evaluate_checkpoint(path: Path, *, episodes: Optional[int] = None, seed: Optional[int] = None,
                         split: str = "test", device: str = "auto", batch_size: Optional[int] = None,
                         root: Optional[str] = None, out: Optional[Path] = None, progress: bool = True,
                         consistency_views: int = 0, cache: Optional[bool] = None,

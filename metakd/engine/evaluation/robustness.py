@@ -27,6 +27,7 @@ from ...validate import consistency_views as check_views
 from ...validate import integer, positive_int
 from ..assembly import describe_device, resolve_device
 from ..runs.checkpoint import find_checkpoint
+from ..runs.folder import writing_into_run
 from ..runs.metrics import format_acc
 from .checkpoint_eval import prepare_evaluation, run_label
 from .episodes import evaluate_episodes
@@ -178,6 +179,12 @@ def run_robustness(checkpoints: Sequence[Path], *, out: Optional[Path] = None, *
         first = Path(checkpoints[0])
         out = (first if first.is_dir() else first.parent) / "robustness" if len(checkpoints) == 1 else Path("robustness")
     out = Path(out)
+    names = [f"{out.name}/robustness.{ext}" for ext in ("json", "md", "png")] + [out.name]
+    with writing_into_run(out.absolute().parent, names):  # a run folder: its one-writer lock, its manifest
+        return _run_robustness(checkpoints, out, **kwargs)
+
+
+def _run_robustness(checkpoints: Sequence[Path], out: Path, **kwargs: Any) -> Dict[str, Any]:
     for c in checkpoints:
         find_checkpoint(c, "best")
     check_writable(out / "robustness.json", "robustness report")  # before the work, not after

@@ -90,11 +90,42 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> Dict[str, Any]:
 
 
 def check_learner_checkpoint(ckpt: Any, path: Path) -> Dict[str, Any]:
-    """``ckpt`` (read from ``path``) if it is a `metakd train` checkpoint, else a MetakdError naming what is missing."""
+    """``ckpt`` (read from ``path``) if it is a `metakd train` checkpoint, else a MetakdError naming what is
+    missing. Its embedded config is validated like a config file (``checked_config``)."""
     if not isinstance(ckpt, dict) or "learner" not in ckpt or "config" not in ckpt:
-        keys = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
+        keys = sorted(map(str, ckpt))[:12] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise MetakdError(f"checkpoint {path} is not a metakd checkpoint: expected keys 'learner' and 'config', found {keys}")
+    ckpt["config"] = checked_config(ckpt["config"], path)
     return ckpt
+
+
+# keys of a saved config that name places on the machine that wrote it: a checkpoint never chooses where
+# this machine writes (its output folder, its caches)
+LOCATION_KEYS = ("output_dir", "data.options.cache_dir")
+
+
+def without_locations(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """``cfg`` (a mapping read from a checkpoint) without LOCATION_KEYS and the saving machine's thread count."""
+    cfg = dict(cfg)
+    cfg.pop("output_dir", None)
+    cfg.pop("threads", None)
+    data = cfg.get("data")
+    if isinstance(data, dict) and isinstance(data.get("options"), dict) and "cache_dir" in data["options"]:
+        cfg["data"] = {**data, "options": {k: v for k, v in data["options"].items() if k != "cache_dir"}}
+    return cfg
+
+
+def checked_config(cfg: Any, path: Path, schema: Any = None) -> Dict[str, Any]:
+    """A checkpoint's embedded config checked with the schema of a config file (default: the few-shot
+    SCHEMA), without the places it names (``without_locations``); MetakdError naming the file otherwise."""
+    from ...config import validate
+
+    if not isinstance(cfg, dict):
+        raise MetakdError(f"checkpoint {path}: its config is a {type(cfg).__name__}, not a mapping of sections")
+    try:
+        return validate(without_locations(cfg), f"checkpoint {path} (its config)", schema)
+    except ConfigError as exc:
+        raise MetakdError(f"checkpoint {path} holds a config that is not valid: {exc}") from None
 
 
 def find_checkpoint(path: str | Path, which: str = "best", *, key: str = "", hint: str = "") -> Path:

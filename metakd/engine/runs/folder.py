@@ -2,7 +2,10 @@
 
 - ``check_output_dir`` / ``make_output_dir``: a folder that cannot hold a run (read-only, under a
   file, a file itself, on a full disk, a name too long) is one MetakdError naming it, before the work.
-- ``clear_run``: what ``--overwrite`` deletes: metakd's own files of a recognisable run folder only.
+- ``run_lock``: the one-writer lock of a run folder (``metakd.engine.runs.lock``), held for a run's life.
+- ``prepare_run_folder``: a new run refuses a folder holding any of metakd's names; the run writes a
+  manifest (``metakd-manifest.json``) listing the files it creates.
+- ``clear_run``: what ``--overwrite`` deletes: the manifest's entries only; a folder without one is refused.
 - ``config_differences``: the keys by which a resumed run's config differs from its checkpoint's.
 - ``StopGuard``: SIGINT and SIGTERM only set a flag; the loop stops at the next step boundary, so the
   saved state is always that of a completed step. Regions marked ``abandonable`` (validation, which
@@ -10,16 +13,20 @@
 """
 from __future__ import annotations
 
+import fnmatch
+import json
 import os
+import shutil
 import signal
 import sys
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
-from ...atomic import atomic_write, describe_os_error, remove_stale_temps
+from ...atomic import atomic_write, describe_os_error, is_metakd_temp, remove_stale_temps, write_json
 from ...errors import MetakdError
+from .lock import LOCK_NAME, drop_lock_file, hold_folder
 
 MIN_FREE_BYTES = 1 << 20
 
@@ -72,76 +79,172 @@ def make_output_dir(folder: Path) -> None:
         raise _fail(Path(folder), describe_os_error(exc)) from None
 
 
-def prepare_run_folder(folder: Path, config_text: str, resumed: bool, resume_flag: str = "--resume") -> None:
-    """Create ``folder``, remove dead writers' temporaries, refuse to start a new run over an existing one
-    (its last.pt), drop a stale metrics.jsonl of a new run, and write config.yaml atomically."""
+@contextmanager
+def run_lock(folder: Path, active: bool = True, what: str = "run folder") -> Iterator[None]:
+    """Create ``folder`` and hold its one-writer lock within the block (``active`` False: do nothing, e.g.
+    on the ranks of a distributed run that write no file)."""
+    if not active:
+        with nullcontext():
+            yield
+        return
+    created = not Path(folder).exists()
+    make_output_dir(folder)
+    with hold_folder(folder, what):
+        try:
+            yield
+        finally:
+            if not (Path(folder) / MANIFEST).exists():  # not (yet) a run: leave the folder as it was
+                drop_lock_file(folder, remove_folder=created)
+
+
+# -- what metakd writes into a run folder
+
+MANIFEST = "metakd-manifest.json"
+RUN_FILES = ("config.yaml", "last.pt", "best.pt", "metrics.jsonl", "curves.png", "summary.json", "init.json",
+             "tensorboard/")
+# names no new run may find in its folder: a run's files, other jobs' (distill, eval, robustness) and the manifest
+METAKD_NAMES = RUN_FILES + ("result.json", "teacher", "student", "robustness", "tensorboard", MANIFEST, "eval_*.json")
+
+
+def run_files(tensorboard: bool = False) -> tuple:
+    """The names a `metakd train` / `metakd pretrain` run creates (``tensorboard/`` when it writes events)."""
+    return tuple(n for n in RUN_FILES if tensorboard or n != "tensorboard/")
+
+
+def metakd_names_in(folder: Path) -> List[str]:
+    """The entries of ``folder`` that carry one of metakd's names (not the lock, not temporaries)."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    pats = [n.rstrip("/") for n in METAKD_NAMES]
+    return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in pats)]
+
+
+def read_manifest(folder: Path) -> Optional[List[str]]:
+    """The entries ``folder``'s manifest lists (paths relative to it), or None without a readable one."""
+    try:
+        data = json.loads((Path(folder) / MANIFEST).read_text())
+        files = data["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        return None
+    return files
+
+
+def record_outputs(folder: Path, names: Sequence[str], job: str = "") -> None:
+    """Add ``names`` (relative to ``folder``; a trailing "/" marks a folder metakd created) to its manifest."""
+    folder = Path(folder)
+    have = read_manifest(folder) or []
+    added = [n for n in names if n not in have]
+    if added or not (folder / MANIFEST).exists():
+        write_json(folder / MANIFEST, {"metakd_manifest": 1, "job": job, "files": have + added}, what="run manifest")
+
+
+def prepare_run_folder(folder: Path, config_text: str, resumed: bool, resume_flag: str = "--resume",
+                       names: Sequence[str] = run_files(), job: str = "train") -> None:
+    """Create ``folder``, remove dead writers' temporaries, refuse to start a new run in a folder that holds
+    any of metakd's names (a run's, an evaluation's), record ``names`` in the manifest and write
+    config.yaml atomically. The caller holds the folder's lock (``run_lock``)."""
     folder = Path(folder)
     make_output_dir(folder)
     remove_stale_temps(folder)
-    if not resumed:
-        if (folder / "last.pt").exists():
-            raise MetakdError(f"{folder} already holds a run (last.pt): pass {resume_flag} to continue it, or choose "
-                              "another output_dir")
-        (folder / "metrics.jsonl").unlink(missing_ok=True)
+    if not resumed and os.path.abspath(folder) not in _cleared:
+        found = metakd_names_in(folder)
+        if found:
+            raise MetakdError(f"{folder} already holds a run (metakd files {', '.join(found[:6])}{' ...' if len(found) > 6 else ''}): "
+                              f"pass {resume_flag} to continue that run, --overwrite to replace it, or choose another "
+                              "output folder; nothing was changed")
+    _cleared.discard(os.path.abspath(folder))
+    record_outputs(folder, [MANIFEST, *names], job)
     atomic_write(folder / "config.yaml", config_text, what="run config")
+
+
+@contextmanager
+def writing_into_run(folder: Path, names: Sequence[str], active: bool = True) -> Iterator[Any]:
+    """For a job writing ``names`` into an existing run folder (eval_*.json, robustness/): hold the run's
+    lock within the block (refused while the run is live) and list ``names`` in its manifest; yields a
+    function that lists more names (known only after the work). A folder that is not a metakd run (a
+    checkpoint kept elsewhere) gets neither lock file nor manifest."""
+    folder = Path(folder)
+
+    def record(more: Sequence[str]) -> None:
+        if more and (folder / MANIFEST).exists():
+            record_outputs(folder, more)
+
+    if not active or not ((folder / MANIFEST).exists() or (folder / "config.yaml").exists()):
+        yield lambda more: None
+        return
+    with hold_folder(folder):
+        record(names)
+        yield record
+
+
+def discard_new_run(folder: Path) -> None:
+    """Remove what a new run wrote before its first step (it was interrupted with nothing to resume), so
+    that starting it again finds the folder as it was."""
+    try:
+        _delete_entries(Path(folder), read_manifest(folder) or [])
+    except OSError:
+        pass
 
 
 # -- --overwrite
 
-RUN_FILES = ("config.yaml", "last.pt", "best.pt", "metrics.jsonl", "curves.png", "summary.json", "init.json")
-_RUN_MARKERS = ("last.pt", "best.pt", "metrics.jsonl")
-_ROBUSTNESS_FILES = ("robustness.md", "robustness.json", "robustness.png")
-
-
-def _is_metakd_file(name: str) -> bool:
-    if name.endswith((".tmp", ".tmp.png")):  # a temporary of one of metakd's files
-        return any(name.startswith(f + ".") or name.startswith(Path(f).stem + ".tmp") for f in RUN_FILES) \
-            or name.startswith("eval_")
-    return name in RUN_FILES or (name.startswith("eval_") and name.endswith(".json"))
+_cleared: set = set()  # folders --overwrite emptied of their run in this process (what is left there is not metakd's)
 
 
 def check_run_folder(folder: Path) -> bool:
-    """False when ``folder`` does not exist, True when it is recognisably a metakd run folder, else MetakdError."""
+    """False when ``folder`` does not exist or holds nothing, True when it holds a metakd manifest, else
+    MetakdError (``--overwrite`` deletes only what a manifest lists)."""
     folder = Path(folder)
     if not folder.exists():
         return False
     if not folder.is_dir():
         raise MetakdError(f"--overwrite refused: {folder} is a file, not a run folder")
     try:
-        names = set(os.listdir(folder))
+        names = [n for n in os.listdir(folder) if n != LOCK_NAME and not is_metakd_temp(n)]
     except OSError as exc:
         raise MetakdError(f"--overwrite: cannot list {folder}: {describe_os_error(exc)}") from None
-    if "config.yaml" not in names or not names & set(_RUN_MARKERS):
-        raise MetakdError(f"--overwrite refused: {folder} is not a metakd run folder (it has no config.yaml with "
-                          "last.pt, best.pt or metrics.jsonl); nothing was deleted — choose another --output-dir "
+    if not names:
+        return False
+    if read_manifest(folder) is None:
+        raise MetakdError(f"--overwrite refused: {folder} is not a metakd run folder: it has no {MANIFEST} (the list of "
+                          "files a metakd run wrote), so "
+                          "metakd cannot tell its files from yours; nothing was deleted — choose another --output-dir "
                           "or delete it yourself")
     return True
 
 
+def _delete_entries(folder: Path, entries: Sequence[str]) -> None:
+    root = os.path.realpath(folder)
+    for entry in sorted(entries, key=lambda e: (e == MANIFEST, -e.count("/"))):  # the manifest last
+        path = folder / entry.rstrip("/")
+        real = os.path.realpath(path)
+        if entry.startswith("/") or ".." in Path(entry).parts or not real.startswith(root + os.sep):
+            continue  # never outside the folder, whatever the manifest says
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir() and entry.endswith("/"):
+            shutil.rmtree(path)
+        elif path.is_dir():
+            try:
+                path.rmdir()  # a folder of listed files: removed once empty
+            except OSError:
+                pass
+
+
 def clear_run(folder: Path) -> List[str]:
-    """Delete the files metakd wrote in the run folder ``folder`` (for ``--overwrite``); returns the names of
-    the entries left in place. Refuses (MetakdError) a folder that is not recognisably a metakd run:
-    config.yaml and at least one of last.pt, best.pt, metrics.jsonl."""
+    """Delete the entries ``folder``'s manifest lists (for ``--overwrite``); returns the names of the entries
+    left in place. Refuses (MetakdError) a non-empty folder without a manifest. The caller holds the lock."""
     folder = Path(folder)
     if not check_run_folder(folder):
         return []
-    names = set(os.listdir(folder))
-    kept: List[str] = []
     try:
-        for name in sorted(names):
-            path = folder / name
-            if name == "robustness" and path.is_dir() and not path.is_symlink():
-                for sub in _ROBUSTNESS_FILES:
-                    (path / sub).unlink(missing_ok=True)
-                rest = os.listdir(path)
-                if rest:
-                    kept.extend(f"robustness/{r}" for r in sorted(rest))
-                else:
-                    path.rmdir()
-            elif _is_metakd_file(name) and (path.is_file() or path.is_symlink()):
-                path.unlink()
-            else:
-                kept.append(name)
+        _delete_entries(folder, read_manifest(folder) or [])
+        _cleared.add(os.path.abspath(folder))
+        kept = sorted(n for n in os.listdir(folder) if n != LOCK_NAME and not is_metakd_temp(n))
     except OSError as exc:
         raise MetakdError(f"--overwrite: cannot delete files in {folder}: {describe_os_error(exc)}") from None
     return kept
@@ -262,7 +365,7 @@ def fault_point(phase: str, step: int) -> None:
 
 
 # Config keys every job lets a resume change: names, places and the device change no trained weight.
-RESUME_FREE_BASE = ("name", "description", "output_dir", "device", "threads", "tensorboard")
+RESUME_FREE_BASE = ("name", "description", "output_dir", "device", "threads", "tensorboard", "data.options.cache_dir")
 
 
 def default_output_dir(cfg: Dict[str, Any]) -> Path:

@@ -42,8 +42,8 @@ from ...errors import ConfigError, MetakdError
 from ...models import build_backbone
 from ..assembly import make_optimizer, make_scheduler, resolve_device
 from ..runs.checkpoint import find_checkpoint, safe_load, save_checkpoint
-from ..runs.folder import (RESUME_FREE_BASE, StopGuard, check_output_dir, default_output_dir, fault_point,
-                           make_output_dir)
+from ..runs.folder import (MANIFEST, RESUME_FREE_BASE, StopGuard, check_output_dir, default_output_dir, fault_point,
+                           make_output_dir, metakd_names_in, record_outputs, run_lock)
 from .distill_data import ClassificationData, heldout_split, load_classification, prepare
 from .supervised import SupervisedTrainer
 
@@ -87,6 +87,9 @@ class FrozenTeacher(nn.Module):
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x * self.scale + self.shift)
+
+
+TEACHER_KEYS = ("arch", "options", "model", "class_names", "in_channels", "image_size", "mean", "std")
 
 
 def load_teacher(path: Path, cfg: Dict[str, Any], data: ClassificationData) -> Tuple[FrozenTeacher, Dict[str, Any]]:
@@ -274,9 +277,16 @@ def run_distill(cfg: Dict[str, Any], output_dir: Optional[Path] = None, resume: 
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     check_output_dir(out)
-    if not resume and any((out / p / "last.pt").exists() for p in ("teacher", "student")):
-        raise MetakdError(f"{out} already holds a distillation run: pass --resume to continue it, or choose another "
-                          "output_dir")
+    with run_lock(out):
+        return _run_distill(cfg, out, device, resume, progress, max_steps)
+
+
+def _run_distill(cfg: Dict[str, Any], out: Path, device: torch.device, resume: bool, progress: bool,
+                 max_steps: Optional[int]) -> Dict[str, Any]:
+    found = metakd_names_in(out)
+    if not resume and found:
+        raise MetakdError(f"{out} already holds a distillation run (metakd files {', '.join(found[:6])}): pass --resume "
+                          "to continue it, or choose another output_dir; nothing was changed")
     if cfg["teacher"]["checkpoint"] is not None and not Path(cfg["teacher"]["checkpoint"]).exists():
         raise ConfigError(f"teacher.checkpoint: {cfg['teacher']['checkpoint']} does not exist")
     start = time.perf_counter()
@@ -294,6 +304,7 @@ def _run_phases(cfg: Dict[str, Any], out: Path, data: ClassificationData, device
     for folder in (out, out / "teacher", out / "student"):
         remove_stale_temps(folder)
     make_output_dir(out)
+    record_outputs(out, [MANIFEST, "config.yaml", "result.json", "teacher/", "student/"], job="distill")
     atomic_write(out / "config.yaml", dump_config(cfg), what="run config")
     result: Dict[str, Any] = {"name": cfg["name"], "method": cfg["distill"]["method"], "dataset": cfg["data"]["dataset"],
                               "classes": data.num_classes, "data": data.info, "seed": cfg["seed"],

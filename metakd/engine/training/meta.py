@@ -25,7 +25,7 @@ from ..evaluation.sharded import evaluate_sharded
 from ..runs.checkpoint import load_checkpoint, rng_state, set_rng_state
 from ..runs.distributed import DistContext, init_distributed
 from ..runs.folder import (RESUME_FREE_BASE, StopGuard, check_output_dir, config_differences, default_output_dir,
-                           fault_point, prepare_run_folder)
+                           discard_new_run, fault_point, prepare_run_folder, run_files, run_lock)
 from ..runs.metrics import JsonlLogger, format_acc, plot_curves
 from .loop import StepLoop
 
@@ -197,7 +197,7 @@ class Trainer(StepLoop):
         saved as best.pt / last.pt, so ``metakd eval`` evaluates a learner without meta-training.
         Returns the summary written to summary.json.
         """
-        with StopGuard() as guard:
+        with StopGuard() as guard, run_lock(self.out, self.dist.is_main):
             return self._fit(guard, resume, max_steps)
 
     def stop_requested(self, guard: StopGuard) -> bool:
@@ -254,6 +254,7 @@ class Trainer(StepLoop):
         self._bar.close()
         self.learner.train()  # an abandoned validation may have left it in eval mode
         if self.step == 0 and not self._resumed:
+            self.dist.run_on_main(lambda: discard_new_run(self.out), "discarding the unstarted run")
             raise MetakdError(f"interrupted ({guard.name}) before the first step; nothing to resume — start again")
         self.save("last.pt", sync=agreed)  # after an abandoned step the other ranks may be stuck in a collective
         raise self.stop_error(guard)
@@ -303,5 +304,6 @@ class Trainer(StepLoop):
 
     def _prepare_output(self, resumed: bool) -> None:
         """Rank 0: create output_dir, remove dead writers' temporaries, refuse to overwrite a run, write config.yaml."""
-        prepare_run_folder(self.out, dump_config(self.cfg), resumed, resume_flag="resume (--resume)")
+        prepare_run_folder(self.out, dump_config(self.cfg), resumed, resume_flag="resume (--resume)",
+                           names=run_files(self.cfg["tensorboard"]))
 

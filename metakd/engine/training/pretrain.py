@@ -35,7 +35,7 @@ from ..assembly import (describe_device, make_optimizer, make_sampler, make_sche
 from ..evaluation.episodes import evaluate_episodes
 from ..runs.checkpoint import PRETRAIN_KIND
 from ..runs.folder import (RESUME_FREE_BASE, StopGuard, check_output_dir, default_output_dir, fault_point,
-                           prepare_run_folder)
+                           prepare_run_folder, run_files, run_lock)
 from ..runs.metrics import format_acc, plot_curves
 from .supervised import SupervisedTrainer
 
@@ -147,10 +147,15 @@ class Pretrainer(SupervisedTrainer):
     def run(self, resume: bool = False, max_steps: Optional[int] = None) -> Dict[str, Any]:
         """Pre-train (or continue with ``resume``) to ``train.epochs`` or for ``max_steps`` more steps;
         returns the summary written to summary.json (``finished`` false when stopped by ``max_steps``)."""
+        with run_lock(self.out):
+            return self._run(resume, max_steps)
+
+    def _run(self, resume: bool, max_steps: Optional[int]) -> Dict[str, Any]:
         with StopGuard() as guard:
             if resume:
                 self.resume()
-            prepare_run_folder(self.out, dump_config(self.cfg), bool(resume))
+            prepare_run_folder(self.out, dump_config(self.cfg), bool(resume), names=run_files(self.cfg["tensorboard"]),
+                               job="pretrain")
             done, _ = self.fit(max_steps, guard)
             if done:
                 self.guard = guard
