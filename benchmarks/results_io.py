@@ -49,18 +49,25 @@ def write_json_and_markdown(out: Path, report: dict, markdown: str) -> None:
 
 def run_piece(work: Path, name: str, fn) -> dict:
     """Piece ``name`` of a resumable study: its JSON in ``work/pieces/`` when it finished before, else
-    ``fn()`` computed, timed (``seconds``) and written atomically, so a killed study keeps what it finished."""
+    ``fn()`` computed, timed (``seconds``) and written atomically, so a killed study keeps what it finished.
+    One process per piece: a second study computing the same piece meanwhile gets one error naming the
+    holder (an OS lock on ``pieces/.<name>.lock``, released by the kernel if the holder dies)."""
     import time
+
+    from metakd.engine.runs.lock import hold
 
     path = Path(work) / "pieces" / f"{name}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    print(f"[running] {name}", flush=True)
-    tic = time.perf_counter()
-    res = fn()
-    res["seconds"] = time.perf_counter() - tic
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(res))
+    with hold(path.parent / f".{name}.lock", f"the study piece {name!r} in {work}"):
+        if path.is_file():  # finished by another process while this one started
+            return json.loads(path.read_text())
+        print(f"[running] {name}", flush=True)
+        tic = time.perf_counter()
+        res = fn()
+        res["seconds"] = time.perf_counter() - tic
+        write_atomic(path, json.dumps(res))
     return res
 
 

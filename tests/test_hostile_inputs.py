@@ -10,7 +10,6 @@ import sys
 import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from metakd.config import load_config

@@ -1,6 +1,8 @@
 """The in-memory form every dataset loader returns: uint8 images plus integer class labels."""
 from __future__ import annotations
 
+import hashlib
+
 from dataclasses import dataclass, field
 from typing import Dict, List
 
@@ -70,6 +72,18 @@ class ImageSplit:
         order = np.argsort(self.labels, kind="stable")
         counts = np.bincount(self.labels, minlength=self.num_classes)
         return np.split(order, np.cumsum(counts)[:-1])
+
+    def content_fingerprint(self, samples: int = 64) -> str:
+        """16 hex chars over the image count, shape, class names, labels and the pixels of ``samples``
+        evenly spaced images: cheap (a few reads of a memory map), and it changes when the same class names
+        hold other images (what ``--resume`` must notice)."""
+        h = hashlib.sha256()
+        h.update(repr((len(self), self.image_shape, list(self.class_names))).encode("utf-8", "surrogateescape"))
+        h.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
+        if len(self):
+            for i in np.unique(np.linspace(0, len(self) - 1, min(samples, len(self))).astype(np.int64)):
+                h.update(np.ascontiguousarray(self.images[int(i)]).tobytes())
+        return h.hexdigest()[:16]
 
     def summary(self) -> Dict[str, object]:
         counts = np.bincount(self.labels, minlength=self.num_classes) if len(self.labels) else np.zeros(0, int)

@@ -44,8 +44,21 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 
 def save_checkpoint(path: Path, obj: Any, what: str = "checkpoint") -> Path:
     """``torch.save`` through ``metakd.atomic.atomic_write``: a crash mid-write never leaves a truncated
-    checkpoint behind; an OS error is one MetakdError naming the file."""
-    return atomic_write(path, lambda f: torch.save(obj, f), what=what)
+    checkpoint behind; an OS error is one MetakdError naming the file (torch wraps a failed write, a
+    full disk say, in a RuntimeError: the OSError under it is what is reported)."""
+    return atomic_write(path, lambda f: torch_save(obj, f), what=what)
+
+
+def torch_save(obj: Any, f: Any) -> None:
+    """``torch.save(obj, f)`` re-raising the OSError (ENOSPC, EDQUOT, EIO) that torch wraps in a RuntimeError,
+    so ``metakd.atomic`` reports it as one line ("the disk is full")."""
+    try:
+        torch.save(obj, f)
+    except RuntimeError as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, OSError):
+            raise cause from None
+        raise
 
 
 def _legacy_numpy_globals() -> list:

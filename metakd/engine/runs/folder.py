@@ -143,7 +143,8 @@ def record_outputs(folder: Path, names: Sequence[str], job: str = "") -> None:
 
 
 def prepare_run_folder(folder: Path, config_text: str, resumed: bool, resume_flag: str = "--resume",
-                       names: Sequence[str] = run_files(), job: str = "train") -> None:
+                       names: Sequence[str] = run_files(), job: str = "train",
+                       overwrite_flag: Optional[str] = "--overwrite") -> None:
     """Create ``folder``, remove dead writers' temporaries, refuse to start a new run in a folder that holds
     any of metakd's names (a run's, an evaluation's), record ``names`` in the manifest and write
     config.yaml atomically. The caller holds the folder's lock (``run_lock``)."""
@@ -154,8 +155,9 @@ def prepare_run_folder(folder: Path, config_text: str, resumed: bool, resume_fla
         found = metakd_names_in(folder)
         if found:
             raise MetakdError(f"{folder} already holds a run (metakd files {', '.join(found[:6])}{' ...' if len(found) > 6 else ''}): "
-                              f"pass {resume_flag} to continue that run, --overwrite to replace it, or choose another "
-                              "output folder; nothing was changed")
+                              f"pass {resume_flag} to continue that run, "
+                              f"{overwrite_flag + ' to replace it' if overwrite_flag else 'delete its files yourself'}, "
+                              "or choose another output folder; nothing was changed")
     _cleared.discard(os.path.abspath(folder))
     record_outputs(folder, [MANIFEST, *names], job)
     atomic_write(folder / "config.yaml", config_text, what="run config")
@@ -173,12 +175,19 @@ def writing_into_run(folder: Path, names: Sequence[str], active: bool = True) ->
         if more and (folder / MANIFEST).exists():
             record_outputs(folder, more)
 
-    if not active or not ((folder / MANIFEST).exists() or (folder / "config.yaml").exists()):
+    if not active or not (_exists(folder / MANIFEST) or _exists(folder / "config.yaml")):
         yield lambda more: None
         return
     with hold_folder(folder):
         record(names)
         yield record
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long, a permission: not a run folder metakd can use
+        return False
 
 
 def discard_new_run(folder: Path) -> None:
@@ -274,6 +283,17 @@ def config_differences(saved: Dict[str, Any], now: Dict[str, Any], free: Iterabl
         if a.get(key, "(unset)") != b.get(key, "(unset)"):
             diffs.append(f"{key}: checkpoint {a.get(key, '(unset)')!r}, now {b.get(key, '(unset)')!r}")
     return diffs
+
+
+def data_differences(saved: Any, now: Dict[str, Any], root: Any) -> List[str]:
+    """For each split whose content fingerprint (``ImageSplit.content_fingerprint``) differs from the one the
+    checkpoint recorded: a line naming it (checkpoints of metakd before 0.4 recorded none: nothing to compare)."""
+    old = saved.get("fingerprints") if isinstance(saved, dict) else None
+    if not isinstance(old, dict):
+        return []
+    return [f"data: the {split} split at {root!r} holds other images than the one trained on (content fingerprint "
+            f"{old[split]} when saved, {fp} now; same class names and counts are not enough)"
+            for split, fp in now.get("fingerprints", {}).items() if split in old and old[split] != fp]
 
 
 # -- signals

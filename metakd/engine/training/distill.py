@@ -104,6 +104,10 @@ def load_teacher(path: Path, cfg: Dict[str, Any], data: ClassificationData) -> T
     if not isinstance(ckpt, dict) or ckpt.get("kind") != TEACHER_KIND:
         raise ConfigError(f"teacher.checkpoint: {path} is not a distillation teacher (expected the teacher.pt "
                           "written by `metakd distill`)")
+    missing = [k for k in TEACHER_KEYS if k not in ckpt]
+    if missing:
+        raise ConfigError(f"teacher.checkpoint: {path} lacks the key(s) {', '.join(missing)} of a distillation teacher "
+                          f"(expected {', '.join(TEACHER_KEYS)}); is it complete?")
     if ckpt["class_names"] != data.class_names:
         raise ConfigError(f"teacher.checkpoint: {path} was trained on {len(ckpt['class_names'])} classes that differ "
                           f"from this dataset's {data.num_classes} classes")

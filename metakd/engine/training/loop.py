@@ -25,11 +25,11 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-import torch
 
 from ...atomic import atomic_write
 from ...errors import MetakdError
 from ..runs import folder as run_dir
+from ..runs.checkpoint import torch_save
 from ..runs.folder import StopGuard
 from ..runs.metrics import JsonlLogger
 
@@ -86,7 +86,7 @@ class StepLoop:
             step = self.step
 
             def write(f: Any) -> None:
-                torch.save(state, f)
+                torch_save(state, f)
                 self.fault_point("save", step)
 
             if self.guard is not None:

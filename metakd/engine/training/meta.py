@@ -25,7 +25,8 @@ from ..evaluation.sharded import evaluate_sharded
 from ..runs.checkpoint import load_checkpoint, rng_state, set_rng_state
 from ..runs.distributed import DistContext, init_distributed
 from ..runs.folder import (RESUME_FREE_BASE, StopGuard, check_output_dir, config_differences, default_output_dir,
-                           discard_new_run, fault_point, prepare_run_folder, run_files, run_lock)
+                           data_differences, discard_new_run, fault_point, prepare_run_folder, run_files,
+                           run_lock)
 from ..runs.metrics import JsonlLogger, format_acc, plot_curves
 from .loop import StepLoop
 
@@ -79,7 +80,8 @@ class Trainer(StepLoop):
         self.val_sampler = make_sampler(cfg, val_split, q_query=ep["test_q_query"], device=self.device,
                                         normalize=self.normalize)
         h, w, c = train_split.image_shape
-        self.data_info = {"in_channels": c, "image_size": h, "train": train_split.summary(), "val": val_split.summary()}
+        self.data_info = {"in_channels": c, "image_size": h, "train": train_split.summary(), "val": val_split.summary(),
+                          "fingerprints": {"train": train_split.content_fingerprint(), "val": val_split.content_fingerprint()}}
         self.init_report: Dict[str, Any] = {}
         self.learner = make_learner(cfg, c, h, report=self.init_report).to(self.device)
         self.dist.broadcast_module(self.learner)
@@ -138,6 +140,9 @@ class Trainer(StepLoop):
                 if strip(ckpt["data"][split]) != strip(self.data_info[split]):
                     diffs.append(f"data.root: the {split} split at {self.cfg['data']['root']!r} differs from the one "
                                  f"trained on ({ckpt['data'][split]} vs {self.data_info[split]})")
+        changed = data_differences(ckpt.get("data"), self.data_info, self.cfg["data"]["root"])
+        if changed:
+            raise MetakdError(f"cannot resume {path}: {'; '.join(changed)}; resume with the data the run was trained on")
         if diffs:
             raise MetakdError(f"checkpoint {path} was written by a different experiment config: {'; '.join(diffs)}. "
                               "Resume with the config it was trained with (only train.iterations, val_every, "
@@ -198,7 +203,13 @@ class Trainer(StepLoop):
         Returns the summary written to summary.json.
         """
         with StopGuard() as guard, run_lock(self.out, self.dist.is_main):
-            return self._fit(guard, resume, max_steps)
+            self._prepared = False
+            try:
+                return self._fit(guard, resume, max_steps)
+            except BaseException:
+                if self._prepared and self.step == 0 and not resume:  # a new run that failed before its first step
+                    self.dist.run_on_main(lambda: discard_new_run(self.out), "discarding the unstarted run")
+                raise
 
     def stop_requested(self, guard: StopGuard) -> bool:
         """Whether any rank got a signal (agreed by all ranks, so they stop at the same step)."""
@@ -254,7 +265,6 @@ class Trainer(StepLoop):
         self._bar.close()
         self.learner.train()  # an abandoned validation may have left it in eval mode
         if self.step == 0 and not self._resumed:
-            self.dist.run_on_main(lambda: discard_new_run(self.out), "discarding the unstarted run")
             raise MetakdError(f"interrupted ({guard.name}) before the first step; nothing to resume — start again")
         self.save("last.pt", sync=agreed)  # after an abandoned step the other ranks may be stuck in a collective
         raise self.stop_error(guard)
@@ -306,4 +316,5 @@ class Trainer(StepLoop):
         """Rank 0: create output_dir, remove dead writers' temporaries, refuse to overwrite a run, write config.yaml."""
         prepare_run_folder(self.out, dump_config(self.cfg), resumed, resume_flag="resume (--resume)",
                            names=run_files(self.cfg["tensorboard"]))
+        self._prepared = True
 

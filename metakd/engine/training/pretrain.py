@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ...atomic import write_json
 from ...config import dump_config
-from ...errors import ConfigError
+from ...errors import ConfigError, MetakdError
 from ...learners import build_learner
 from ...models import build_backbone
 from ..assembly import (describe_device, make_optimizer, make_sampler, make_scheduler, normalization, resolve_device,
@@ -35,7 +35,7 @@ from ..assembly import (describe_device, make_optimizer, make_sampler, make_sche
 from ..evaluation.episodes import evaluate_episodes
 from ..runs.checkpoint import PRETRAIN_KIND
 from ..runs.folder import (RESUME_FREE_BASE, StopGuard, check_output_dir, default_output_dir, fault_point,
-                           prepare_run_folder, run_files, run_lock)
+                           data_differences, discard_new_run, prepare_run_folder, run_files, run_lock)
 from ..runs.metrics import format_acc, plot_curves
 from .supervised import SupervisedTrainer
 
@@ -70,7 +70,8 @@ class Pretrainer(SupervisedTrainer):
                                         normalize=self.normalize)
         self.val_episodes = self.val_sampler.fixed_episodes(cfg["train"]["val_episodes"], cfg["eval"]["seed"])
         self.data_info = {"in_channels": c, "image_size": h, "classes": num_classes,
-                          "train": self.train_split.summary(), "val": val_split.summary()}
+                          "train": self.train_split.summary(), "val": val_split.summary(),
+                          "fingerprints": {"train": self.train_split.content_fingerprint(), "val": val_split.content_fingerprint()}}
         self.best: Dict[str, Any] = {"epoch": 0, "step": 0, "acc": -math.inf, "ci95": 0.0}
         mean, std = self.normalize if self.normalize is not None else ((0.0,) * c, (1.0,) * c)
         self._mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
@@ -141,6 +142,10 @@ class Pretrainer(SupervisedTrainer):
                 "normalize": None if self.normalize is None else tuple(tuple(float(v) for v in p) for p in self.normalize)}
 
     def load_extra(self, ckpt: Dict[str, Any]) -> None:
+        changed = data_differences(ckpt.get("data"), self.data_info, self.cfg["data"]["root"])
+        if changed:
+            raise MetakdError(f"cannot resume {self.out / 'last.pt'}: {'; '.join(changed)}; resume with the data the "
+                              "run was trained on")
         self.best = dict(ckpt["best"])
 
     # -- the run
@@ -148,14 +153,21 @@ class Pretrainer(SupervisedTrainer):
         """Pre-train (or continue with ``resume``) to ``train.epochs`` or for ``max_steps`` more steps;
         returns the summary written to summary.json (``finished`` false when stopped by ``max_steps``)."""
         with run_lock(self.out):
-            return self._run(resume, max_steps)
+            self._prepared = False
+            try:
+                return self._run(resume, max_steps)
+            except BaseException:
+                if self._prepared and self.step == 0 and not resume:  # a new run that failed before its first step
+                    discard_new_run(self.out)
+                raise
 
     def _run(self, resume: bool, max_steps: Optional[int]) -> Dict[str, Any]:
         with StopGuard() as guard:
             if resume:
                 self.resume()
             prepare_run_folder(self.out, dump_config(self.cfg), bool(resume), names=run_files(self.cfg["tensorboard"]),
-                               job="pretrain")
+                               job="pretrain", overwrite_flag=None)
+            self._prepared = True
             done, _ = self.fit(max_steps, guard)
             if done:
                 self.guard = guard
