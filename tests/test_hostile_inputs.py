@@ -141,6 +141,13 @@ def test_huge_counts_in_a_config_name_the_key_and_the_estimate(key):
     assert key.split("=")[0] in str(err.value) and "would take about" in str(err.value)
 
 
+def test_huge_pretrain_validation_episodes_name_the_key():
+    from metakd.engine.training.job_config import load_pretrain_config
+
+    with pytest.raises(ConfigError, match="train.val_episodes is too large.*would take about"):
+        load_pretrain_config("pretrain_conv4_glyphs", ["train.val_episodes=1000000000"])
+
+
 def test_threads_are_bounded_to_the_machine():
     from metakd.limits import max_threads
 

@@ -36,6 +36,7 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 
 from ...config import SCHEMA, Origins, Source, as_origins, config_dirs, load_config
 from ...errors import ConfigError
+from ...limits import check_bytes, episode_list_bytes
 from ...validate import in_range, positive_int
 
 _NUM = (int, float)
@@ -257,6 +258,10 @@ def check_pretrain_config(cfg: Dict[str, Any], source: Source = "config") -> Dic
     check("train", "label_smoothing", in_range, 0, 1, hi_open=True)
     check("eval", "episodes", positive_int)
     check("eval", "batch_size", positive_int)
+    ep = cfg["episodes"]
+    for key, count in (("train.val_episodes", cfg["train"]["val_episodes"]), ("eval.episodes", cfg["eval"]["episodes"])):
+        check_bytes(key, episode_list_bytes(count, ep["n_way"], ep["k_shot"], ep["test_q_query"]),
+                    f"{count} fixed episodes", where(key))
     ms = cfg["train"]["lr_milestones"]
     if not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in ms) or ms != sorted(ms):
         raise ConfigError(f"{where('train.lr_milestones')}: train.lr_milestones must be increasing positive epoch "
