@@ -95,9 +95,10 @@ def _cmd_data(args: argparse.Namespace) -> None:
 
 
 def _cmd_config(args: argparse.Namespace) -> None:
-    from .config import dump_config, load_config
+    from .config import dump_config
+    from .engine.training.job_config import load_job_config
 
-    print(dump_config(load_config(args.config, args.overrides)), end="")
+    print(dump_config(load_job_config(args.config, args.overrides, job=args.job)), end="")
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -206,9 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print JSON instead of a table")
     d.set_defaults(func=_cmd_data)
 
-    c = sub.add_parser("config", help="print a config after inheritance and overrides")
-    c.add_argument("config")
-    c.add_argument("overrides", nargs="*")
+    c = sub.add_parser("config", help="print a config after inheritance and overrides, validated by its job's schema")
+    c.add_argument("config", help="config name (see `metakd list configs`, `pretrain-configs`, `distill-configs`) or "
+                   "path to a YAML file")
+    c.add_argument("overrides", nargs="*", help="key=value overrides")
+    c.add_argument("--job", choices=["train", "pretrain", "distill"], help="the job whose schema validates it (default: "
+                   "pretrain / distill for the shipped configs of those jobs and files in a pretrain/ or distill/ "
+                   "folder, else train)")
     c.set_defaults(func=_cmd_config)
 
     m = sub.add_parser("demo", help="MAML vs MAML+MSD vs ProtoNet on the built-in glyph dataset (standard and augmented), a few minutes on a CPU")

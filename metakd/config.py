@@ -192,8 +192,9 @@ def resolve_inherited(item: str, including: Path) -> Path:
     p = Path(item)
     dirs = [d.resolve() for d in config_dirs()]
     candidates = [] if p.is_absolute() else [including.parent / p, including.parent / f"{item}.yaml"]
-    for d in dirs:
-        candidates += [d / p, d / f"{item}.yaml"] if not p.is_absolute() else []
+    for d in dirs:  # the few-shot configs, then the pre-training and distillation jobs' folders
+        for sub in (d, d / "pretrain", d / "distill"):
+            candidates += [sub / p, sub / f"{item}.yaml"] if not p.is_absolute() else []
     if p.is_absolute():
         candidates.append(p)
     for c in candidates:
@@ -207,7 +208,7 @@ def resolve_inherited(item: str, including: Path) -> Path:
                               "or give a path relative to the including file")
         return c
     raise ConfigError(f"{including}: inherited config {short_repr(item)} not found (relative to the including file or "
-                      f"in the configs folders); {not_found_hint(item, available_configs())}")
+                      f"in the configs folders); {not_found_hint(item, all_config_names())}")
 
 
 class YAMLTooLarge(yaml.YAMLError):

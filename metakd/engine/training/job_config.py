@@ -286,3 +286,23 @@ def load_pretrain_config(name_or_path: Optional[str] = None, overrides: Iterable
     overrides = list(overrides)
     cfg = load_config(name_or_path, overrides, schema=PRETRAIN_SCHEMA, choices=PRETRAIN_CHOICES)
     return check_pretrain_config(cfg, Origins(name_or_path or "defaults", overrides))
+
+
+def job_of(name_or_path: str) -> str:
+    """Which job a config belongs to: "pretrain" / "distill" for the shipped configs of those jobs and for
+    files in a ``pretrain/`` or ``distill/`` folder, else "train" (the few-shot schema)."""
+    path = Path(name_or_path)
+    for job, names in (("pretrain", available_pretrain_configs()), ("distill", available_distill_configs())):
+        if (not path.is_file() and name_or_path in names) or (path.is_file() and path.resolve().parent.name == job):
+            return job
+    return "train"
+
+
+def load_job_config(name_or_path: str, overrides: Iterable[str] = (), job: Optional[str] = None) -> Dict[str, Any]:
+    """A config validated by its job's schema (``job``, default ``job_of``): what ``metakd config`` prints."""
+    job = job or job_of(name_or_path)
+    if job == "pretrain":
+        return load_pretrain_config(name_or_path, overrides)
+    if job == "distill":
+        return load_distill_config(name_or_path, overrides)
+    return load_config(name_or_path, overrides)
