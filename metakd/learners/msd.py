@@ -181,13 +181,13 @@ class MSD(MetaLearner):
         out: List[Tensor] = []
         for view in views:
             if isinstance(host, GradientLearner):
-                out.append(host.predict(host.adapt(view, support_y, training=training), query_x))
+                out.append(host.predict(host.adapt(view, support_y, training=training, n_way=n_way), query_x))
             else:
                 out.append(host.task_logits(view, support_y, query_x, n_way, training))
         return torch.stack(out)
 
     def host_view_losses(self, views: Tensor, support_y: Tensor, query_x: Tensor,
-                         query_y: Tensor) -> Tuple[Tensor, Tensor]:
+                         query_y: Tensor, n_way: Optional[int] = None) -> Tuple[Tensor, Tensor]:
         """A gradient host's outer losses (n_views, T) and final query logits (n_views, T, Q, N) of all views of
         all tasks, in one call of the host's own executor (its amp, compile, batching and checkpoint settings,
         and its outer loss: e.g. MAML++'s multi-step loss, Reptile's step).
@@ -197,7 +197,7 @@ class MSD(MetaLearner):
         host = self.host
         n, t = views.shape[:2]
         run = host.run_tasks(views.flatten(0, 1), support_y.repeat(n, 1),
-                             query_x.repeat(n, *([1] * (query_x.dim() - 1))), graph=True)
+                             query_x.repeat(n, *([1] * (query_x.dim() - 1))), graph=True, n_way=n_way)
         losses = host.outer_losses(run, query_y.repeat(n, 1))
         return losses.unflatten(0, (n, t)), run.logits[:, -1].unflatten(0, (n, t))
 
@@ -214,7 +214,7 @@ class MSD(MetaLearner):
         gradient = isinstance(self.host, GradientLearner)
         if gradient:
             host_losses, logits = self.host_view_losses(views, batch.support_y[:used], batch.query_x[:used],
-                                                        batch.query_y[:used])
+                                                        batch.query_y[:used], n_way=batch.n_way)
         for t in range(used):
             y = batch.query_y[t]
             if gradient:
