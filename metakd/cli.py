@@ -97,7 +97,7 @@ def _cmd_data(args: argparse.Namespace) -> None:
     from . import data  # noqa: F401
     from .data.inspect import check_report, format_report, inspect_root
 
-    info = inspect_root(args.root, **data_options(args.config, args.options, args.dataset))
+    info = inspect_root(args.root, **data_options(args.config, args.overrides, args.dataset))
     print(json.dumps(info, indent=2, default=str) if args.json else format_report(info), flush=True)
     check_report(info)  # a split that cannot be read fails the command (exit 2), after the report
 
@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="inspect a dataset root: format detected, classes and images per split")
     d.add_argument("root")
     d.add_argument("--dataset", help="dataset name, when detection is ambiguous")
-    d.add_argument("options", nargs="*", help="loader options key=value (e.g. background=small1 image_size=28 "
+    d.add_argument("overrides", nargs="*", metavar="key=value", help="loader options key=value (e.g. background=small1 image_size=28 "
                    "'val_alphabets=[Sanskrit]'); with --config, config overrides (data.options.background=small1)")
     d.add_argument("--config", help="report what this config's run will read: its data.dataset, data.image_size "
                    "and data.options (ROOT replaces data.root)")

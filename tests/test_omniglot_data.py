@@ -201,6 +201,15 @@ def test_split_is_cached_and_reused(zroot):
     assert first.meta["cache"] == again.meta["cache"] and isinstance(again.images, np.memmap)
 
 
+def test_data_command_with_a_config(zroot, tmp_path, capsys):
+    root, _ = zroot
+    cfg = tmp_path / "omni.yaml"
+    cfg.write_text("data:\n  dataset: omniglot\n  image_size: 24\n  options: {background: small2}\n")
+    assert main(["data", str(root), "--config", str(cfg), "data.options.val_alphabets=[Korean]"]) == 0
+    out = capsys.readouterr().out
+    assert "24x24x1" in out and "val: 1 alphabets: Korean" in out and "background small2" in out
+
+
 def test_detect_and_inspect(zroot, capsys):
     root, _ = zroot
     assert detect_format(root) == ("omniglot", "zips")

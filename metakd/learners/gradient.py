@@ -405,12 +405,15 @@ class GradientLearner(MetaLearner):
         detached. ``loss`` (logits, labels) -> scalar replaces ``support_loss`` for this call (e.g. a
         distillation term); the compiled path then runs eagerly (it is specialised to support_loss).
         The result includes the last step's per-step state, so ``predict`` uses it. n_way: the episode's
-        way (None: 1 + the largest support label); at another way than the head's, see ``head_rule``.
+        way (None: the head's, or 1 + the largest support label when that is more); at another way than
+        the head's, see ``head_rule``.
         """
         if steps is None:
             steps = self.train_steps if training else self.test_steps
-        if n_way is None and self.head_rows() is not None and support_y.numel():
-            n_way = int(support_y.max()) + 1
+        rows = self.head_rows()
+        if n_way is None and rows is not None and support_y.numel():  # labels beyond the head: another way
+            top = int(support_y.max()) + 1
+            n_way = top if top > rows else None
         first_order = self.first_order_now() or not training
         loop, params = self.inner_loop(steps, training, first_order, loss, n_way=n_way)
         buffers = dict(self.model.named_buffers())
