@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from .errors import MetakdError
 from .validate import consistency_views_arg, positive_int_arg, threads_arg
@@ -85,11 +85,22 @@ def _cmd_list(args: argparse.Namespace) -> None:
             print(f"{name}: {', '.join(items) if items else '(none)'}")
 
 
+def data_options(config: Optional[str], items: List[str], dataset: Optional[str]) -> Dict[str, Any]:
+    """inspect_root's keywords for ``metakd data``: a config's data section (with ``items`` as its overrides),
+    else ``items`` as loader options; ``--dataset`` wins over the config's."""
+    from .config import load_config, parse_overrides
+
+    if config:
+        data = load_config(config, items)["data"]
+        return {"dataset": dataset or data["dataset"], "image_size": data["image_size"], **data["options"]}
+    return {"dataset": dataset, **parse_overrides(items)}
+
+
 def _cmd_data(args: argparse.Namespace) -> None:
     from . import data  # noqa: F401
     from .data.inspect import check_report, format_report, inspect_root
 
-    info = inspect_root(args.root, dataset=args.dataset)
+    info = inspect_root(args.root, **data_options(args.config, args.overrides, args.dataset))
     print(json.dumps(info, indent=2, default=str) if args.json else format_report(info), flush=True)
     check_report(info)  # a split that cannot be read fails the command (exit 2), after the report
 
@@ -204,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="inspect a dataset root: format detected, classes and images per split")
     d.add_argument("root")
     d.add_argument("--dataset", help="dataset name, when detection is ambiguous")
+    d.add_argument("overrides", nargs="*", metavar="key=value", help="loader options key=value (e.g. background=small1 image_size=28 "
+                   "'val_alphabets=[Sanskrit]'); with --config, config overrides (data.options.background=small1)")
+    d.add_argument("--config", help="report what this config's run will read: its data.dataset, data.image_size "
+                   "and data.options (ROOT replaces data.root)")
     d.add_argument("--json", action="store_true", help="print JSON instead of a table")
     d.set_defaults(func=_cmd_data)
 

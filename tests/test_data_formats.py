@@ -322,7 +322,7 @@ def test_detect_format_every_family(tmp_path, cifar_root):
         "mini_csv": (lambda r: fx.write_mini_csv(r, splits=("train",)), ("mini_imagenet", "csv_images")),
         "tiered_ren": (lambda r: fx.write_tiered_ren(r, "val"), ("tiered_imagenet", "ren_png")),
         "tiered_mo": (lambda r: fx.write_tiered_metaoptnet(r, "val"), ("tiered_imagenet", "metaoptnet_npz")),
-        "omni": (lambda r: fx.write_omniglot(r, 1, 1, 1, 1, 8), ("folder", "omniglot")),
+        "omni": (lambda r: fx.write_omniglot(r, 1, 1, 1, 1, 8), ("omniglot", "trees")),  # the omniglot loader
         "tree": (lambda r: fx.write_class_folders(r, splits=("train",), size=8), ("folder", "class_folders")),
     }
     for name, (write, expected) in cases.items():
@@ -350,11 +350,11 @@ def test_inspect_root_and_report(tmp_path):
 
 def test_inspect_omniglot_and_cifar(tmp_path, cifar_root):
     fx.write_omniglot(tmp_path, background=2, evaluation=1, chars=2, drawers=2, size=8)
-    info = inspect_root(tmp_path, image_size=8, channels=1)
+    info = inspect_root(tmp_path, dataset="folder", image_size=8, channels=1)  # detected as omniglot otherwise
     assert info["splits"]["train"]["classes"] == 4 and info["splits"]["train"]["image_shape"] == [8, 8, 1]
     assert list(info["splits"]) == ["train", "test"] and not info["unreadable"]  # Omniglot has no val split
     assert any("val_alphabets" in n for n in info["notes"]) and "val_alphabets=K" in format_report(info)
-    held = inspect_root(tmp_path, image_size=8, channels=1, val_alphabets=1)
+    held = inspect_root(tmp_path, dataset="folder", image_size=8, channels=1, val_alphabets=1)
     assert held["splits"]["val"]["classes"] == 2 and held["splits"]["train"]["classes"] == 2
     cinfo = inspect_root(cifar_root[0])
     assert list(cinfo["splits"]) == ["train", "test"] and cinfo["also_readable_as"] == ["cifar_fs", "fc100"]

@@ -151,7 +151,7 @@ def test_running_batchnorm_buffers_flow_through_functional_call():
 
 def test_options_are_checked():
     model = TinyNet().double()
-    with pytest.raises(ConfigError, match=r"'inner_steps'.*valid options: adapt, amp, checkpoint_inner, compile, compile_mode, first_order, head_name, inner_lr, task_batching, task_chunk"):
+    with pytest.raises(ConfigError, match=r"'inner_steps'.*valid options: adapt, amp, checkpoint_inner, compile, compile_mode, first_order, head_name, head_rule, inner_lr, task_batching, task_chunk"):
         build_learner("maml", model, inner_steps=3)
     with pytest.raises(ConfigError, match="'adapt'.*learner 'anil'"):
         build_learner("anil", model, adapt="all")

@@ -17,14 +17,14 @@ from .episode import EpisodeBatch
 from .sampler import EpisodeSampler
 
 # Each module registers its loaders in DATASETS on import.
-_LOADER_MODULES = ("mini_imagenet", "tiered_imagenet", "folder", "cifar", "glyphs")
+_LOADER_MODULES = ("mini_imagenet", "tiered_imagenet", "folder", "cifar", "glyphs", "omniglot")
 for _name in _LOADER_MODULES:
     importlib.import_module(f"{__name__}.{_name}")
 
 # The augmentation preset (metakd.data.augment.PRESETS) each built-in dataset selects: "glyph" for
-# strokes (the glyphs, Omniglot through the folder loader), "natural" for photos.
+# strokes (the glyphs, Omniglot and Omniglot through the folder loader), "natural" for photos.
 DATASET_PRESETS = {"mini_imagenet": "natural", "tiered_imagenet": "natural", "cifar_fs": "natural", "fc100": "natural",
-                   "cifar100": "natural", "glyphs": "glyph", "folder": "natural"}
+                   "cifar100": "natural", "glyphs": "glyph", "omniglot": "glyph", "folder": "natural"}
 LAYOUT_PRESETS = {"omniglot": "glyph", "class_folders": "natural"}  # the folder loader's layouts (meta["format"])
 
 

@@ -7,6 +7,9 @@
                    "alphabet/character". train = images_background, test = images_evaluation.
                    Omniglot has no validation set: ``val_alphabets=K`` holds out K background
                    alphabets (picked by ``split_seed``) as "val" and removes them from "train".
+                   Images go through ``strokes.stroke_image``: white strokes on black (converted
+                   from Omniglot's black on white), as the ``omniglot`` loader, which also reads the
+                   zips, the minimal sets and named validation alphabets (prefer it).
 Only image files are read (by extension; hidden files and other files are skipped); a class folder
 without images is an error. Images are converted to RGB (channels=3) or grayscale (channels=1),
 resized to image_size x image_size and decoded once into a uint8 .npy cache whose name depends on
@@ -25,6 +28,7 @@ from ..registry import DATASETS
 from .base import ImageSplit
 from .cache import cache_file, cached_uint8_array, files_fingerprint, note, resolve_cache_dir, root_tag
 from .image_io import IMAGE_EXTENSIONS, decode_image, decode_many_into, is_image_file
+from .strokes import BLACK_ON_WHITE, PREPROCESS_VERSION, STROKE_POLARITY, StrokePreprocess
 from .loader_args import check_choice, check_positive_int, layout_choice, normalize_split, reject_unknown, require_root
 
 NAME = "folder"
@@ -175,6 +179,10 @@ def load_folder(
         names, files, labels = scan_class_folders(root_path, split)
         variant = split
     cache = resolve_cache_dir(root_path, cache_dir)
+    # Omniglot trees are stroke data: the one stroke preprocessing (white on black), as the omniglot loader
+    decode = StrokePreprocess(size, channels, BLACK_ON_WHITE).decode if layout == OMNIGLOT else decode_image
+    if layout == OMNIGLOT:
+        variant += f"-strokes{PREPROCESS_VERSION}"
     path, stale = cache_file(
         cache, f"{NAME}-{root_tag(root_path)}-{layout}-{variant}-{size}px-{channels}ch", files_fingerprint(files, base)
     )
@@ -182,13 +190,15 @@ def load_folder(
     images = cached_uint8_array(
         path,
         (len(files), size, size, channels),
-        lambda out: decode_many_into(out, files, channels=channels, desc=desc),
+        lambda out: decode_many_into(out, files, channels=channels, desc=desc, decode=decode),
         desc,
         stale,
-        probe=lambda: decode_image(files[0], size, channels),
+        probe=lambda: decode(files[0], size, channels),
     )
     source = str(base / OMNIGLOT_DIRS[1 if split == "test" else 0] if layout == OMNIGLOT else split_dir(base, split))
     meta = {"format": layout, "cache": str(path)}
+    if layout == OMNIGLOT:
+        meta["polarity"] = STROKE_POLARITY
     if layout == OMNIGLOT and val_alphabets:
         meta["val_alphabets"] = omniglot_val_alphabets(base / OMNIGLOT_DIRS[0], val_alphabets, split_seed)
     return ImageSplit(images, labels, names, f"{NAME}/{split}", source, meta)

@@ -99,18 +99,21 @@ def decode_many_into(
     channels: int,
     desc: str,
     where: Callable[[int], str] | None = None,
+    decode: Callable[..., np.ndarray] | None = None,
 ) -> None:
     """Decode ``sources[i]`` into ``out[i]`` (uint8 (N, S, S, C)) using a thread pool and a progress bar.
 
-    ``where(i)`` names image i in error messages (defaults to the path itself).
+    ``where(i)`` names image i in error messages (defaults to the path itself). ``decode(source, size,
+    channels, where)`` replaces ``decode_image`` (stroke data: ``strokes.StrokePreprocess.decode``).
     """
+    decode = decode_image if decode is None else decode
     n, size = len(sources), out.shape[1]
     if out.shape[0] != n:
         raise DataError(f"{desc}: {n} images to decode but the output holds {out.shape[0]}")
 
     def work(start: int, stop: int) -> None:
         for i in range(start, stop):
-            out[i] = decode_image(sources[i], size, channels, where(i) if where else "")
+            out[i] = decode(sources[i], size, channels, where(i) if where else "")
 
     _run_chunked(n, 256, work, desc)
 

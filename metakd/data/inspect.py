@@ -1,7 +1,8 @@
 """What is in a dataset root: format detection and a per-split summary (backs the ``metakd data ROOT`` command).
 
 Detection order (first match wins): miniImageNet pickles (learn2learn cache, then MetaOptNet),
-tieredImageNet (Ren PNG pickles or MetaOptNet npz), CIFAR-100 python pickles, Omniglot folders,
+tieredImageNet (Ren PNG pickles or MetaOptNet npz), CIFAR-100 python pickles, Omniglot (the official
+zips or their folders: the ``omniglot`` loader; ``--dataset folder`` reads unzipped trees generically),
 the miniImageNet CSV + images layout, and finally a generic <root>/<split>/<class>/ tree.
 Inspecting reads only: every split goes through its loader inside ``cache.inspection()``, so labels
 and shapes are read and one image per split is decoded, but no decode cache is built or written.
@@ -14,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import ConfigError, DataError
 from ..registry import DATASETS
-from . import cifar, folder, mini_imagenet, tiered_imagenet
+from . import cifar, folder, mini_imagenet, omniglot, tiered_imagenet
 from .cache import inspection
 from .loader_args import require_root
 
@@ -27,6 +28,7 @@ DETECTORS = {
     "cifar_fs": cifar.detect_layouts,
     "fc100": cifar.detect_layouts,
     "folder": folder.detect_layouts,
+    "omniglot": omniglot.detect_layouts,
 }
 
 
@@ -41,9 +43,10 @@ def detect_format(root: str | Path) -> Tuple[str, str]:
         return "tiered_imagenet", tiered[0]
     if cifar.detect_layouts(path):
         return "cifar100", cifar.FORMAT
+    omni = omniglot.detect_layouts(path)
+    if omni:
+        return "omniglot", omni[0]
     folders = folder.detect_layouts(path)
-    if folder.OMNIGLOT in folders:
-        return "folder", folder.OMNIGLOT
     if mini:
         return "mini_imagenet", mini[0]
     if folders:
@@ -51,7 +54,8 @@ def detect_format(root: str | Path) -> Tuple[str, str]:
     raise DataError(
         f"{str(path)!r}: no known dataset layout; looked for mini-imagenet-cache-*.pkl, "
         "miniImageNet_category_split_*.pickle, {split}_images_png.pkl / {split}_images.npz + {split}_labels.pkl, "
-        "cifar-100-python/{train,test,meta}, images_background/ or images_evaluation/ (Omniglot), "
+        "cifar-100-python/{train,test,meta}, images_background[_small1|_small2] / images_evaluation (.zip or "
+        "folder: Omniglot), "
         "{train,val,test}.csv + images/, and <split>/<class>/<image> folders"
     )
 
@@ -59,7 +63,8 @@ def detect_format(root: str | Path) -> Tuple[str, str]:
 def _other_families(path: Path, dataset: str) -> List[str]:
     """Notes naming the dataset families found in ``path`` besides ``dataset``."""
     found = {"mini_imagenet": mini_imagenet.detect_layouts(path), "tiered_imagenet": tiered_imagenet.detect_layouts(path),
-             "cifar100": cifar.detect_layouts(path), "folder": folder.detect_layouts(path)}
+             "cifar100": cifar.detect_layouts(path), "folder": folder.detect_layouts(path),
+             "omniglot": omniglot.detect_layouts(path)}
     family = "cifar100" if dataset in ("cifar_fs", "fc100") else dataset
     return [f"{str(path)!r} also holds {name} data ({', '.join(layouts)}); pass --dataset {name} "
             f"(data.dataset={name} in a config) to read it instead" for name, layouts in found.items()
@@ -92,6 +97,8 @@ def inspect_root(root: str | Path, dataset: Optional[str] = None, **options: Any
         if dataset in DETECTORS:
             seen.notes.extend(_other_families(path, dataset))
         names = SPLITS_OF.get(dataset, ("train", "val", "test"))
+        if dataset == "omniglot" and (options.get("val_alphabets") == [] or options.get("trainval")):
+            names = ("train", "test")
         if dataset == "folder" and options.get("layout", layout) == folder.OMNIGLOT and not options.get("val_alphabets"):
             names = ("train", "test")
             seen.notes.append("Omniglot has no validation split; pass val_alphabets=K (data.options.val_alphabets=K "
@@ -106,10 +113,14 @@ def inspect_root(root: str | Path, dataset: Optional[str] = None, **options: Any
                 continue
             summary = data.summary()
             summary["format"] = data.meta.get("format", layout)
+            for key in ("alphabets", "val_alphabets", "polarity", "protocol", "background", "rotations", "sets"):
+                if key in data.meta:
+                    summary[key] = data.meta[key]
             if "cache" in data.meta or len(seen.unbuilt) > unbuilt:
                 summary["cache"] = "not built yet" if len(seen.unbuilt) > unbuilt else "built"
             splits[split] = summary
     notes = list(seen.notes)
+    found = omniglot.describe_root(path) if dataset == "omniglot" else []
     pending = [s for s, v in splits.items() if v.get("cache") == "not built yet"]
     if pending:
         notes.append(f"decode cache not built yet for {', '.join(pending)} (inspecting writes nothing; "
@@ -120,6 +131,7 @@ def inspect_root(root: str | Path, dataset: Optional[str] = None, **options: Any
         "format": layout,
         "also_readable_as": ALSO_READABLE_AS.get(dataset, []),
         "splits": splits,
+        "found": found,
         "notes": notes,
         "unreadable": [s for s, v in splits.items() if "error" in v],
     }
@@ -156,6 +168,20 @@ def format_report(info: Dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
     lines += ["", fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
+    if info.get("found"):
+        lines += ["", "found:"] + [f"  - {f}" for f in info["found"]]
+    per_split = [(split, s) for split, s in info["splits"].items() if "alphabets" in s]
+    if per_split:
+        lines += ["", "alphabets per split:"]
+        for split, s in per_split:
+            names = s["alphabets"]
+            shown = ", ".join(names[:8]) + (f", ... ({len(names) - 8} more)" if len(names) > 8 else "")
+            extra = f"; rotations x4" if s.get("rotations") else ""
+            lines.append(f"  {split}: {len(names)} alphabets{extra}: {shown}")
+        first = per_split[0][1]
+        lines.append(f"  images: {'x'.join(map(str, first['image_shape']))} uint8, {first.get('polarity', '')}"
+                     f"{', protocol ' + first['protocol'] if first.get('protocol') else ''}"
+                     f"{', background ' + str(first['background']) if first.get('background') else ''}")
     if info.get("notes"):
         lines += ["", "notes:"] + [f"  - {n}" for n in info["notes"]]
     if errors:

@@ -56,6 +56,12 @@ class MetaLearner(nn.Module):
         """
         raise NotImplementedError(f"{type(self).__name__} must implement task_logits")
 
+    def check_way(self, n_way: int, training: bool) -> bool:
+        """Called with the episode's way before any task is run: ConfigError if this learner cannot serve an
+        ``n_way`` episode; True when it serves it with a per-episode head (``GradientLearner.head_rule``).
+        The base learner (ProtoNet, the baselines) builds its classifier per episode: any way, False."""
+        return False
+
     def _task_logits(self, batch: EpisodeBatch, t: int, training: bool) -> Tensor:
         logits = self.task_logits(batch.support_x[t], batch.support_y[t], batch.query_x[t], batch.n_way, training)
         return check_query_logits(self.NAME, logits, batch, per_task=True)
@@ -64,6 +70,7 @@ class MetaLearner(nn.Module):
         """Mean query cross-entropy over the batch's tasks (training=True), differentiable w.r.t.
         ``self.parameters()``; metrics {"loss", "acc"} as python floats (acc: mean query accuracy)."""
         check_batch(batch, self.model)
+        self.check_way(batch.n_way, training=True)
         losses, accs = [], []
         for t in range(batch.num_tasks):
             logits = self._task_logits(batch, t, training=True)
@@ -80,6 +87,7 @@ class MetaLearner(nn.Module):
         autograd (so do not call it under torch.inference_mode).
         """
         check_batch(batch, self.model)
+        self.check_way(batch.n_way, training=False)
         was_training = self.training
         self.eval()
         try:

@@ -20,6 +20,16 @@ A learner fills in the description of its inner loop through hooks; every execut
 differentiable; second order takes the inner gradients with a graph), False in ``evaluate``
 (test_steps; the inner loop's result is detached).
 
+Another way at evaluation (``head_rule``, one hook for the whole family: ``check_way`` + ``way_head``):
+a model meta-trained N-way (its head has N rows) evaluated on an M-way episode gets, before step 0, an
+M-row head made by the rule, then the usual inner loop adapts it. ``prototype`` (the default for now,
+until the Omniglot validation study picks one): ProtoMAML's rows W_k = 2 c_k, b_k = -||c_k||^2 from the
+support prototypes c_k of ``features``; ``copy_row``: the mean of the N trained rows (and biases) copied
+into all M rows (Unicorn-MAML's shared row); ``zero``: an all-zero M-row head (needs an adapted head);
+``error``: refuse. A per-entry inner rate of the head (Meta-SGD) uses the mean over its N rows.
+ProtoMAML and Unicorn-MAML build their head per episode already (any way, no option). Training on an
+episode whose way differs from the head is always a ConfigError, raised before the inner loop.
+
 One method, :meth:`GradientLearner.executor`, chooses the executor of every call (sequential,
 vectorised (vmap) or no-grad first order, compiled or eager), from what the build decided (``_plan``:
 the options and the model) and the facts only the call knows: the device type (``task_batching:
@@ -44,9 +54,11 @@ from .base import MetaLearner, check_batch, check_query_logits, overridden
 from .batched import auto_chunk, vmap_blocker
 from .compiled import COMPILE_MODES, CompiledInner
 from .inner_loop import InnerLoop, PerStep, Rate, State, run_first_order, run_sequential, run_vectorised
-from .functional import LossFn, Params, forward, select_names
+from .functional import LossFn, Params, forward, select_names, submodule_forward
+from .heads import class_means
 
 TASK_BATCHING = ("off", "vmap", "auto")
+HEAD_RULES = ("prototype", "copy_row", "zero", "error")
 SEQUENTIAL, VECTORISED, FIRST_ORDER = "sequential", "vectorised", "first_order"  # the executors
 AMP = ("off", "bf16")
 
@@ -92,6 +104,8 @@ class GradientLearner(MetaLearner):
         slower, see benchmarks/speed_suite.py). A model with running-statistics BatchNorm in train()
         mode, or a subclass overriding adapt/predict/task_logits, falls back to the loop (with a
         warning when "vmap" was asked for).
+    head_rule ("prototype"): the head of an episode whose way differs from the model's head, at
+        evaluation: "prototype", "copy_row", "zero" or "error" (see the module docstring).
     task_chunk (None): tasks vectorised at once; None: all on the CPU, on CUDA what fits in free memory.
     amp ("off"): "bf16" runs forward computations under torch.autocast(bfloat16) (CUDA; CPU for tests).
     checkpoint_inner (False): recompute the activations of each inner step's forward in the backward
@@ -116,10 +130,12 @@ class GradientLearner(MetaLearner):
         "checkpoint_inner": Opt(False, "bool"),
         "compile": Opt(False, "bool"),
         "compile_mode": Opt("default", choices=COMPILE_MODES),
+        "head_rule": Opt("prototype", choices=HEAD_RULES),
     }
     ADAPT: ClassVar[Any] = "all"  # used when "adapt" is not among a subclass's OPTIONS
     FIRST_ORDER: ClassVar[bool] = False  # used when "first_order" is not among a subclass's OPTIONS
     NEEDS_FAST: ClassVar[bool] = False  # outer_losses reads run.fast (Reptile)
+    BUILDS_HEAD: ClassVar[bool] = False  # init_fast builds the whole head per episode (ProtoMAML, Unicorn-MAML)
 
     def __init__(self, model: nn.Module, **options: Any):
         super().__init__(model, **options)
@@ -160,6 +176,54 @@ class GradientLearner(MetaLearner):
     def support_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         """The inner-loop loss on the support set (cross-entropy)."""
         return F.cross_entropy(logits, labels)
+
+    def head_rows(self) -> Optional[int]:
+        """Rows (classes) of the model's Linear head ``<head_name>.weight``; None if it has none."""
+        w = dict(self.model.named_parameters()).get(f"{self.head_name}.weight")
+        return int(w.shape[0]) if w is not None and w.dim() == 2 else None
+
+    def check_way(self, n_way: int, training: bool) -> bool:
+        """True when an ``n_way`` episode needs a per-episode head (evaluation at another way, ``head_rule``);
+        ConfigError, before any inner step, when it cannot be served: training at another way, or
+        head_rule "error"."""
+        rows = self.head_rows()
+        if rows is None or rows == n_way:
+            return False
+        if self.BUILDS_HEAD and not training:
+            return True
+        rule = self.options.get("head_rule", "error")
+        if training or rule == "error":
+            why = ("meta-training needs the head's way" if training else
+                   "head_rule is 'error'; set learner option head_rule to prototype, copy_row or zero to evaluate "
+                   "at another way")
+            raise ConfigError(f"learner {self.NAME!r}: the episode is {n_way}-way but the model's head "
+                              f"{self.head_name!r} has {rows} rows (built {rows}-way); {why}, or build the "
+                              f"backbone with n_way={n_way}")
+        if rule == "prototype":
+            features = self.options.get("features_name", "features")
+            if not isinstance(getattr(self.model, features, None), nn.Module):
+                raise ConfigError(f"learner {self.NAME!r}: head_rule 'prototype' needs the model's embedding as "
+                                  f"submodule {features!r}; use head_rule copy_row or zero")
+        return True
+
+    def way_head(self, params: Params, buffers: Params, support_x: Tensor, support_y: Tensor, n_way: int,
+                 training: bool) -> Params:
+        """The head entries (weight (n_way, D), bias (n_way,)) of an episode whose way differs from the
+        model's head, by ``head_rule`` (module docstring). Runs before step 0, like ``init_fast``."""
+        w_name, b_name = f"{self.head_name}.weight", f"{self.head_name}.bias"
+        w, b = params[w_name], params.get(b_name)
+        rule = "zero" if self.BUILDS_HEAD else self.options["head_rule"]  # BUILDS_HEAD: init_fast replaces it
+        if rule == "prototype":
+            z = submodule_forward(self.model, self.options.get("features_name", "features"), params, buffers,
+                                  support_x).flatten(1)
+            c = class_means(z, support_y, n_way).to(w.dtype)
+            weight, bias = 2 * c, -(c * c).sum(1)
+        elif rule == "copy_row":
+            weight = w.mean(0, keepdim=True).expand(n_way, -1)
+            bias = None if b is None else b.mean().expand(n_way)
+        else:
+            weight, bias = w.new_zeros(n_way, w.shape[1]), None if b is None else b.new_zeros(n_way)
+        return {w_name: weight} if b is None else {w_name: weight, b_name: bias.to(b.dtype)}
 
     def step_state(self, index: int, training: bool) -> State:
         """Per-step (parameter overrides, buffer overrides) of forward ``index`` (see inner_loop.py);
@@ -203,16 +267,31 @@ class GradientLearner(MetaLearner):
         return params, rates
 
     def inner_loop(self, steps: int, training: bool, first_order: bool, loss: Optional[LossFn] = None,
-                   query_after: Tuple[int, ...] = ()) -> Tuple[InnerLoop, Params]:
-        """(the description of this call's inner loop, θ): training=False detaches θ and the rates."""
+                   query_after: Tuple[int, ...] = (), n_way: Optional[int] = None) -> Tuple[InnerLoop, Params]:
+        """(the description of this call's inner loop, θ): training=False detaches θ and the rates.
+        ``n_way``: the episode's way (None: the head's); another way gets ``way_head`` before step 0."""
         params, rates = self._inner_start(training)
         init = None
         if self._has_init:
             init = lambda p, b, x, y: self.init_fast(p, b, x, y, training)  # noqa: E731
+        if n_way is not None and self.check_way(n_way, training=training):
+            init = self._way_init(n_way, training)
+            rows = self.head_rows()
+            rates = {n: _rate_for_rows(r, rows) if n.startswith(self.head_name + ".") else r for n, r in rates.items()}
         state = (lambda i: self.step_state(i, training)) if self._has_state else None
         loop = InnerLoop(self.model, self.adapted_names(), rates, steps, loss or self.support_loss, first_order,
                          query_after=query_after, state=state, init=init, checkpoint=self.checkpoint_inner)
         return loop, params
+
+    def _way_init(self, n_way: int, training: bool):
+        """The init of an n_way episode at another way: ``way_head``, then the learner's own ``init_fast``."""
+        def init(p: Params, b: Params, x: Tensor, y: Tensor) -> Params:
+            head = self.way_head(p, b, x, y, n_way, training)
+            if self._has_init:
+                head = {**head, **self.init_fast({**p, **head}, b, x, y, training)}
+            return head
+
+        return init
 
     # Executors ------------------------------------------------------------------------------------
     def _make_plan(self) -> Dict[str, Any]:
@@ -289,18 +368,21 @@ class GradientLearner(MetaLearner):
         return contextlib.nullcontext()
 
     def run_tasks(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, training: bool,
-                  steps: Optional[int] = None, need_fast: bool = False) -> TaskRun:
+                  steps: Optional[int] = None, need_fast: bool = False, n_way: Optional[int] = None) -> TaskRun:
         """Run the inner loops of T tasks on the chosen executor. support_x (T, S, C, H, W), support_y (T, S),
         query_x (T, Q, C, H, W). training=True: meta-training (train_steps; differentiable, first or second
-        order); training=False: evaluation (test_steps; detached; call under no_grad)."""
+        order); training=False: evaluation (test_steps; detached; call under no_grad). n_way: the episodes' way
+        (None: the head's); an episode at another way runs task by task (``head_rule``)."""
         if steps is None:
             steps = self.train_steps if training else self.test_steps
         need_fast = need_fast or self.NEEDS_FAST
         first_order = self.first_order_now() or not training
-        loop, params = self.inner_loop(steps, training, first_order, query_after=self.query_steps(steps, training))
+        loop, params = self.inner_loop(steps, training, first_order, query_after=self.query_steps(steps, training),
+                                       n_way=n_way)
+        other_way = n_way is not None and n_way != self.head_rows() and self.head_rows() is not None
         buffers = dict(self.model.named_buffers())
         device = support_x.device
-        ex = self.executor(first_order, device)
+        ex = self.executor(first_order, None if other_way else device)  # another way: task by task
         if ex.batched:
             def run(sx: Tensor, sy: Tensor, qx: Tensor, chunk: Optional[int]) -> Tuple[Tensor, Optional[Params]]:
                 with self.autocast(sx.device):
@@ -353,13 +435,18 @@ class GradientLearner(MetaLearner):
         w.r.t. the learner's parameters (second order unless first order); with training=False it is
         detached. ``loss`` (logits, labels) -> scalar replaces ``support_loss`` for this call (e.g. a
         distillation term); the compiled path then runs eagerly (it is specialised to support_loss).
-        The result includes the last step's per-step state, so ``predict`` uses it. ``n_way`` is not
-        needed (the head fixes it); accepted as by every learner's ``adapt``.
+        The result includes the last step's per-step state, so ``predict`` uses it. n_way: the episode's
+        way (None: the head's, or 1 + the largest support label when that is more); at another way than
+        the head's, see ``head_rule``.
         """
         if steps is None:
             steps = self.train_steps if training else self.test_steps
+        rows = self.head_rows()
+        if n_way is None and rows is not None and support_y.numel():  # labels beyond the head: another way
+            top = int(support_y.max()) + 1
+            n_way = top if top > rows else None
         first_order = self.first_order_now() or not training
-        loop, params = self.inner_loop(steps, training, first_order, loss)
+        loop, params = self.inner_loop(steps, training, first_order, loss, n_way=n_way)
         buffers = dict(self.model.named_buffers())
         ex = self.executor(first_order, own_loss=loss is not None)
         with self.autocast(support_x.device):
@@ -398,7 +485,7 @@ class GradientLearner(MetaLearner):
         if self._plan["custom"]:  # a subclass's own adapt/predict/task_logits, task by task
             return super().meta_loss(batch)
         check_batch(batch, self.model)
-        run = self.run_tasks(batch.support_x, batch.support_y, batch.query_x, training=True)
+        run = self.run_tasks(batch.support_x, batch.support_y, batch.query_x, training=True, n_way=batch.n_way)
         final = check_query_logits(self.NAME, run.logits[:, -1], batch, per_task=False)
         loss = self.outer_losses(run, batch.query_y).mean()
         acc = (final.detach().argmax(-1) == batch.query_y).float().mean(1).mean()
@@ -420,7 +507,8 @@ class GradientLearner(MetaLearner):
         self.eval()
         try:
             with torch.no_grad():
-                run = self.run_tasks(batch.support_x, batch.support_y, batch.query_x, training=False)
+                run = self.run_tasks(batch.support_x, batch.support_y, batch.query_x, training=False,
+                                     n_way=batch.n_way)
             logits = check_query_logits(self.NAME, run.logits[:, -1], batch, per_task=False)
             return (logits.argmax(-1) == batch.query_y).float().mean(1)
         finally:
@@ -428,7 +516,18 @@ class GradientLearner(MetaLearner):
 
     def task_logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int,
                     training: bool) -> Tensor:
-        return self.predict(self.adapt(support_x, support_y, training=training), query_x)
+        return self.predict(self.adapt(support_x, support_y, training=training, n_way=n_way), query_x)
+
+
+def _rate_for_rows(rate: Rate, rows: Optional[int]) -> Rate:
+    """A head parameter's inner rate at another way: a per-row rate (Meta-SGD's (N, ...) tensor, a PerStep
+    of (S, N, ...)) becomes its mean over the N rows, broadcastable to any number of rows; others unchanged."""
+    if isinstance(rate, PerStep):
+        v = rate.values
+        return PerStep(v.mean(1, keepdim=True)) if v.dim() >= 2 and v.shape[1] == rows else rate
+    if isinstance(rate, Tensor) and rate.dim() >= 1 and rate.shape[0] == rows:
+        return rate.mean(0, keepdim=True)
+    return rate
 
 
 def _ce(logits: Tensor, labels: Tensor) -> Tensor:

@@ -182,7 +182,7 @@ class MSD(MetaLearner):
                             for view in views])
 
     def host_view_losses(self, views: Tensor, support_y: Tensor, query_x: Tensor,
-                         query_y: Tensor) -> Tuple[Tensor, Tensor]:
+                         query_y: Tensor, n_way: Optional[int] = None) -> Tuple[Tensor, Tensor]:
         """A gradient host's outer losses (n_views, T) and final query logits (n_views, T, Q, N) of all views of
         all tasks, in one call of the host's own executor (its amp, compile, batching and checkpoint settings,
         and its outer loss: e.g. MAML++'s multi-step loss, Reptile's step).
@@ -192,7 +192,7 @@ class MSD(MetaLearner):
         host = self.host
         n, t = views.shape[:2]
         run = host.run_tasks(views.flatten(0, 1), support_y.repeat(n, 1),
-                             query_x.repeat(n, *([1] * (query_x.dim() - 1))), training=True)
+                             query_x.repeat(n, *([1] * (query_x.dim() - 1))), training=True, n_way=n_way)
         losses = host.outer_losses(run, query_y.repeat(n, 1))
         return losses.unflatten(0, (n, t)), run.logits[:, -1].unflatten(0, (n, t))
 
@@ -209,7 +209,7 @@ class MSD(MetaLearner):
         gradient = isinstance(self.host, GradientLearner)
         if gradient:
             host_losses, logits = self.host_view_losses(views, batch.support_y[:used], batch.query_x[:used],
-                                                        batch.query_y[:used])
+                                                        batch.query_y[:used], n_way=batch.n_way)
         for t in range(used):
             y = batch.query_y[t]
             if gradient:

@@ -5,7 +5,7 @@ Before step 0 the classifier of each task is W_k = 2·c_k, b_k = −‖c_k‖²,
 −‖f(x) − c_k‖² + ‖f(x)‖²: ProtoNet's up to a per-query constant. Then ordinary MAML steps adapt every
 chosen parameter, head included. The initialisation is differentiable (its gradient reaches the
 embedding) in both orders; first order only makes the inner gradients constants. The model's own
-head parameters are not used.
+head parameters are not used, so a model trained N-way evaluates at any way as it is (no head_rule).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..registry import LEARNERS
-from ..validate import Opt
+from ..validate import Opt, without
 from .functional import Params, submodule_forward
 from .gradient import GradientLearner
 from .heads import class_means, head_names
@@ -27,7 +27,9 @@ class ProtoMAML(GradientLearner):
     features_name ("features", the embedding submodule whose output feeds the head)."""
 
     NAME = "protomaml"
-    OPTIONS: ClassVar[Dict[str, Any]] = {**GradientLearner.OPTIONS, "features_name": Opt("features", "str")}
+    OPTIONS: ClassVar[Dict[str, Any]] = {**without(GradientLearner.OPTIONS, "head_rule"),
+                                         "features_name": Opt("features", "str")}
+    BUILDS_HEAD = True  # prototypes of any way: no head_rule needed
 
     def __init__(self, model: nn.Module, **options: Any):
         super().__init__(model, **options)

@@ -48,6 +48,7 @@ class Reptile(GradientLearner):
         """(surrogate whose gradient is θ − mean θ', metrics {"loss": query CE, "acc"}) over the batch's tasks."""
         check_batch(batch, self.model)
         with torch.no_grad():
+            self.check_way(batch.n_way, training=True)
             run = self.run_tasks(batch.support_x, batch.support_y, batch.query_x, training=False,
                                  steps=self.train_steps)
         final = check_query_logits(self.NAME, run.logits[:, -1], batch, per_task=False)
