@@ -53,6 +53,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     if not args.checkpoints:
         raise MetakdError("metakd eval needs a run folder or checkpoint")
     args.overrides = overrides
+    if isinstance(args.episodes, str):
+        return _eval_fixed(args)
     for path in args.checkpoints:
         res = evaluate_checkpoint(Path(path), episodes=args.episodes, seed=args.seed, split=args.split,
                                   device=args.device, batch_size=args.batch_size, root=args.root,
@@ -64,10 +66,39 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         print(f"{res['run']} ({res['learner']}, {res['backbone']}, {res['n_way']}-way {res['k_shot']}-shot, "
               f"{res['split']}): {format_acc(res['accuracy'], res['ci95'])} % over {res['episodes']} episodes "
               f"(seed {res['episode_seed']}) on {res['device']} -> {res['output']}")
+        if args.learner:  # a learner built here, not the trained one: say what it was built with
+            opts = res["config"]["learner"].get("options", {})
+            print("  learner options: " + (", ".join(f"{k}={v}" for k, v in sorted(opts.items())) or "(defaults)"))
         if res.get("output_error"):
             failed.append(f"{res['output_error']}; the result was written to {res['output']} instead")
     if failed:
         raise MetakdError(" | ".join(failed))
+
+
+def _episodes_arg(text: str):
+    """``--episodes`` of metakd eval: a positive count, or the name of external fixed episodes."""
+    return text if not text.strip().lstrip("-").isdigit() else positive_int_arg(text)
+
+
+def _eval_fixed(args: argparse.Namespace) -> None:
+    """``metakd eval RUN --episodes omniglot-runs | LIST.csv``: error rate over items, per episode, learner options."""
+    from .engine.evaluation.fixed import evaluate_fixed_checkpoint
+
+    for path in args.checkpoints:
+        res = evaluate_fixed_checkpoint(Path(path), args.episodes, device=args.device, root=args.root,
+                                        out=Path(args.out) if args.out and len(args.checkpoints) == 1 else None,
+                                        learner=args.learner, overrides=args.overrides)
+        lo, hi = res["error_wilson95"]
+        over = res["error_over_episodes"]
+        print(f"{res['run']} ({res['learner']}, {res['backbone']}, trained {res['trained_n_way']}-way) on {res['split']}: "
+              f"error {100 * res['error_rate']:.2f}% ({res['errors']}/{res['items']} items, Wilson 95% "
+              f"{100 * lo:.1f}–{100 * hi:.1f}; over {res['episodes']} episodes {100 * over['mean']:.2f} ± "
+              f"{100 * over['ci95']:.2f}) -> {res['output']}")
+        print("  per episode: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in res["per_episode_error"].items()))
+        print("  learner options: " + (", ".join(f"{k}={v}" for k, v in sorted(res["learner_options"].items()))
+                                       or "(defaults)"))
+        if res.get("output_error"):
+            raise MetakdError(f"{res['output_error']}; the result was written to {res['output']} instead")
 
 
 def _cmd_list(args: argparse.Namespace) -> None:
@@ -191,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate checkpoints on the fixed test episodes (mean ± 95%% CI)")
     e.add_argument("checkpoints", nargs="+", help="run folders (their best.pt) or checkpoint files")
-    e.add_argument("--episodes", type=positive_int_arg, help="number of fixed episodes (default: the config's eval.episodes, 600)")
+    e.add_argument("--episodes", type=_episodes_arg, help="number of fixed test episodes (default: the config's "
+                   "eval.episodes, 600); or external fixed episodes: 'omniglot-runs' (the 20 official Omniglot one-shot "
+                   "runs under --root or the run's data.root) or an episode-list .csv (columns episode,role,path,label)")
     e.add_argument("--seed", type=int, help="seed of the fixed episode list (default: the config's eval.seed)")
     e.add_argument("--split", default="test", choices=("train", "val", "test"))
     e.add_argument("--batch-size", type=positive_int_arg, help="tasks per evaluation batch")

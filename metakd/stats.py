@@ -135,3 +135,27 @@ def format_interval(mean: float, ci: float, scale: float = 100.0, digits: int = 
     if math.isnan(ci):
         return f"{scale * mean:.{digits}f} ± n/a"
     return f"{scale * mean:.{digits}f} ± {scale * ci:.{digits}f}"
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Dict[str, float]:
+    """Wilson score interval of a proportion (e.g. the error rate over the 400 items of the Omniglot runs):
+    {"p", "low", "high", "n"}; unlike p ± z·√(p(1-p)/n) it stays inside [0, 1] and is sound near 0."""
+    if n < 1 or not 0 <= successes <= n:
+        raise MetakdError(f"wilson_interval: need 0 <= successes <= n and n >= 1, got {successes} of {n}")
+    z = _normal_quantile(0.5 + confidence / 2.0)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return {"p": p, "low": max(0.0, centre - half), "high": min(1.0, centre + half), "n": n}
+
+
+def _normal_quantile(q: float) -> float:
+    """The standard normal quantile, as the limit of Student-t (bisection on erf; no SciPy)."""
+    lo, hi = -10.0, 10.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < q:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2

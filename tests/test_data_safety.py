@@ -209,9 +209,19 @@ LAYOUTS = {
     "tiered_npz_compressed": lambda r: [fx.write_tiered_metaoptnet(r, s, seed=i, compressed=True)
                                         for i, s in enumerate(("train", "val", "test"))],
     "class_folders": lambda r: fx.write_class_folders(r, size=8),
-    "omniglot": lambda r: fx.write_omniglot(r, 3, 1, 2, 2, 8),
+    "omniglot": lambda r: _omniglot_with_default_val(r),
     "cifar100": lambda r: fx.write_fake_cifar100(r, train_per_class=1, test_per_class=1),
 }
+
+
+def _omniglot_with_default_val(root):
+    """A full-layout Omniglot tree whose background holds the default validation alphabets (and one more)."""
+    from metakd.data.omniglot import DEFAULT_VAL
+
+    fx.write_omniglot(root, len(DEFAULT_VAL["full"]) + 1, 1, 2, 2, 8)
+    background = sorted((root / "images_background").iterdir())
+    for folder, name in zip(background, DEFAULT_VAL["full"]):
+        folder.rename(folder.with_name(name))
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from ...atomic import check_writable, write_json, write_with_fallback
 from ...errors import MetakdError
@@ -25,6 +25,25 @@ def run_label(checkpoint: Path, name: str) -> str:
     return folder if folder == name or not folder else f"{folder} [{name}]"
 
 
+def load_for_evaluation(path: Path, device, *, root: Optional[str] = None, learner: Optional[str] = None,
+                        overrides: Sequence[str] = ()) -> Tuple[Path, Any, Dict[str, Any]]:
+    """(checkpoint file, learner in eval mode, checkpoint dict) of ``path`` (a file or run folder), read once.
+    ``learner``: that learner started from the checkpoint's backbone without meta-training, with ``overrides``
+    (``learner_from_backbone``); ``root``: the data folder when it moved since training."""
+    ckpt_path = find_checkpoint(path, "best")
+    if learner is None and [o for o in overrides if not o.startswith("threads=")]:
+        raise MetakdError(f"key=value arguments ({', '.join(overrides)}) only apply with --learner")
+    raw = safe_load(ckpt_path)  # read once: the learner is built from this dict
+    if learner is not None:
+        model, ckpt = learner_from_backbone(raw, ckpt_path, learner, overrides, device=str(device))
+    else:
+        _refuse_backbone_only(raw, ckpt_path)
+        model, ckpt = learner_from_checkpoint(check_learner_checkpoint(raw, ckpt_path), ckpt_path, device=str(device))
+    if root is not None:
+        ckpt["config"]["data"]["root"] = root
+    return ckpt_path, model, ckpt
+
+
 def prepare_evaluation(path: Path, device, *, split: str = "test", episodes: Optional[int] = None,
                        seed: Optional[int] = None, root: Optional[str] = None, learner: Optional[str] = None,
                        overrides: Sequence[str] = ()):
@@ -35,18 +54,8 @@ def prepare_evaluation(path: Path, device, *, split: str = "test", episodes: Opt
     checkpoint's backbone without meta-training (``learner_from_backbone``)."""
     if split not in ("train", "val", "test"):
         raise MetakdError(f"split must be train, val or test, got {split!r}")
-    ckpt_path = find_checkpoint(path, "best")
-    if learner is None and [o for o in overrides if not o.startswith("threads=")]:
-        raise MetakdError(f"key=value arguments ({', '.join(overrides)}) only apply with --learner")
-    raw = safe_load(ckpt_path)  # read once: the learner is built from this dict
-    if learner is not None:
-        model, ckpt = learner_from_backbone(raw, ckpt_path, learner, overrides, device=str(device))
-    else:
-        _refuse_backbone_only(raw, ckpt_path)
-        model, ckpt = learner_from_checkpoint(check_learner_checkpoint(raw, ckpt_path), ckpt_path, device=str(device))
+    ckpt_path, model, ckpt = load_for_evaluation(path, device, root=root, learner=learner, overrides=overrides)
     cfg = ckpt["config"]
-    if root is not None:
-        cfg["data"]["root"] = root
     key = "eval.episodes" if episodes is None else "--episodes"
     episodes = positive_int(cfg["eval"]["episodes"] if episodes is None else episodes, key)
     ep = cfg["episodes"]
@@ -65,16 +74,21 @@ def _refuse_backbone_only(ckpt: Any, path: Path) -> None:
                           "| finetune, or meta-train one with model.init=" + str(path.parent))
 
 
-def evaluate_checkpoint(path: Path, **kwargs: Any) -> Dict[str, Any]:
-    """``_evaluate_checkpoint`` holding the run folder's one-writer lock when the result goes next to the
-    checkpoint (``metakd.engine.runs.folder.writing_into_run``)."""
-    if kwargs.get("out") is not None or not is_main_process():
-        return _evaluate_checkpoint(path, **kwargs)
+def holding_run(path: Path, out: Optional[Path], evaluate: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
+    """``evaluate()`` holding the run folder's one-writer lock when its result goes next to the checkpoint
+    (``metakd.engine.runs.folder.writing_into_run``), recording the file it wrote in the run's manifest."""
+    if out is not None or not is_main_process():
+        return evaluate()
     folder = find_checkpoint(path, "best").parent
     with writing_into_run(folder, []) as record:
-        result = _evaluate_checkpoint(path, **kwargs)
+        result = evaluate()
         record([Path(result["output"]).name] if Path(result["output"]).parent == folder else [])
         return result
+
+
+def evaluate_checkpoint(path: Path, **kwargs: Any) -> Dict[str, Any]:
+    """``_evaluate_checkpoint`` under the run folder's lock (``holding_run``)."""
+    return holding_run(path, kwargs.get("out"), lambda: _evaluate_checkpoint(path, **kwargs))
 
 
 def _evaluate_checkpoint(path: Path, *, episodes: Optional[int] = None, seed: Optional[int] = None,
