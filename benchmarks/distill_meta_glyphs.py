@@ -18,6 +18,13 @@ settings, not tuned here):
   rank      CE + Kendall rank loss only (tanh, k 3 / row std)    distill_meta_glyphs_kd_rank, kd_weight 0
   kd_rank   CE + KD + rank                                       distill_meta_glyphs_kd_rank
   mkd       CE + KD, with KD also in the inner loop and learned temperatures (MKD)  distill_meta_glyphs_mkd
+MKD's harm controls (``--methods``, not run by default; each changes one thing of ``mkd``):
+  mkd_fixed_learned   T_t 2.0, T_s 6.0 fixed (about the values MKD learned), KD in the inner loop
+  mkd_fixed_4         T 4 fixed, KD in the inner loop (the inner KD term without learning)
+  mkd_noscale         learned T, the inner KD term without its T_t·T_s factor (support_kd_scale none)
+  mkd_bounded         learned T within [3, 6]
+  mkd_support_only    learned T, KD only in the inner loop (the meta-objective is the query CE alone)
+  kd_query_fixed_learned  KD on the query side only at T_t 2.0, T_s 6.0
 Same seeds (initialisation and task order) for every method; every model is evaluated on the same
 600 fixed test episodes (the student answers alone). Reported: mean over seeds ± Student-t 95% CI and
 the difference to ``alone`` and to ``kd`` at seed level (paired t test over the per-seed mean
@@ -70,6 +77,18 @@ METHODS = {
     "kd_rank": ("distill_meta_glyphs_kd_rank", []),
     "mkd": ("distill_meta_glyphs_mkd", []),
 }
+MKD_FIXED = ["meta_teacher.options.learn_temperature=false", "meta_teacher.options.teacher_temperature=2.0",
+             "meta_teacher.options.student_temperature=6.0"]  # about the temperatures MKD learned (2.0 / 5.3-6.5)
+CONTROLS = {  # MKD's harm, one thing changed at a time (``--methods``; not in the default run)
+    "mkd_fixed_learned": ("distill_meta_glyphs_mkd", MKD_FIXED),
+    "mkd_fixed_4": ("distill_meta_glyphs_mkd", ["meta_teacher.options.learn_temperature=false"]),
+    "mkd_noscale": ("distill_meta_glyphs_mkd", ["meta_teacher.options.support_kd_scale=none"]),
+    "mkd_bounded": ("distill_meta_glyphs_mkd", ["meta_teacher.options.t_min=3.0", "meta_teacher.options.t_max=6.0"]),
+    "mkd_support_only": ("distill_meta_glyphs_mkd", ["meta_teacher.options.kd_on=support"]),
+    "kd_query_fixed_learned": ("distill_meta_glyphs_kd", MKD_FIXED[1:]),
+}
+DEFAULT_METHODS = list(METHODS)
+METHODS = {**METHODS, **CONTROLS}
 
 
 DEVIATIONS = [
@@ -175,7 +194,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", default="runs/pretrain_glyphs/unicorn_maml_pre_lr0.05_s0")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS),
+                   help=f"default {' '.join(DEFAULT_METHODS)}; MKD's harm controls: {' '.join(CONTROLS)}")
     p.add_argument("--iterations", type=int, default=1000)
     p.add_argument("--episodes", type=int, default=600)
     p.add_argument("--alone-pieces", help="msd_study's pieces folder: reuse its maml runs as 'alone'")
