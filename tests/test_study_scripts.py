@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
@@ -78,3 +80,33 @@ def test_committed_study_tables_are_their_jsons_restated(tmp_path):
     assert all(proxy["summary"][m]["paired_vs_kd"]["holm_m"] == 4 for m in ("ce", "kd_rank", "mkd", "mkd_rank"))
     assert "mkd.heldout=train" in (RESULTS / "distill_proxy_cpu.md").read_text()
     assert "rank_k_scale: std" in (RESULTS / "distill_meta_glyphs_cpu.md").read_text()
+
+
+def test_paired_over_seeds_restat_and_holm_family():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import results_io
+    from metakd.stats import holm_adjust, seed_level_test
+
+    a = {0: [0.9, 0.8, 0.7, 0.9], 1: [0.6, 0.7, 0.8, 0.7], 2: [0.8, 0.8, 0.9, 0.7]}
+    b = {0: [0.8, 0.8, 0.6, 0.8], 1: [0.6, 0.6, 0.8, 0.7], 3: [0.1, 0.1, 0.1, 0.1]}
+    d = results_io.paired_over_seeds(a, b)
+    assert d["seeds"] == [0, 1] and "pooled" not in d  # seed 2 and 3 unpaired: left out
+    assert d["within_seed"][0]["level"] == "within-seed" and d["within_seed"][0]["n"] == 4
+    means = [sum(x - y for x, y in zip(a[s], b[s])) / 4 for s in (0, 1)]
+    assert d["seed_level"]["mean"] == pytest.approx(sum(means) / 2)
+    assert d["seed_level"]["p"] == pytest.approx(seed_level_test(means)["p"]) and d["seed_level"]["df"] == 1
+    # an older result (per_seed + pooled) restated: seed level from the stored per-seed means, pooled dropped
+    old = {"seeds": [0, 1], "per_seed": {"0": {"mean": means[0], "ci": 0.1, "p": 0.01}, "1": {"mean": means[1], "ci": 0.1,
+                                                                                            "p": 0.2}},
+           "over_seeds": {}, "pooled": {"p": 1e-30}}
+    new = results_io.restat_paired(old)
+    assert "pooled" not in new and new["seeds"] == [0, 1] and new["seed_level"]["p"] == pytest.approx(d["seed_level"]["p"])
+    # Holm: a comparison shown twice (a − b and b − a) counts once in the family
+    e1, e2, e3 = (results_io.restat_paired({"within_seed": {0: {"mean": m0}, 1: {"mean": m1}, 2: {"mean": m2}}})
+                  for m0, m1, m2 in ((0.02, 0.021, 0.019), (-0.02, -0.021, -0.019), (0.01, -0.03, 0.02)))
+    m = results_io.add_holm([(("x", "y"), e1), (("x", "y"), e2), (("x", "z"), e3), (("x", "w"), None)])
+    assert m == 2 and e1["seed_level"]["holm_m"] == 2
+    q = holm_adjust([e1["seed_level"]["p"], e3["seed_level"]["p"]])
+    assert e1["seed_level"]["p_holm"] == pytest.approx(q[0]) and e3["seed_level"]["p_holm"] == pytest.approx(q[1])
+    cell = results_io.format_paired(e1)
+    assert cell.startswith("+2.00 ± ") and "Holm" in cell and results_io.format_paired(None) == "–"
