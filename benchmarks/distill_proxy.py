@@ -21,8 +21,10 @@ Protocol:
   coordinate-wise: subset at (k = 100, w = kd_weight), then k for the best subset, then the weight;
   a KD run on the same split is the reference. Ties keep the earlier (default) value.
 - Results: final test top-1 per (method, seed); mean ± Student-t 95% interval over seeds
-  (``metakd.stats.t_interval``) and the per-seed paired difference to KD
-  (``metakd.stats.paired_difference``).
+  (``metakd.stats.t_interval``) and the difference to KD at seed level (``metakd.stats.seed_level_test``
+  over the per-seed differences, n_seeds − 1 dof) with Holm's adjusted p over the comparisons to KD.
+- Deviation from MKD's paper, printed under the table: with ``mkd.heldout=train`` (the default) the
+  meta-objective is the CE on another batch of the training set, not on held-out data.
 - Resumable: each (method, seed) piece and each selection piece is written atomically to
   ``<work>/pieces/<name>.json`` as it finishes and skipped on a rerun; a piece cut half-way resumes
   from its last.pt. The teacher likewise. Total CPU time = the sum over pieces (whichever invocation
@@ -39,6 +41,8 @@ planned run from what is finished, running nothing.
     python benchmarks/distill_proxy.py --only seed0 seed1
     python benchmarks/distill_proxy.py --only report
     python benchmarks/distill_proxy.py --smoke                  # tiny sizes, into runs/distill_proxy_smoke
+    python benchmarks/distill_proxy.py --restat benchmarks/results/distill_proxy_cpu.json --update-results
+                                                                # only the statistics of a written result, again
 """
 from __future__ import annotations
 
@@ -58,7 +62,7 @@ import torch  # noqa: E402
 
 from distill_common import cpu_seconds, ensure_teacher, fmt, machine, milestones, run_piece  # noqa: E402
 from metakd.atomic import atomic_write, write_json  # noqa: E402
-from metakd.stats import paired_difference, t_interval  # noqa: E402
+from metakd.stats import holm_adjust, seed_level_test, t_interval  # noqa: E402
 from results_io import add_update_results_flag, output_path  # noqa: E402
 
 BASE = "distill_glyphs_kd"
@@ -124,30 +128,84 @@ def select_rank(args, work: Path, teacher_pt: str, log) -> Dict[str, Any]:
 
 
 def summarize(runs: List[Dict[str, Any]], seeds: List[int], methods: List[str]) -> Tuple[Dict[str, Any], str]:
-    """Per method: mean ± t95 over the seeds it has finished; paired difference to KD over the seeds both have."""
+    """Per method: mean ± t95 over the seeds it has finished; the difference to KD at seed level over the seeds
+    both have (paired t test over seeds, n − 1 dof), with Holm's adjusted p over the comparisons to KD."""
     acc = {m: {r["seed"]: r["test_acc"] for r in runs if r["method"] == m} for m in methods}
     summary: Dict[str, Any] = {}
-    lines = ["| method | seeds | test top-1 % (mean ± t95) | per seed | paired Δ vs KD (mean ± t95) | p | "
-             "seeds better / worse than KD |", "|---|---|---|---|---|---|---|"]
     for m in methods:
         have = [s for s in seeds if s in acc[m]]
         if not have:
             continue
         vals = [acc[m][s] for s in have]
-        iv = t_interval(vals)
-        entry: Dict[str, Any] = {"per_seed": dict(zip(have, vals)), **iv}
-        diff_txt, p_txt, wl = "—", "—", "—"
+        summary[m] = {"per_seed": dict(zip(have, vals)), **t_interval(vals)}
         both = [s for s in have if s in acc.get("kd", {})]
         if m != "kd" and both:
-            d = paired_difference([acc[m][s] for s in both], [acc["kd"][s] for s in both])
-            entry["paired_vs_kd"] = {**d, "seeds": both}
+            d = seed_level_test([acc[m][s] - acc["kd"][s] for s in both])
+            summary[m]["paired_vs_kd"] = {**d, "seeds": both}
+    tested = [m for m in summary if "paired_vs_kd" in summary[m]]
+    ps = [summary[m]["paired_vs_kd"]["p"] for m in tested]
+    for m, q in zip(tested, holm_adjust(ps)):
+        summary[m]["paired_vs_kd"].update(p_holm=q, holm_m=sum(1 for p in ps if not math.isnan(p)))
+    lines = ["| method | seeds | test top-1 % (mean ± t95) | per seed | Δ vs KD at seed level (mean ± t95) | p (t, n−1 dof) | "
+             f"Holm p ({len(tested)} comparisons) | seeds better / worse than KD |", "|---|---|---|---|---|---|---|---|"]
+    for m, e in summary.items():
+        diff_txt, p_txt, q_txt, wl = "—", "—", "—", "—"
+        d = e.get("paired_vs_kd")
+        if d:
             diff_txt = f"{100 * d['mean']:+.2f} ± {fmt(d['ci'])}"
             p_txt = "n/a" if math.isnan(d["p"]) else f"{d['p']:.3f}"
+            q_txt = "n/a" if math.isnan(d["p_holm"]) else f"{d['p_holm']:.3f}"
             wl = f"{d['a_better']} / {d['b_better']}"
-        summary[m] = entry
-        per = ", ".join(fmt(v) for v in vals)
-        lines.append(f"| {m} | {len(have)} | {fmt(iv['mean'])} ± {fmt(iv['ci'])} | {per} | {diff_txt} | {p_txt} | {wl} |")
+        per = ", ".join(fmt(v) for v in e["per_seed"].values())
+        lines.append(f"| {m} | {e['n']} | {fmt(e['mean'])} ± {fmt(e['ci'])} | {per} | {diff_txt} | {p_txt} | {q_txt} | {wl} |")
     return summary, "\n".join(lines)
+
+
+def deviations(settings: Dict[str, Any]) -> List[str]:
+    """What departs from the papers, printed under the table."""
+    out = []
+    if any(m.startswith("mkd") for m in settings["methods"]) and settings.get("mkd_heldout", "train") == "train":
+        out.append("MKD's meta-objective here is the CE on another batch of the training set (`mkd.heldout=train`), "
+                   "not on held-out data as in the paper (`--mkd-heldout split` holds 10% of every class out).")
+    return out
+
+
+def headline(settings: Dict[str, Any], teacher: Dict[str, Any], rank: Dict[str, Any], selected: bool,
+             cpu_total: float, proj: Dict[str, Any]) -> str:
+    """The sentence above the table."""
+    a = settings
+    return (f"Glyphs proxy: {a['classes']} classes at {a['image_size']}x{a['image_size']}, {a['train_per_class']} train / "
+            f"{a['test_per_class']} test instances per class; teacher {teacher['arch']} {a['teacher_epochs']} epochs: "
+            f"{fmt(teacher['test_acc'])}%; student {a['student_arch']} ({' '.join(a['student_options'])}), "
+            f"{a['epochs']} epochs, seeds {a['seeds']}. Rank settings: {rank} "
+            f"({'chosen on held-out training instances' if selected else 'defaults; the selection has not run'}). "
+            f"CPU time so far {cpu_total / 60:.1f} min; full plan projected {proj['cpu_hours']:.2f} CPU-h.\n\n")
+
+
+def table_markdown(report: Dict[str, Any]) -> str:
+    """Headline, table, deviations (and how the statistics were made, when recomputed)."""
+    tail = [f"- {d}" for d in deviations(report["settings"])]
+    text = headline(report["settings"], report["teacher"], report["rank_used"], bool(report["rank_selection"]),
+                    report["cpu_seconds_total"], report["cpu_seconds_projected_full_plan"]) + report["markdown"] + "\n"
+    if tail:
+        text += "\nDeviations from the papers:\n" + "\n".join(tail) + "\n"
+    if report.get("statistics"):
+        text += f"\nStatistics {report['statistics']}.\n"
+    return text
+
+
+def restat(source: Path, out: Path) -> None:
+    """The summary and table of a written result recomputed from its stored runs (seed level, Holm)."""
+    report = json.loads(Path(source).read_text())
+    st = report["settings"]
+    report["summary"], report["markdown"] = summarize(report["runs"], st["seeds"], st["methods"])
+    report["deviations"] = deviations(st)
+    report["statistics"] = ("recomputed by `benchmarks/distill_proxy.py --restat` from the stored per-seed test "
+                            "accuracies (seed-level paired t test, Holm over the comparisons to KD)")
+    write_json(out, report, what="benchmark result")
+    atomic_write(out.with_suffix(".md"), table_markdown(report), what="benchmark table")
+    print(table_markdown(report))
+    print(f"written {out}")
 
 
 def step_costs(args, work: Path) -> Dict[str, float]:
@@ -273,7 +331,12 @@ def main() -> None:
                     "the work folder with --smoke)")
     add_update_results_flag(ap)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (10 classes, 1 epoch, 2 seeds, 2-value grid)")
+    ap.add_argument("--restat", metavar="RESULT_JSON",
+                    help="only recompute the statistics of a written result (seed level, Holm) and write it again")
     args = ap.parse_args()
+    if args.restat:
+        return restat(Path(args.restat), Path(args.out) if args.out
+                      else output_path(None, Path(args.restat).name, args.update_results))
     if args.smoke:
         args.classes, args.train_per_class, args.test_per_class, args.val_per_class = 10, 24, 6, 6
         args.epochs, args.teacher_epochs, args.seeds = 1, 1, args.seeds[:2] if len(args.seeds) >= 2 else [0, 1]
@@ -356,13 +419,9 @@ def main() -> None:
         "invocations": invocations, "device": args.device, "machine": machine(args.device, args.threads),
         "load_average_end": list(os.getloadavg()), "markdown": table,
     }
+    report["deviations"] = deviations(report["settings"])
     write_json(out, report, what="benchmark result")
-    head = (f"Glyphs proxy: {args.classes} classes at {args.image_size}x{args.image_size}, {args.train_per_class} train / "
-            f"{args.test_per_class} test instances per class; teacher {teacher['arch']} {args.teacher_epochs} epochs: "
-            f"{fmt(teacher['test_acc'])}%; student {args.student_arch} ({' '.join(args.student_options)}), "
-            f"{args.epochs} epochs, seeds {args.seeds}. Rank settings: {rank} "
-            f"({'chosen on held-out training instances' if selection else 'defaults; the selection has not run'}). CPU time so far {cpu_total / 60:.1f} min; full plan projected {proj['cpu_hours']:.2f} CPU-h.\n\n")
-    atomic_write(out.with_suffix(".md"), head + table + "\n", what="benchmark table")
+    atomic_write(out.with_suffix(".md"), table_markdown(report), what="benchmark table")
     log(table)
     log(f"written {out} (CPU so far {cpu_total:.0f} s; projected full plan {proj['cpu_seconds']:.0f} s)")
 

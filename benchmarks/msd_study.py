@@ -23,9 +23,10 @@ consistency metric (2 augmented support copies) on --consistency-episodes (200),
 (On this CPU 600 episodes x 7 scenarios x 3 adaptations for the consistency were ~25 min per model,
 more than its training; those cuts bring evaluation to ~6 min.)
 
-Reported: per cell and scenario the mean over seeds ± Student-t 95% CI; the paired per-episode
-difference to maml and to maml_matched (per seed, then over seeds: Student-t over the per-seed mean
-differences, and pooled over all seeds' episodes), with ``metakd.stats``.
+Reported: per cell and scenario the mean over seeds ± Student-t 95% CI; the difference to maml and to
+maml_matched at seed level (the paired t test over the per-seed mean differences on the shared
+episodes, n_seeds − 1 dof) with Holm's adjusted p over the table's distinct comparisons, and each
+seed's per-episode paired interval (within that seed) in the JSON; with ``metakd.stats``.
 
 Resumable in pieces: each selection run and each (cell, seed) writes its result JSON atomically into
 --work/pieces/ when finished; a rerun skips finished pieces and an interrupted training resumes from
@@ -34,6 +35,8 @@ its last.pt (checkpoints every 100 iterations). Disjoint --seeds in two processe
     .venv/bin/python benchmarks/msd_study.py select
     .venv/bin/python benchmarks/msd_study.py final --seeds 0 1 2
     .venv/bin/python benchmarks/msd_study.py report            # tables from the pieces finished so far
+    .venv/bin/python benchmarks/msd_study.py restat --from benchmarks/results/msd_study_cpu.json --update-results
+                                                  # the statistics of a written result recomputed (no pieces needed)
 
 Writes msd_study_cpu.{json,md} into runs/benchmarks/ (benchmarks/results/ with --update-results, or --out FILE).
 """
@@ -58,8 +61,8 @@ from metakd.engine.assembly import describe_device  # noqa: E402
 from metakd.engine.evaluation.robustness import evaluate_robustness, scenario_label  # noqa: E402
 from metakd.engine.training.meta import Trainer  # noqa: E402
 from metakd.stats import format_interval, t_interval  # noqa: E402
-from results_io import (add_update_results_flag, format_paired, output_path, paired_over_seeds, run_piece,  # noqa: E402
-                        write_atomic, write_json_and_markdown)
+from results_io import (SEED_LEVEL_NOTE, add_holm, add_update_results_flag, format_paired, output_path,  # noqa: E402
+                        paired_over_seeds, restat_paired, run_piece, write_atomic, write_json_and_markdown)
 
 COMMON = ["device=cpu", "threads=1", "model.options.hidden=32", "episodes.q_query=5", "train.lr=0.003",
           "train.log_every=100", "tensorboard=false"]
@@ -189,6 +192,29 @@ def summarise(results: Dict[str, Dict[int, Dict[str, Any]]], seeds: List[int]) -
     return rows
 
 
+MSD_CELLS = ("msd", "msd_nocons", "msd_inplace", "msd_unicorn")
+
+
+def holm_table(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Holm over every distinct comparison the table prints (a − b and b − a count once), written into the rows;
+    also, for the text, the survivors at 0.05, and those when the family is only the MSD cells' comparisons."""
+    from metakd.stats import holm_adjust
+
+    pairs = [(r, key, base) for r in rows for key, base in (("vs_maml", "maml"), ("vs_maml_matched", "maml_matched"))]
+    m = add_holm([((frozenset((r["cell"], base)), r["scenario"]), r[key]) for r, key, base in pairs])
+    seen, survivors = set(), []
+    for r, key, base in pairs:
+        d, k = r[key], (frozenset((r["cell"], base)), r["scenario"])
+        if d and k not in seen and d["seed_level"]["p_holm"] <= 0.05:
+            seen.add(k)
+            survivors.append(f"{r['cell']} − {base} at {r['scenario']} (Holm p {d['seed_level']['p_holm']:.2g})")
+    msd = [(r, base, r[key]) for r, key, base in pairs if r["cell"] in MSD_CELLS and r[key]]
+    adj = holm_adjust([d["seed_level"]["p"] for _, _, d in msd])
+    msd_survivors = [f"{r['cell']} − {base} at {r['scenario']} (Holm p {q:.2g})"
+                     for (r, base, _), q in zip(msd, adj) if q <= 0.05]
+    return {"family": m, "survivors": survivors, "msd_family": len(msd), "msd_survivors": msd_survivors}
+
+
 def markdown(report: Dict[str, Any]) -> str:
     sel = report.get("selection")
     lines = [f"`{report['command']}`", "", f"{report['device']}; load average at the end {report['load_average']}.", ""]
@@ -201,9 +227,13 @@ def markdown(report: Dict[str, Any]) -> str:
         lines += [f"| {t['lam']} | {t['augment']} | {t['views']} | {100 * t['val_acc']:.2f} | {t['train_seconds']:.0f} |"
                   for t in sel["trials"]]
         lines.append("")
+    holm = report.get("holm") or {"family": 0, "survivors": [], "msd_family": 0, "msd_survivors": []}
     lines += [f"Test: {report['episodes']} fixed 5-way 1-shot test episodes, {report['iterations']} meta-iterations, "
-              f"seeds {report['seeds']}. Accuracy: mean over seeds ± Student-t 95% CI. Differences (points): "
-              "Student-t 95% CI over the per-seed mean paired differences (pooled: over all seeds' episodes).", "",
+              f"seeds {report['seeds']}. Accuracy: mean over seeds ± Student-t 95% CI. "
+              + SEED_LEVEL_NOTE.format(m=holm["family"]), "",
+              f"Surviving Holm over the whole table ({holm['family']} comparisons) at 0.05: "
+              f"{'; '.join(holm['survivors']) or 'none'}. With the family restricted to the {holm['msd_family']} "
+              f"comparisons of the MSD cells: {'; '.join(holm['msd_survivors']) or 'none'}.", "",
               "| cell | tasks / adapted copies per it | scenario | accuracy (%) | per seed | consistency | − maml | − maml_matched |",
               "|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
@@ -220,7 +250,8 @@ def markdown(report: Dict[str, Any]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("phase", choices=["select", "final", "report"])
+    p.add_argument("phase", choices=["select", "final", "report", "restat"])
+    p.add_argument("--from", dest="source", help="restat: the written result JSON whose statistics to recompute")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--iterations", type=int, default=1000)
     p.add_argument("--val-every", type=int, default=200, help="validation (100 val episodes) for the curves")
@@ -238,6 +269,8 @@ def main() -> None:
     add_update_results_flag(p)
     args = p.parse_args()
     torch.set_num_threads(1)
+    if args.phase == "restat":
+        return restat(args)
     work = Path(args.work)
     pieces = work / "pieces"
     if args.phase in ("select", "final"):
@@ -262,8 +295,24 @@ def main() -> None:
               "iterations": args.iterations, "episodes": args.episodes, "seeds": args.seeds, "selection": selection,
               "rows": summarise(results, args.seeds) if results else [], "total_seconds": total,
               "curves": {f"{c}_s{s}": r["curve"] for c, per in results.items() for s, r in per.items()}}
+    report["holm"] = holm_table(report["rows"])
     if args.phase != "select":
         write_json_and_markdown(output_path(args.out, "msd_study_cpu.json", args.update_results), report, markdown(report))
+    print(markdown(report))
+
+
+def restat(args) -> None:
+    """The statistics of a written result recomputed from its stored per-seed differences (``restat_paired``):
+    seed-level tests and Holm, no pooled p; accuracies and everything else are kept."""
+    if not args.source:
+        raise SystemExit("restat needs --from FILE (a msd_study result JSON)")
+    report = json.loads(Path(args.source).read_text())
+    for r in report["rows"]:
+        r["vs_maml"], r["vs_maml_matched"] = restat_paired(r["vs_maml"]), restat_paired(r["vs_maml_matched"])
+    report["holm"] = holm_table(report["rows"])
+    report["statistics"] = ("recomputed by `benchmarks/msd_study.py restat` from the stored per-seed mean differences "
+                            "(seed-level paired t test, Holm over the table)")
+    write_json_and_markdown(output_path(args.out, "msd_study_cpu.json", args.update_results), report, markdown(report))
     print(markdown(report))
 
 

@@ -11,8 +11,9 @@ Per seed (>= 3 seeds for the published table):
                   queries; BatchNorm as in that config; ProtoNet trained --protonet-way)
 Every model is evaluated on the same --episodes fixed 5-way test episodes (600 for the table).
 Reported: mean over seeds ± Student-t 95% CI (``metakd.stats.t_interval``) of the per-seed accuracies,
-and the paired difference pre-trained − scratch, per episode (pooled over seeds: each seed's 600
-episodes are the same tasks) and over seed means (``metakd.stats.paired_difference``).
+and the difference pre-trained − scratch at seed level (paired t test over the per-seed mean
+differences, n_seeds − 1 dof, Holm's adjusted p over the table's comparisons), with each seed's
+per-episode paired interval (within that seed; ``metakd.stats.seed_level_paired``).
 
 Resumable in pieces: each piece (a pre-training, or one learner × start × seed trained and evaluated)
 writes its result JSON atomically into --work/pieces/ when it finishes; a rerun skips finished pieces,
@@ -22,6 +23,7 @@ when no learner of that name is registered.
     .venv/bin/python benchmarks/pretrain_glyphs.py                       # the study (35 CPU-minutes)
     .venv/bin/python benchmarks/pretrain_glyphs.py --tiny --work /tmp/pg --out /tmp/pg/result.json   # smoke test
     .venv/bin/python benchmarks/pretrain_glyphs.py --report-only          # the tables from the finished pieces
+    .venv/bin/python benchmarks/pretrain_glyphs.py --restat benchmarks/results/pretrain_glyphs_cpu.json --update-results
 
 Writes pretrain_glyphs_cpu.{json,md} into runs/benchmarks/ (benchmarks/results/ with --update-results, or --out FILE).
 
@@ -57,8 +59,9 @@ from metakd.engine.training.job_config import load_pretrain_config  # noqa: E402
 from metakd.engine.training.pretrain import run_pretrain  # noqa: E402
 from metakd.engine.training.meta import Trainer  # noqa: E402
 from metakd.registry import LEARNERS  # noqa: E402
-from metakd.stats import format_interval, paired_difference, t_interval  # noqa: E402
-from results_io import add_update_results_flag, output_path, run_piece, write_json_and_markdown  # noqa: E402
+from metakd.stats import format_interval, t_interval  # noqa: E402
+from results_io import (add_holm, add_update_results_flag, format_paired, output_path, paired_over_seeds,  # noqa: E402
+                        restat_paired, run_piece, write_json_and_markdown)
 
 META = {"protonet": "protonet_glyphs_5w1s", "maml": "maml_glyphs_5w1s", "unicorn_maml": "unicorn_maml_glyphs_5w1s"}
 TINY_DATA = ["data.options.num_classes=70", "model.options.hidden=8"]
@@ -160,12 +163,9 @@ def summarise(results: Dict[str, Dict[int, Dict[str, Any]]], seeds: List[int]) -
         common = [s for s in seeds if s in a and s in b]
         if not common:
             continue
-        pooled_a = [v for s in common for v in a[s]["per_episode"]]
-        pooled_b = [v for s in common for v in b[s]["per_episode"]]
-        pairs[name] = {"seeds": common, "per_episode": paired_difference(pooled_a, pooled_b),
-                       "per_seed_mean": paired_difference([a[s]["acc"] for s in common], [b[s]["acc"] for s in common])
-                       if len(common) > 1 else None,
-                       "per_seed_episode": {s: paired_difference(a[s]["per_episode"], b[s]["per_episode"]) for s in common}}
+        pairs[name] = paired_over_seeds({s: a[s]["per_episode"] for s in common},
+                                        {s: b[s]["per_episode"] for s in common})
+    add_holm([((name,), d) for name, d in pairs.items()])
     return {"rows": rows, "paired_pre_minus_scratch": pairs}
 
 
@@ -188,14 +188,38 @@ def markdown(summary: Dict[str, Any], meta: Dict[str, Any]) -> str:
                   "before meta-training: " + "; ".join(
                       f"{k} {v['chosen']} (" + ", ".join(f"{lr}: {100 * a:.1f}" for lr, a in v["scores"].items()) + ")"
                       for k, v in chosen.items()) + ". Their paired row is against the scratch run (config lr)."]
-    lines += ["", "Paired difference pre-trained − scratch (points): per episode pooled over seeds (t 95% CI, "
-              "p, episodes better / worse) and over seed means:", "",
-              "| method | per episode | p | better / worse | over seed means |", "|---|---|---|---|---|"]
+    lines += ["", "Difference pre-trained − scratch (points) at seed level: mean of the per-seed mean paired "
+              "differences ± Student-t 95% CI, p of the paired t test over seeds (n_seeds − 1 dof), Holm's adjusted p "
+              f"over the {len(summary['paired_pre_minus_scratch'])} comparisons (bold: <= 0.05); and, within each seed, "
+              "the per-episode paired interval (one trained pair of models; episodes better / worse). Seeds x episodes "
+              "are not pooled: the same episodes evaluated once per seed are not independent samples.", "",
+              "| method | seed level | within seed (per-episode paired, per seed) | episodes better / worse (per seed) |",
+              "|---|---|---|---|"]
     for name, d in summary["paired_pre_minus_scratch"].items():
-        e, s = d["per_episode"], d["per_seed_mean"]
-        lines.append(f"| {name} | {format_interval(e['mean'], e['ci'])} | {e['p']:.3g} | {e['a_better']} / {e['b_better']} | "
-                     f"{format_interval(s['mean'], s['ci']) if s else 'n/a'} |")
+        w = d["within_seed"]
+        within = "; ".join(f"s{s}: {format_interval(e['mean'], e['ci'])}" for s, e in w.items())
+        wl = "; ".join(f"{e['a_better']} / {e['b_better']}" if "a_better" in e else "n/a" for e in w.values())
+        lines.append(f"| {name} | {format_paired(d)} | {within} | {wl} |")
+    if meta.get("statistics"):
+        lines += ["", f"Statistics {meta['statistics']}."]
     return "\n".join(lines) + "\n"
+
+
+def restat(source: Path, out: Path) -> None:
+    """The statistics of a written result recomputed from its stored per-seed, per-episode paired differences
+    (``per_seed_episode`` of older results, ``within_seed`` of this version's); the pooled entry is dropped."""
+    report = json.loads(Path(source).read_text())
+    pairs = {}
+    for name, d in report["paired_pre_minus_scratch"].items():
+        within = d.get("within_seed") or d["per_seed_episode"]
+        pairs[name] = restat_paired({"within_seed": within})
+    add_holm([((name,), d) for name, d in pairs.items()])
+    report["paired_pre_minus_scratch"] = pairs
+    report["statistics"] = ("recomputed by `benchmarks/pretrain_glyphs.py --restat` from the stored per-seed paired "
+                            "differences (seed-level paired t test, Holm over the table)")
+    summary = {k: report[k] for k in ("rows", "paired_pre_minus_scratch")}
+    write_json_and_markdown(out, report, markdown(summary, report))
+    print(markdown(summary, report))
 
 
 def main() -> None:
@@ -216,8 +240,12 @@ def main() -> None:
     add_update_results_flag(p)
     p.add_argument("--tiny", action="store_true", help="a smoke-test size: 70 classes, Conv4-8")
     p.add_argument("--report-only", action="store_true", help="only tabulate the pieces finished so far")
+    p.add_argument("--restat", metavar="RESULT_JSON",
+                   help="only recompute the statistics of a written result (seed level, Holm) and write it again")
     args = p.parse_args()
     torch.set_num_threads(1)
+    if args.restat:
+        return restat(Path(args.restat), output_path(args.out, "pretrain_glyphs_cpu.json", args.update_results))
     work = Path(args.work)
     learners = list(args.learners)
     if "unicorn_maml" in learners and "unicorn_maml" not in LEARNERS:

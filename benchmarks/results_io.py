@@ -72,26 +72,75 @@ def run_piece(work: Path, name: str, fn) -> dict:
 
 
 def paired_over_seeds(a: dict, b: dict):
-    """a − b on shared fixed episodes, given per-episode accuracies by seed ({seed: [..]}): per seed, the
-    Student-t interval over the per-seed mean differences, and pooled over all seeds' episodes; None
-    without a common seed."""
-    from metakd.stats import paired_difference, t_interval
+    """a − b on shared fixed episodes, given per-episode accuracies by seed ({seed: [..]}); None without a
+    common seed. ``seed_level``: the paired t test over the per-seed mean differences (n_seeds − 1 dof), the
+    only statement about the methods; ``within_seed``: each seed's per-episode paired interval (one
+    trained pair of models). Seeds x episodes are never pooled: the same episodes evaluated once per seed
+    are not independent samples (``metakd.stats``)."""
+    from metakd.stats import seed_level_paired
 
     common = sorted(set(a) & set(b))
     if not common:
         return None
-    per = {s: paired_difference(a[s], b[s]) for s in common}
-    return {"seeds": common, "per_seed": {s: {k: d[k] for k in ("mean", "ci", "p")} for s, d in per.items()},
-            "over_seeds": t_interval([per[s]["mean"] for s in common]) if len(common) > 1 else None,
-            "pooled": paired_difference([v for s in common for v in a[s]], [v for s in common for v in b[s]])}
+    res = seed_level_paired({s: a[s] for s in common}, {s: b[s] for s in common})
+    return {"seeds": common, "seed_level": res["seed_level"],
+            "within_seed": {s: {k: d[k] for k in ("mean", "ci", "p", "n", "a_better", "b_better", "level")} for s, d in res["within_seed"].items()}}
+
+
+def restat_paired(stored):
+    """A stored ``paired_over_seeds`` result (this version's, or an older one with ``per_seed`` and a pooled
+    p) recomputed with this version's statistics from its per-seed mean differences; the pooled entry is
+    dropped (it cannot be recomputed, and it over-claims). None stays None."""
+    from metakd.stats import seed_level_test
+
+    if not stored:
+        return None
+    within = stored.get("within_seed") or stored["per_seed"]
+    seeds = [int(s) for s in within]
+    within = {int(s): {**d, "level": "within-seed"} for s, d in within.items()}
+    return {"seeds": seeds, "seed_level": seed_level_test([within[s]["mean"] for s in seeds]), "within_seed": within}
+
+
+def add_holm(entries) -> int:
+    """Holm's correction over one table's family of comparisons. ``entries``: (key, paired result or None);
+    a key given twice (the same comparison shown as a − b and b − a) counts once. Writes ``p_holm`` and
+    ``holm_m`` (the family size) into each result's ``seed_level``; returns the family size."""
+    from metakd.stats import holm_adjust
+
+    unique = {}
+    for key, d in entries:
+        if d and d["seed_level"]["p"] == d["seed_level"]["p"]:
+            unique.setdefault(key, d["seed_level"]["p"])
+    keys = list(unique)
+    adjusted = dict(zip(keys, holm_adjust([unique[k] for k in keys])))
+    for key, d in entries:
+        if d:
+            d["seed_level"].update(p_holm=adjusted.get(key, float("nan")), holm_m=len(keys))
+    return len(keys)
+
+
+def _p(p) -> str:
+    return "n/a" if p is None or p != p else f"{p:.2g}"
 
 
 def format_paired(d) -> str:
-    """``paired_over_seeds``'s result as one table cell (points)."""
+    """``paired_over_seeds``'s result as one table cell (points): the seed-level mean ± Student-t 95% CI,
+    its p (n_seeds − 1 dof) and, when ``add_holm`` ran, Holm's adjusted p (bold where <= 0.05)."""
     from metakd.stats import format_interval
 
     if not d:
         return "–"
-    o = d["over_seeds"]
-    return (f"{format_interval(o['mean'], o['ci']) if o else 'n/a'} "
-            f"(pooled {format_interval(d['pooled']['mean'], d['pooled']['ci'])}, p {d['pooled']['p']:.2g})")
+    o = d["seed_level"]
+    text = f"{'+' if o['mean'] >= 0 else ''}{format_interval(o['mean'], o['ci'])} (p {_p(o['p'])}"
+    if "p_holm" in o:
+        q = o["p_holm"]
+        holm = f"Holm {_p(q)}"
+        text += f", **{holm}**" if q == q and q <= 0.05 else f", {holm}"
+    return text + ")"
+
+
+SEED_LEVEL_NOTE = ("Differences (points): mean over seeds of the per-seed mean paired differences ± Student-t 95% CI, "
+                   "p of the paired t test over seeds (n_seeds − 1 degrees of freedom) and Holm's adjusted p over "
+                   "the {m} distinct comparisons of this table (bold: <= 0.05). Per-episode paired intervals are "
+                   "within one seed (one trained pair of models) and are in the JSON (``within_seed``); seeds x "
+                   "episodes are not pooled, since the same episodes evaluated once per seed are not independent samples.")

@@ -168,7 +168,7 @@ def _cmd_robustness(args: argparse.Namespace) -> None:
 def _cmd_compare(args: argparse.Namespace) -> None:
     from .engine.evaluation.compare import run_compare
 
-    report = run_compare([Path(p) for p in args.results], out=Path(args.out) if args.out else None)
+    report = run_compare(list(args.results), out=Path(args.out) if args.out else None)  # paths or LABEL=RUN,RUN
     print(report["table"])
     if args.out:
         print(f"written: {report['output_dir']}/compare.{{md,json,png}}")
@@ -291,10 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output folder (default: <run>/robustness, or ./robustness for several)")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=_cmd_robustness)
-    cmp = sub.add_parser("compare", help="methods compared episode by episode on their shared fixed test episodes "
-                         "(paired differences, 95%% CI, paired t-test)")
-    cmp.add_argument("results", nargs="+", help="eval_*.json or robustness.json files, or run folders holding one; "
-                     "the first is the baseline")
+    cmp = sub.add_parser("compare", help="methods compared on their shared fixed test episodes: seed-level paired "
+                         "t test over seeds, within-seed per-episode intervals, Holm over several comparisons")
+    cmp.add_argument("results", nargs="+", help="eval_*.json or robustness.json files, or run folders holding one, "
+                     "or LABEL=RUN,RUN,... for a method with one run per seed; the first is the baseline")
     cmp.add_argument("--out", help="folder for compare.{md,json,png} (default: print only)")
     cmp.set_defaults(func=_cmd_compare)
     k = sub.add_parser("distill", help="teacher -> student knowledge distillation for classification (KD, KD + rank, MKD)")

@@ -1,9 +1,17 @@
-"""Statistics that can separate two methods: Student-t intervals and paired per-episode differences.
+"""Statistics that can separate two methods: Student-t intervals, paired differences, seed-level tests
+and Holm's correction for a family of comparisons.
 
 Every method in metakd is evaluated on the same fixed episodes, so two methods can be compared
 episode by episode: the interval of the paired difference is usually several times tighter than
-the overlap of the two methods' own intervals. Over seeds (a handful of runs), intervals use the
-Student-t quantile, not 1.96, which is far too narrow for n = 2 or 3.
+the overlap of the two methods' own intervals. But such a per-episode interval is WITHIN one seed:
+it says how sure we are about these two trained models, not about the methods. Training runs
+(seeds) vary far more than a seed's 600 episodes show, and the same episodes evaluated once per
+seed are not new samples: pooling seeds x episodes as independent would understate the error by
+orders of magnitude. A claim about the methods is tested at seed level (``seed_level_test``: a
+paired t test over the per-seed mean differences, n_seeds - 1 degrees of freedom), and a table that
+makes many comparisons corrects its p-values for the family (``holm_adjust``).
+Over seeds (a handful of runs), intervals use the Student-t quantile, not 1.96, which is far too
+narrow for n = 2 or 3.
 
 Pure Python + NumPy (no SciPy needed at run time); the t distribution's CDF uses the regularised
 incomplete beta function evaluated by its continued fraction.
@@ -11,7 +19,7 @@ incomplete beta function evaluated by its continued fraction.
 from __future__ import annotations
 
 import math
-from typing import Dict, Sequence
+from typing import Dict, List, Mapping, Sequence
 
 import numpy as np
 
@@ -128,6 +136,64 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
         p = float("nan") if n == 1 else (1.0 if out["mean"] == 0 else 0.0)
     out.update(t=float(t), p=float(p), a_better=int((d > 0).sum()), b_better=int((d < 0).sum()))
     return out
+
+
+def seed_level_test(differences: Sequence[float], confidence: float = 0.95) -> Dict[str, float]:
+    """The seed-level test of a method difference: given one mean paired difference per seed (method a −
+    method b, each averaged over that seed's shared episodes), the mean over seeds, its Student-t
+    interval and the one-sample t test of "mean = 0" with ``n_seeds - 1`` degrees of freedom (the
+    paired t test over seeds). Returns {"mean", "ci", "std", "n", "df", "t", "p", "a_better",
+    "b_better", "level": "seed"}; with one seed ``ci``, ``t`` and ``p`` are nan (nothing to test).
+    """
+    d = _as_array(differences, "seed_level_test")
+    out = paired_difference(d, np.zeros_like(d), confidence)
+    out.update(df=int(d.size - 1), level="seed")
+    return out
+
+
+def seed_level_paired(a_by_seed: Mapping, b_by_seed: Mapping, confidence: float = 0.95) -> Dict[str, object]:
+    """Methods a and b evaluated on the same episodes in every seed: {seed: [per-episode values]}.
+
+    Returns {"seeds", "within_seed": {seed: paired_difference over that seed's episodes, with
+    "level": "within-seed"}, "seed_level": seed_level_test over the per-seed mean differences}. Only
+    ``seed_level`` speaks about the methods; the within-seed intervals describe one trained pair of
+    models each. Seeds missing from either side are left out; raises without a common seed.
+    """
+    seeds = [s for s in a_by_seed if s in b_by_seed]
+    if not seeds:
+        raise MetakdError("seed_level_paired: the two methods share no seed")
+    within = {}
+    for s in seeds:
+        within[s] = {**paired_difference(a_by_seed[s], b_by_seed[s], confidence), "level": "within-seed"}
+    return {"seeds": seeds, "within_seed": within,
+            "seed_level": seed_level_test([within[s]["mean"] for s in seeds], confidence)}
+
+
+def holm_adjust(pvalues: Sequence[float]) -> List[float]:
+    """Holm's step-down adjusted p-values for a family of m tests (same order as given).
+
+    Sorted ascending p_(1) <= ... <= p_(m): adjusted p_(i) = max_{j <= i} min(1, (m − j + 1) p_(j)).
+    Rejecting where the adjusted p <= alpha controls the family-wise error rate at alpha under any
+    dependence (Holm 1979). A nan p (a comparison that could not be tested, e.g. one seed) stays nan
+    and does not count in m.
+    """
+    p = [float(v) for v in pvalues]
+    for v in p:
+        if not (math.isnan(v) or 0.0 <= v <= 1.0):
+            raise MetakdError(f"holm_adjust: p-values must lie in [0, 1], got {v}")
+    tested = sorted((v, i) for i, v in enumerate(p) if not math.isnan(v))
+    m = len(tested)
+    out = [float("nan")] * len(p)
+    running = 0.0
+    for rank, (v, i) in enumerate(tested):
+        running = max(running, min(1.0, (m - rank) * v))
+        out[i] = running
+    return out
+
+
+def holm_reject(pvalues: Sequence[float], alpha: float = 0.05) -> List[bool]:
+    """Which tests of the family Holm's procedure rejects at family-wise level ``alpha``."""
+    return [(not math.isnan(q)) and q <= alpha for q in holm_adjust(pvalues)]
 
 
 def format_interval(mean: float, ci: float, scale: float = 100.0, digits: int = 2) -> str:

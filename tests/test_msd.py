@@ -106,13 +106,129 @@ def test_in_place_of_tasks_uses_the_hosts_number_of_adapted_copies(monkeypatch):
     assert per_task.meta_loss(batch)[1]["adapted_copies"] == 8
 
 
-def test_learned_temperature_receives_gradient():
-    _, msd = pair("maml", views=2, learn_temperature=True, temperature=2.0)
-    assert msd.learned_temperature.raw in set(msd.parameters())
-    loss, metrics = msd.meta_loss(images())
-    loss.backward()
-    assert msd.learned_temperature.raw.grad is not None and msd.learned_temperature.raw.grad.abs() > 0
-    assert metrics["temperature"] == pytest.approx(2.0, rel=1e-5)
+def test_learn_temperature_is_refused():
+    """T only scales the consistency term, so learning it would switch the term off: a ConfigError, as the
+    distilled learner refuses a KD temperature the student cannot learn from."""
+    with pytest.raises(ConfigError, match="learn_temperature=true is refused"):
+        pair("maml", views=2, learn_temperature=True, temperature=2.0)
+    _, fixed = pair("maml", views=2, temperature=2.0)
+    assert fixed.temperature() == 2.0 and not any("temperature" in n for n, _ in fixed.named_parameters())
+
+
+# -- float64 second-order reference of the whole MSD meta-loss ---------------------------------------------------
+
+LAM, LR, STEPS = 0.37, 0.3, 2
+
+
+def fixed_views(batch):
+    """Two different views of every task's support set (n=2, T, S, C, H, W): the images, and a flipped,
+    contrast-changed copy (so the adapted models and their predictions differ)."""
+    s = batch.support_x
+    return torch.stack([s, 0.2 + 0.6 * s.flip(-1)])
+
+
+def reference_msd(weights, batch, views, lam):
+    """mean_t [ mean_j CE(f(θ'_j), y_Q) + λ · mean_j mean_q (1 − cos(p_j, p̄)) ], p = softmax of the query
+    logits, θ'_j = STEPS second-order SGD steps on view j, written with plain tensors and F.cosine_similarity."""
+    from learner_helpers import reference_forward
+
+    total = 0.0
+    for t in range(batch.num_tasks):
+        logits = []
+        for j in range(views.shape[0]):
+            fast = list(weights)
+            for _ in range(STEPS):
+                loss = F.cross_entropy(reference_forward(fast, views[j, t]), batch.support_y[t])
+                grads = torch.autograd.grad(loss, fast, create_graph=True)
+                fast = [w - LR * g for w, g in zip(fast, grads)]
+            logits.append(reference_forward(fast, batch.query_x[t]))
+        ce = torch.stack([F.cross_entropy(v, batch.query_y[t]) for v in logits]).mean()
+        probs = [F.softmax(v, dim=-1) for v in logits]
+        mean = torch.stack(probs).mean(0)
+        cons = torch.stack([(1 - F.cosine_similarity(p, mean, dim=-1)).mean() for p in probs]).mean()
+        total = total + ce + lam * cons
+    return total / batch.num_tasks
+
+
+def msd_and_reference(monkeypatch, lam=LAM, **options):
+    import metakd.learners.msd as msd_module
+
+    torch.manual_seed(0)
+    model = TinyNet(n_way=3, size=8).double()
+    msd = build_learner("msd", model, host="maml", inner_lr=LR, train_steps=STEPS, views=2, lam=lam,
+                        consistency="cosine", on="prob", **options)
+    batch = images(tasks=2)
+    batch.support_x, batch.query_x = batch.support_x.double(), batch.query_x.double()
+    views = fixed_views(batch)
+    monkeypatch.setattr(msd_module, "augment_views", lambda sx, n, *a, **k: views[:, : sx.shape[0]])
+    weights = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
+    return msd, batch, views, weights
+
+
+def test_msd_loss_and_meta_gradient_equal_a_float64_second_order_reference(monkeypatch):
+    """Fails if the consistency term's gradient to the weights is cut, if λ is ignored, or if the views share
+    fast weights: the loss and every meta-gradient must match the reference to 1e-10."""
+    msd, batch, views, weights = msd_and_reference(monkeypatch)
+    assert not torch.equal(views[0], views[1])
+    loss, metrics = msd.meta_loss(batch)
+    grads = torch.autograd.grad(loss, list(msd.parameters()))
+    ref = reference_msd(weights, batch, views, LAM)
+    ref_grads = torch.autograd.grad(ref, weights)
+    assert loss.dtype == torch.float64 and loss.item() == pytest.approx(ref.item(), rel=1e-10, abs=1e-12)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+    # the test has teeth: at this λ the consistency term moves the loss and the meta-gradient far beyond the
+    # tolerance, so a detached term (same loss, CE-only gradient) or an ignored λ cannot pass
+    ce_only = reference_msd(weights, batch, views, 0.0)
+    ce_grads = torch.autograd.grad(ce_only, weights)
+    assert metrics["consistency_loss"] > 1e-3 and loss.item() - ce_only.item() > 1e-4
+    assert max(float((g - c).abs().max()) for g, c in zip(ref_grads, ce_grads)) > 1e-5
+
+
+def test_gradient_split_measures_the_consistency_terms_share(monkeypatch):
+    """msd_grad_ratio / msd_grad_cos against the reference's two parts, every K-th call only, and measuring
+    leaves the loss and its gradient unchanged."""
+    msd, batch, views, weights = msd_and_reference(monkeypatch, grad_ratio_every=2)
+    g_ce = torch.cat([g.reshape(-1) for g in torch.autograd.grad(reference_msd(weights, batch, views, 0.0), weights)])
+    g_all = torch.cat([g.reshape(-1) for g in torch.autograd.grad(reference_msd(weights, batch, views, LAM), weights)])
+    g_cons = g_all - g_ce
+    seen = []
+    for call in range(3):
+        loss, metrics = msd.meta_loss(batch)
+        seen.append("msd_grad_ratio" in metrics)
+        grads = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(msd.parameters()))])
+        torch.testing.assert_close(grads, g_all, rtol=1e-10, atol=1e-12)
+        if call == 0:
+            assert metrics["msd_grad_ratio"] == pytest.approx(float(g_cons.norm() / g_ce.norm()), rel=1e-8)
+            assert metrics["msd_grad_cos"] == pytest.approx(float(F.cosine_similarity(g_cons, g_ce, dim=0)), abs=1e-8)
+            assert metrics["msd_grad_norm_ce"] == pytest.approx(float(g_ce.norm()), rel=1e-8)
+    assert seen == [True, False, True]  # calls 1 and 3 of every 2
+    on_demand = msd.measure_gradients(batch)
+    assert set(on_demand) == {"msd_grad_ratio", "msd_grad_cos", "msd_grad_norm_ce", "msd_grad_norm_cons"}
+    assert on_demand["msd_grad_ratio"] == pytest.approx(float(g_cons.norm() / g_ce.norm()), rel=1e-8)
+    off, batch, _, _ = msd_and_reference(monkeypatch)
+    assert not any(k.startswith("msd_grad") for k in off.meta_loss(batch)[1])  # off by default
+    lam0, batch, _, _ = msd_and_reference(monkeypatch, lam=0.0)
+    assert lam0.measure_gradients(batch)["msd_grad_ratio"] == 0.0
+
+
+def test_trainer_logs_the_gradient_split_as_diagnostic_records(tmp_path):
+    import json
+
+    from metakd.config import load_config
+    from metakd.engine.training.meta import Trainer
+
+    cfg = load_config("msd_maml_glyphs_5w1s", [
+        "device=cpu", "model.options.hidden=8", "data.options.num_classes=70", "learner.options.train_steps=1",
+        "learner.options.test_steps=1", "learner.options.views=2", "learner.options.grad_ratio_every=2",
+        "train.meta_batch=2", "train.iterations=3", "train.val_every=3", "train.val_episodes=2",
+        "train.checkpoint_every=3", "train.log_every=3", "episodes.q_query=2", "episodes.test_q_query=2",
+        "tensorboard=false", f"output_dir={tmp_path}"])
+    Trainer(cfg, progress=False).fit()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    diag = [r for r in records if r["kind"] == "diagnostic"]
+    assert [r["step"] for r in diag] == [1, 3]
+    assert all(r["msd_grad_ratio"] > 0 and -1 <= r["msd_grad_cos"] <= 1 for r in diag)
 
 
 @LEARNERS.register("msd_test_centroid")

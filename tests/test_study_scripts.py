@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
@@ -32,7 +34,9 @@ def test_msd_study_then_meta_distillation(tmp_path):
     assert rows["maml_matched", "standard"]["meta_batch"] == 4 * n
     assert rows["msd", "standard"]["adapted_copies"] == 4 * n == rows["maml_matched", "standard"]["adapted_copies"]
     d = rows["msd", "strong / both"]["vs_maml"]
-    assert d["seeds"] == [0, 1] and d["over_seeds"] is not None and len(d["per_seed"]) == 2
+    assert d["seeds"] == [0, 1] and d["seed_level"]["df"] == 1 and len(d["within_seed"]) == 2
+    assert "pooled" not in d and {w["level"] for w in d["within_seed"].values()} == {"within-seed"}
+    assert d["seed_level"]["holm_m"] == report["holm"]["family"] > 0
     assert rows["maml", "standard"]["vs_maml"] is None
     # a rerun only reads the finished pieces
     before = sorted(p.name for p in (work / "pieces").iterdir())
@@ -51,3 +55,58 @@ def test_msd_study_then_meta_distillation(tmp_path):
     assert dist["alone"]["per_seed"] == maml_std  # reused, not retrained
     assert not (tmp_path / "dm" / "alone_s0").exists()
     assert dist["kd"]["vs_alone"]["seeds"] == [0, 1]
+
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def test_committed_study_tables_are_their_jsons_restated(tmp_path):
+    """Every committed study table is what ``--restat`` writes from its JSON (seed-level tests, Holm, no pooled
+    p over seeds x episodes), so a figure in the tables can be recomputed from the JSON next to it."""
+    jobs = {"msd_study": ["restat", "--from"], "distill_meta_glyphs": ["--restat"], "pretrain_glyphs": ["--restat"],
+            "distill_proxy": ["--restat"]}
+    for name, how in jobs.items():
+        src, out = RESULTS / f"{name}_cpu.json", tmp_path / f"{name}_cpu.json"
+        script(f"{name}.py", *how, src, "--out", out)
+        assert out.with_suffix(".md").read_text() == src.with_suffix(".md").read_text(), name
+        text = out.read_text()
+        assert '"pooled"' not in text, name
+        assert '"seed_level"' in text or name == "distill_proxy", name  # the proxy's tests are over seeds already
+    msd = json.loads((RESULTS / "msd_study_cpu.json").read_text())
+    row = next(r for r in msd["rows"] if (r["cell"], r["scenario"]) == ("msd", "strong / both"))
+    seed = row["vs_maml_matched"]["seed_level"]
+    assert round(100 * seed["mean"], 2) == 7.70 and round(100 * seed["ci"], 2) == 1.34 and seed["holm_m"] == 35
+    proxy = json.loads((RESULTS / "distill_proxy_cpu.json").read_text())
+    assert all(proxy["summary"][m]["paired_vs_kd"]["holm_m"] == 4 for m in ("ce", "kd_rank", "mkd", "mkd_rank"))
+    assert "mkd.heldout=train" in (RESULTS / "distill_proxy_cpu.md").read_text()
+    assert "rank_k_scale: std" in (RESULTS / "distill_meta_glyphs_cpu.md").read_text()
+
+
+def test_paired_over_seeds_restat_and_holm_family():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import results_io
+    from metakd.stats import holm_adjust, seed_level_test
+
+    a = {0: [0.9, 0.8, 0.7, 0.9], 1: [0.6, 0.7, 0.8, 0.7], 2: [0.8, 0.8, 0.9, 0.7]}
+    b = {0: [0.8, 0.8, 0.6, 0.8], 1: [0.6, 0.6, 0.8, 0.7], 3: [0.1, 0.1, 0.1, 0.1]}
+    d = results_io.paired_over_seeds(a, b)
+    assert d["seeds"] == [0, 1] and "pooled" not in d  # seed 2 and 3 unpaired: left out
+    assert d["within_seed"][0]["level"] == "within-seed" and d["within_seed"][0]["n"] == 4
+    means = [sum(x - y for x, y in zip(a[s], b[s])) / 4 for s in (0, 1)]
+    assert d["seed_level"]["mean"] == pytest.approx(sum(means) / 2)
+    assert d["seed_level"]["p"] == pytest.approx(seed_level_test(means)["p"]) and d["seed_level"]["df"] == 1
+    # an older result (per_seed + pooled) restated: seed level from the stored per-seed means, pooled dropped
+    old = {"seeds": [0, 1], "per_seed": {"0": {"mean": means[0], "ci": 0.1, "p": 0.01}, "1": {"mean": means[1], "ci": 0.1,
+                                                                                            "p": 0.2}},
+           "over_seeds": {}, "pooled": {"p": 1e-30}}
+    new = results_io.restat_paired(old)
+    assert "pooled" not in new and new["seeds"] == [0, 1] and new["seed_level"]["p"] == pytest.approx(d["seed_level"]["p"])
+    # Holm: a comparison shown twice (a − b and b − a) counts once in the family
+    e1, e2, e3 = (results_io.restat_paired({"within_seed": {0: {"mean": m0}, 1: {"mean": m1}, 2: {"mean": m2}}})
+                  for m0, m1, m2 in ((0.02, 0.021, 0.019), (-0.02, -0.021, -0.019), (0.01, -0.03, 0.02)))
+    m = results_io.add_holm([(("x", "y"), e1), (("x", "y"), e2), (("x", "z"), e3), (("x", "w"), None)])
+    assert m == 2 and e1["seed_level"]["holm_m"] == 2
+    q = holm_adjust([e1["seed_level"]["p"], e3["seed_level"]["p"]])
+    assert e1["seed_level"]["p_holm"] == pytest.approx(q[0]) and e3["seed_level"]["p_holm"] == pytest.approx(q[1])
+    cell = results_io.format_paired(e1)
+    assert cell.startswith("+2.00 ± ") and "Holm" in cell and results_io.format_paired(None) == "–"

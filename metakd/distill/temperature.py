@@ -70,6 +70,10 @@ class MetaTemperatures(nn.Module):
     ):
         super().__init__()
         self.shared = shared
+        for who, init in (("teacher", init_teacher), ("student", init_student)):
+            if 0 < t_min < t_max and not t_min < init < t_max:  # the bounds hold fixed temperatures too
+                raise ConfigError(f"the {who} temperature {init:g} must lie strictly inside the bounds "
+                                  f"(t_min, t_max) = ({t_min:g}, {t_max:g}); widen t_min / t_max to use it")
         self.teacher = LearnableTemperature(init_teacher, t_min, t_max)
         self.student = self.teacher if shared else LearnableTemperature(init_student, t_min, t_max)
         self.teacher.raw.requires_grad_(learn_teacher)

@@ -22,6 +22,19 @@ ce_weight); with kd_on="both" the query KD/rank terms, which also depend on the 
 to it. This needs a gradient-based student (MAML family) and second order (first_order=False);
 otherwise a ConfigError says why.
 
+Controls for MKD's harm in meta-learning (learned T_t falls, T_s rises, the student loses points;
+the hypothesis: the inner-loop KD term, scaled by T_t·T_s, enlarges the inner gradient at a fixed
+inner lr). Each is an option, so a study can switch one thing at a time:
+    teacher_temperature / student_temperature   fixed (or initial) T_t and T_s apart (null: temperature),
+                                                e.g. fixed at the values MKD learned;
+    support_kd_scale                            the inner-loop KD term's factor alone ("none": no
+                                                T_t·T_s; null: as kd_scale, which keeps the outer term's);
+    kd_on: query                                KD on the query side only (no inner-loop KD; fixed T);
+    t_min / t_max                               the bounds of the learned temperatures;
+    support_kd_weight                           the inner-loop KD weight.
+``support_gradient_split`` measures the first inner step's gradients of the support CE and of the
+weighted support KD term (norms, ratio, cosine), the quantity the hypothesis is about.
+
 The teacher is not a submodule: it is not in ``parameters()`` (no gradient, not optimised), not in
 ``state_dict()`` (checkpoints hold the student and temperatures only; the engine rebuilds the
 teacher from its checkpoint), always in eval mode, and moved with ``.to()``.
@@ -36,7 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.episode import EpisodeBatch
-from ..distill.kd import kd_loss
+from ..distill.kd import KD_SCALES, kd_loss
 from ..distill.rank import rank_loss
 from ..distill.temperature import MetaTemperatures
 from ..errors import ConfigError
@@ -55,7 +68,9 @@ class DistilledLearner(MetaLearner):
     Options: ce_weight (1.0), kd_weight (1.0), rank_weight (0.0; > 0 adds RKKD's Kendall term on the
     query logits), temperature (4.0, initial T_t = T_s), t_min / t_max (1, 21: the learned range),
     shared_temperature (False), learn_temperature (False), kd_on ("query" | "support" | "both"),
-    support_kd_weight (1.0, inner-loop KD weight), kd_scale ("product"), rank_form ("tanh"),
+    support_kd_weight (1.0, inner-loop KD weight), kd_scale ("product"), support_kd_scale (None: kd_scale;
+    the inner-loop KD term's own factor, "none" drops T_t·T_s there), teacher_temperature /
+    student_temperature (None: temperature; T_t and T_s apart), rank_form ("tanh"),
     rank_k (100.0), rank_beta (1.0), rank_subset ("all" | "top" | "bottom", of the teacher's channels),
     rank_fraction (0.1), rank_k_scale ("absolute", or "std": k divided by each row's logit spread, so
     the tanh form keeps a gradient at 5 channels; see benchmarks/distill_rank_sharpness.py), teacher_steps (None = the teacher's own test_steps; gradient
@@ -68,7 +83,9 @@ class DistilledLearner(MetaLearner):
         "temperature": Opt(4.0, "number"), "t_min": Opt(1.0, "number"), "t_max": Opt(21.0, "number"),
         "shared_temperature": Opt(False, "bool"), "learn_temperature": Opt(False, "bool"),
         "kd_on": Opt("query", choices=KD_ON), "support_kd_weight": Opt(1.0, "number>=0"),
-        "kd_scale": "product", "rank_form": "tanh", "rank_k": 100.0, "rank_beta": 1.0,
+        "kd_scale": Opt("product", choices=KD_SCALES), "support_kd_scale": Opt(None, choices=KD_SCALES, nullable=True),
+        "teacher_temperature": Opt(None, "positive", nullable=True),
+        "student_temperature": Opt(None, "positive", nullable=True), "rank_form": "tanh", "rank_k": 100.0, "rank_beta": 1.0,
         "rank_subset": Opt("all", choices=("all", "top", "bottom")), "rank_fraction": Opt(0.1, "number"),
         "rank_k_scale": Opt("absolute", choices=("absolute", "std")),
         "teacher_steps": Opt(None, "int>=0", nullable=True),
@@ -95,8 +112,15 @@ class DistilledLearner(MetaLearner):
                                   "temperatures' gradient flows through the inner-loop gradient")
         if o["teacher_steps"] is not None and not isinstance(teacher, GradientLearner):
             raise ConfigError(f"teacher_steps applies to gradient-based teachers, not {teacher.NAME!r}")
-        # LearnableTemperature checks t_min < temperature < t_max itself.
-        self.temperatures = MetaTemperatures(o["temperature"], o["temperature"], o["t_min"], o["t_max"],
+        t_teacher, t_student = (o["temperature"] if o[k] is None else o[k]
+                                for k in ("teacher_temperature", "student_temperature"))
+        if o["shared_temperature"] and t_teacher != t_student:
+            raise ConfigError(f"shared_temperature=true uses one temperature, but teacher_temperature={t_teacher} and "
+                              f"student_temperature={t_student} differ; give one of them, or shared_temperature=false")
+        if o["support_kd_scale"] is not None and not inner_kd:
+            raise ConfigError(f"support_kd_scale={o['support_kd_scale']!r} scales the inner-loop KD term, which "
+                              f"kd_on={o['kd_on']!r} does not have; use kd_on=support or both, or drop the option")
+        self.temperatures = MetaTemperatures(t_teacher, t_student, o["t_min"], o["t_max"],  # checks the bounds
                                              shared=o["shared_temperature"], learn_teacher=o["learn_temperature"],
                                              learn_student=o["learn_temperature"])
         teacher.requires_grad_(False)
@@ -148,12 +172,50 @@ class DistilledLearner(MetaLearner):
         if t_support is None:
             return st.task_logits(support_x, support_y, query_x, n_way, training=True)
         tt, ts = temps
-        w, scale = self.options["support_kd_weight"], self.options["kd_scale"]
+        w, scale = self.options["support_kd_weight"], self.support_kd_scale
 
         def support_loss(logits: Tensor, labels: Tensor) -> Tensor:
             return st.support_loss(logits, labels) + w * kd_loss(logits, t_support, ts, tt, scale=scale)
 
         return st.predict(st.adapt(support_x, support_y, training=True, loss=support_loss), query_x)
+
+    @property
+    def support_kd_scale(self) -> str:
+        """The inner-loop KD term's factor: ``support_kd_scale``, else ``kd_scale``."""
+        o = self.options
+        return o["kd_scale"] if o["support_kd_scale"] is None else o["support_kd_scale"]
+
+    def support_gradient_split(self, batch: EpisodeBatch) -> Dict[str, float]:
+        """The first inner step's gradients at θ, mean over the batch's tasks: of the support CE (g_ce) and of the
+        weighted support KD term (g_kd = support_kd_weight·scale·KL, current temperatures), w.r.t. the adapted
+        parameters. Returns kd_inner_grad_norm_ce, kd_inner_grad_norm_kd, kd_inner_grad_ratio (‖g_kd‖/‖g_ce‖),
+        kd_inner_grad_cos, kd_inner_step_norm (inner lr · ‖g_ce + g_kd‖, the first step's length when the inner
+        lr is one number). Needs KD in the inner loop (kd_on support or both)."""
+        st, o = self.student, self.options
+        if o["kd_on"] == "query":
+            raise ConfigError("support_gradient_split needs KD in the inner loop (kd_on=support or both)")
+        check_batch(batch, self.model)
+        params = dict(st.model.named_parameters())
+        names = st.adapted_names()
+        tt, ts = (t.detach() for t in self.temperatures())
+        rows = []
+        for t in range(batch.num_tasks):
+            sx, sy = batch.support_x[t], batch.support_y[t]
+            _, t_support = self.teacher_logits(sx, sy, batch.query_x[t], batch.n_way, need_support=True)
+            with torch.enable_grad():
+                logits = st.predict(params, sx)
+                ce = st.support_loss(logits, sy)
+                kd = o["support_kd_weight"] * kd_loss(logits, t_support, ts, tt, scale=self.support_kd_scale)
+                g_ce, g_kd = (torch.cat([g.reshape(-1) for g in torch.autograd.grad(x, [params[n] for n in names],
+                                                                                   retain_graph=True)])
+                              for x in (ce, kd))
+            n_ce, n_kd = float(g_ce.norm()), float(g_kd.norm())
+            rows.append((n_ce, n_kd, n_kd / n_ce if n_ce > 0 else float("nan"),
+                         float(g_ce @ g_kd) / (n_ce * n_kd) if n_ce > 0 and n_kd > 0 else 0.0,
+                         float(st.lr) * float((g_ce + g_kd).norm())))
+        keys = ("kd_inner_grad_norm_ce", "kd_inner_grad_norm_kd", "kd_inner_grad_ratio", "kd_inner_grad_cos",
+                "kd_inner_step_norm")
+        return {k: sum(r[i] for r in rows) / len(rows) for i, k in enumerate(keys)}
 
     def task_losses(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor,
                     n_way: int) -> Tuple[Tensor, Tensor, Dict[str, Tensor]]:

@@ -23,9 +23,17 @@ Options (defaults from the method notes; the paper does not publish them):
     consistency ("cosine")   "cosine" (each view against the mean view, 1 − cos), "kl"
                              (KL(p̄ ‖ p_j) on softmax(v/T)) or "rank" (Kendall-τ rank loss on logits/T).
     on ("prob")              cosine only: compare softmax probabilities ("prob") or raw logits ("logit").
-    temperature (1.0)        T of the consistency term (fixed, or the start of a learned one).
-    learn_temperature (False) learn T in the outer loop (a LearnableTemperature in
-                             [temperature_min, temperature_max] = [0.05, 20], a parameter of the learner).
+    temperature (1.0)        T of the consistency term (fixed).
+    learn_temperature (False) refused (ConfigError) when true: T appears only in the consistency term,
+                             so the outer loss would train it to switch that term off (T rose 1 -> 6.4
+                             in 3,000 glyph steps), not to help the query loss; choose T instead.
+    grad_ratio_every (0)     a diagnostic, off by default: every K-th training meta_loss call (the first
+                             included) also measures the meta-gradients of the two parts of the loss
+                             w.r.t. the meta-parameters, g_ce (mean CE) and g_cons (λ·consistency), and
+                             returns msd_grad_ratio = ‖g_cons‖/‖g_ce‖, msd_grad_cos = cos(g_cons, g_ce),
+                             msd_grad_norm_ce, msd_grad_norm_cons (two extra backward passes on those
+                             calls; the trainer logs them as "diagnostic" records). ``measure_gradients``
+                             does the same on demand.
     budget ("per_task")      "per_task": all T tasks of the meta-batch, n views each (n·T adapted copies,
                              about n× the host's cost). "in_place_of_tasks": the views replace tasks: only
                              the first max(1, T // n) tasks of the batch are used, n views each, so
@@ -57,7 +65,6 @@ from torch import Tensor, nn
 from ..data.augment import PRESETS, AugmentStrengths, augment_views, get_preset
 from ..data.episode import EpisodeBatch
 from ..distill.consistency import cosine_consistency, kl_consistency, prediction_consistency, rank_consistency
-from ..distill.temperature import LearnableTemperature
 from ..errors import ConfigError
 from ..registry import LEARNERS
 from ..validate import Opt
@@ -66,7 +73,6 @@ from .gradient import GradientLearner
 
 BUDGETS = ("per_task", "in_place_of_tasks")
 CONSISTENCIES = ("cosine", "kl", "rank")
-TEMPERATURE_RANGE = (0.05, 20.0)
 
 
 def _host_problem(host: Any) -> Optional[str]:
@@ -95,7 +101,7 @@ class MSD(MetaLearner):
         "views": Opt(4, "int>=1"), "lam": Opt(1.0, "number>=0"), "consistency": Opt("cosine", choices=CONSISTENCIES),
         "on": Opt("prob", choices=("prob", "logit")), "temperature": Opt(1.0, "positive"),
         "learn_temperature": Opt(False, "bool"), "budget": Opt("per_task", choices=BUDGETS), "augment": Opt(None),
-        "normalize": Opt(None, check=_normalize_problem),
+        "normalize": Opt(None, check=_normalize_problem), "grad_ratio_every": Opt(0, "int>=0"),
     }
 
     def __init__(self, model: nn.Module, **options: Any):
@@ -114,13 +120,13 @@ class MSD(MetaLearner):
             self.host: MetaLearner = LEARNERS.build(host, model, **{**forwarded, **host_options})
         except ConfigError as exc:
             raise ConfigError(f"learner 'msd' (host {host!r}): {exc}") from None
-        self.views, self.lam, t = o["views"], o["lam"], o["temperature"]
-        self.learned_temperature = None
+        self.views, self.lam = o["views"], o["lam"]
         if o["learn_temperature"]:
-            lo, hi = TEMPERATURE_RANGE
-            if not lo < t < hi:
-                raise ConfigError(f"option temperature={t} of learner 'msd' must lie in ({lo}, {hi}) when learned")
-            self.learned_temperature = LearnableTemperature(float(t), lo, hi)
+            raise ConfigError("learner 'msd': learn_temperature=true is refused: the consistency temperature appears "
+                              "only in the consistency term, so the outer loss would raise it to switch that term off "
+                              "instead of helping the query loss; set a fixed temperature (see metakd/learners/msd.py)")
+        self._meta_calls = 0  # training meta_loss calls of this process (for grad_ratio_every)
+        self._measure_next = False
         self._strengths: Dict[str, AugmentStrengths] = {}
         for preset in PRESETS:  # validate the option now, whatever data it meets later
             self.strengths_for(preset)
@@ -157,9 +163,48 @@ class MSD(MetaLearner):
     def model(self) -> nn.Module:  # type: ignore[override]
         return self.host.model
 
-    def temperature(self) -> Tensor | float:
-        """The consistency temperature: a tensor when learned, else the fixed float."""
-        return self.learned_temperature() if self.learned_temperature is not None else float(self.options["temperature"])
+    def temperature(self) -> float:
+        """The consistency temperature (fixed: see ``learn_temperature`` in the module docstring)."""
+        return float(self.options["temperature"])
+
+    def _measuring(self) -> bool:
+        """Whether this training meta_loss call measures the gradient split (``grad_ratio_every``)."""
+        if self._measure_next:
+            return True
+        every = self.options["grad_ratio_every"]
+        if not (every and self.training and torch.is_grad_enabled()):
+            return False
+        self._meta_calls += 1
+        return (self._meta_calls - 1) % every == 0
+
+    def gradient_split(self, ce: Tensor, cons: Optional[Tensor]) -> Dict[str, float]:
+        """Norms and cosine of the meta-gradients of ``ce`` (the mean query CE) and ``cons`` (λ·consistency,
+        or None) w.r.t. the meta-parameters (every trainable parameter, flattened into one vector); the
+        graph is kept for the caller's backward."""
+        params = [p for p in self.parameters() if p.requires_grad]
+
+        def flat(x: Optional[Tensor]) -> Tensor:
+            if x is None or not x.requires_grad:
+                return torch.zeros(sum(p.numel() for p in params), dtype=torch.float64, device=params[0].device)
+            grads = torch.autograd.grad(x, params, retain_graph=True, allow_unused=True)
+            return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1).double()
+                              for p, g in zip(params, grads)])
+        g_ce, g_cons = flat(ce), flat(cons)
+        n_ce, n_cons = float(g_ce.norm()), float(g_cons.norm())
+        cos = float(g_ce @ g_cons) / (n_ce * n_cons) if n_ce > 0 and n_cons > 0 else 0.0
+        return {"msd_grad_ratio": n_cons / n_ce if n_ce > 0 else float("nan"), "msd_grad_cos": cos,
+                "msd_grad_norm_ce": n_ce, "msd_grad_norm_cons": n_cons}
+
+    def measure_gradients(self, batch: EpisodeBatch) -> Dict[str, float]:
+        """``gradient_split`` of one meta-batch now, whatever ``grad_ratio_every`` says (e.g. on a checkpoint at
+        chosen iterations of a study); the learner is left as it was and nothing is optimised."""
+        self._measure_next = True
+        try:
+            with torch.enable_grad():
+                _, metrics = self.meta_loss(batch)
+        finally:
+            self._measure_next = False
+        return {k: v for k, v in metrics.items() if k.startswith("msd_grad_")}
 
     def consistency_loss(self, v: Tensor) -> Tensor:
         """The configured consistency of view logits v (n_views, Q, N) -> scalar (0 when views agree)."""
@@ -198,14 +243,16 @@ class MSD(MetaLearner):
 
     def meta_loss(self, batch: EpisodeBatch) -> Tuple[Tensor, Dict[str, float]]:
         """mean over used tasks of [mean_j CE(v_j, y_Q) + λ·consistency(v)]; metrics loss, acc, ce,
-        consistency_loss, consistency (prediction agreement, n ≥ 2), adapted_copies, temperature."""
+        consistency_loss, consistency (prediction agreement, n ≥ 2), adapted_copies, and msd_grad_* on the
+        calls that measure the gradient split (``grad_ratio_every``, ``measure_gradients``)."""
         check_batch(batch, self.model)
         used = self.tasks_used(batch.num_tasks)
         sx = batch.support_x[:used]
         mean, std = self.normalization(batch)
         views = augment_views(sx, self.views, self.strengths_for(batch.augment_preset), mean=mean,
                               std=std)  # (n, T, S, C, H, W)
-        losses, ces, cons, accs, agree = [], [], [], [], []
+        measure = self._measuring()
+        losses, ces, cons, accs, agree, ce_parts, cons_parts = [], [], [], [], [], [], []
         gradient = isinstance(self.host, GradientLearner)
         if gradient:
             host_losses, logits = self.host_view_losses(views, batch.support_y[:used], batch.query_x[:used],
@@ -218,16 +265,20 @@ class MSD(MetaLearner):
                 v = self.view_logits(views[:, t], batch.support_y[t], batch.query_x[t], batch.n_way, training=True)
                 ce = torch.stack([F.cross_entropy(v_j, y) for v_j in v]).mean()
             loss = ce
+            ce_parts.append(ce)
             if self.lam > 0 and self.views > 1:
                 c = self.consistency_loss(v)
                 loss = ce + self.lam * c
                 cons.append(c.detach())
+                cons_parts.append(self.lam * c)
             losses.append(loss)
             ces.append(ce.detach())
             accs.append((v.detach().argmax(-1) == y).float().mean())
             if self.views > 1:
                 agree.append(prediction_consistency(v.detach()))
         loss = torch.stack(losses).mean()
+        split = self.gradient_split(torch.stack(ce_parts).mean(), torch.stack(cons_parts).mean() if cons_parts else None) \
+            if measure else {}
         if gradient and self.training and torch.is_grad_enabled():
             self.host.meta_step_done()
         metrics = {"loss": float(loss.detach()), "acc": float(torch.stack(accs).mean()),
@@ -236,8 +287,7 @@ class MSD(MetaLearner):
             metrics["consistency_loss"] = float(torch.stack(cons).mean())
         if agree:
             metrics["consistency"] = float(torch.stack(agree).mean())
-        if self.learned_temperature is not None:
-            metrics["temperature"] = self.learned_temperature.value
+        metrics.update(split)
         return loss, metrics
 
     def task_logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int,

@@ -229,6 +229,9 @@ class Trainer(StepLoop):
         self.window["loss"].append(metrics["loss"])
         self.window["acc"].append(metrics["acc"])
         self._bar.update(1)
+        diagnostics = {k: v for k, v in metrics.items() if k.startswith("msd_grad_")}  # measured steps only
+        if diagnostics:
+            self._log({"kind": "diagnostic", "step": self.step, **diagnostics})
         if self.step % t["log_every"] == 0 or self.step == self._stop_at:
             rate = self._tasks / max(time.perf_counter() - self._tic, 1e-9)
             rec = {"kind": "train", "step": self.step, "loss": sum(self.window["loss"]) / len(self.window["loss"]),
