@@ -110,3 +110,26 @@ def test_paired_over_seeds_restat_and_holm_family():
     assert e1["seed_level"]["p_holm"] == pytest.approx(q[0]) and e3["seed_level"]["p_holm"] == pytest.approx(q[1])
     cell = results_io.format_paired(e1)
     assert cell.startswith("+2.00 ± ") and "Holm" in cell and results_io.format_paired(None) == "–"
+
+
+def test_omniglot_study_on_small_official_zips(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _omniglot_fixtures as ofx
+
+    data = tmp_path / "omniglot"
+    ofx.write_sets(data, ["images_background_small1", "images_background_small2", "images_evaluation"])
+    ofx.write_zip(data / "all_runs.zip", ofx.runs_members(runs=2, way=3))
+    work, out = tmp_path / "work", tmp_path / "omni.json"
+    args = ["--root", data, "--work", work, "--seeds", 0, 1, "--way", 3, "--protonet-iterations", 3,
+            "--maml-iterations", 3, "--maml-meta-batch", 2, "--pretrain-epochs", 1, "--val-episodes", 3,
+            "--override", "model.options.hidden=4", "episodes.q_query=2", "episodes.test_q_query=2", "--out", out]
+    text = script("omniglot_study.py", *args)
+    report = json.loads(out.read_text())
+    rows = {r["cell"]: r for r in report["rows"]}
+    assert set(rows) == {"protonet20", "maml5", "pretrain_nc", "pretrain_lp"} and rows["maml5"]["seeds"] == [0, 1]
+    assert {v["head_rule"] for v in rows["maml5"]["per_seed"].values()} <= {"prototype", "zero"}
+    assert {c["cell"] for c in report["comparisons"]} == {"maml5", "pretrain_nc", "pretrain_lp"}
+    assert all(c["seed_level"]["df"] == 1 and "holm_p" in c for c in report["comparisons"])
+    assert "simple ConvNet 13.5%" in text
+    again = script("omniglot_study.py", *args)  # every piece is finished: nothing trains again
+    assert "[running]" not in again

@@ -12,6 +12,7 @@ EXPECT = {
     "02_add_a_learner.py": ["learned per-step rates", "test accuracy"],
     "03_robustness_and_compare.py": ["| demo_msd | standard |", "| demo_msd | strong / support |"],
     "04_distill_teacher_student.py": ["teacher", "student"],
+    "05_omniglot_challenge.py": ["ProtoNet on the runs: error", "pre-trained + nearest centroid", "predicted classes"],
 }
 
 

@@ -44,6 +44,11 @@ def _run_label(path: Path, name: str) -> str:
 
 
 def _from_eval(path: Path, data: Dict[str, Any]) -> Dict[str, Any]:
+    if "per_item_correct" in data:  # external fixed episodes (e.g. the Omniglot runs): paired item by item
+        label = data.get("run") or _run_label(Path(data.get("checkpoint", path)), data.get("name", "?"))
+        return {"label": label, "source": str(path), "train_seed": data.get("train_seed"),
+                "fingerprint": data.get("items_fingerprint"),
+                "scenarios": {f"{data.get('split', 'fixed')} (per item)": [float(c) for c in data["per_item_correct"]]}}
     if "per_episode" not in data:
         raise MetakdError(f"{path}: no per-episode accuracies (written by an older metakd eval); evaluate the run again")
     label = data.get("run") or _run_label(Path(data.get("checkpoint", path)), data.get("name", "?"))

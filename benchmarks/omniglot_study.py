@@ -1,0 +1,240 @@
+"""The Omniglot challenge on real handwriting: learners trained on a minimal background set, scored once on the
+20 official one-shot runs (20-way 1-shot within one evaluation alphabet each, 400 query items).
+
+Track: ``--background small1`` (5 alphabets; validation = the small2 alphabets not in small1) or small2 (its
+own held-out alphabets: Balinese, Early_Aramaic, Korean), 28x28, white strokes on black. Cells:
+
+  protonet20   ProtoNet, Conv4-64, 20-way 1-shot training episodes, Adam 1e-3 (protonet_omniglot_small1_20w1s)
+  maml5        second-order MAML trained 5-way 1-shot (inner lr 0.4, 1 step, 3 at test), meta-batch
+               --maml-meta-batch; at 20-way its head comes from ``head_rule``, chosen per seed on 20-way
+               validation episodes among prototype / zero (copy_row equals zero: see learners/gradient.py)
+  pretrain_nc  pre-training by classification over the background characters (pretrain_conv4_omniglot_small1),
+               then nearest centroid on its features (ProtoNet without meta-training)
+  pretrain_lp  the same backbone, linear probe fitted on each run's support set
+
+Every cell trains one model per seed (--seeds), chooses nothing on the runs, and scores the runs once. The
+budgets (--protonet-iterations, --maml-iterations, --pretrain-epochs) are CPU-sized and far below the papers';
+the report states them with the training seconds.
+
+Reported: per cell the error rate on the runs, mean over seeds ± Student-t 95%, each seed's error with its
+Wilson 95% interval over the 400 items, and the validation accuracy; the paired per-item difference of each
+cell to protonet20 at seed level (t test over the per-seed mean differences, n_seeds - 1 dof) with Holm's
+correction over the comparisons, and the published anchors of the full (30-alphabet) track.
+
+Resumable pieces: each (cell, seed) writes its JSON into --work/pieces/ when done (training resumes from its
+last.pt); a rerun skips finished pieces. Disjoint --seeds in two processes share a --work.
+
+    .venv/bin/python benchmarks/omniglot_study.py --root data/omniglot --work runs/omniglot_study --seeds 0 1 2
+    .venv/bin/python benchmarks/omniglot_study.py --work runs/omniglot_study --report-only
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from metakd.config import load_config  # noqa: E402
+from metakd.engine.assembly import describe_device, resolve_device  # noqa: E402
+from metakd.engine.assembly import make_sampler, split_for  # noqa: E402
+from metakd.engine.evaluation.checkpoint_eval import load_for_evaluation  # noqa: E402
+from metakd.engine.evaluation.episodes import evaluate_episodes  # noqa: E402
+from metakd.engine.evaluation.fixed import fixed_episodes_for, items_fingerprint, predict_fixed, summarise_items  # noqa: E402
+from metakd.engine.training.job_config import load_pretrain_config  # noqa: E402
+from metakd.engine.training.meta import Trainer  # noqa: E402
+from metakd.engine.training.pretrain import run_pretrain  # noqa: E402
+from metakd.stats import holm_adjust, seed_level_paired, t_interval  # noqa: E402
+from results_io import add_update_results_flag, output_path, run_piece, write_json_and_markdown  # noqa: E402
+
+CPU = torch.device("cpu")
+CELLS = ("protonet20", "maml5", "pretrain_nc", "pretrain_lp")
+BASELINE = "protonet20"
+HEAD_RULES = ("prototype", "zero")
+# Lake et al. 2015, full background set (30 alphabets), error on the 20 runs
+PUBLISHED = [("people", 4.5), ("Bayesian Program Learning", 3.3), ("deep Siamese ConvNet", 8.0),
+             ("simple ConvNet", 13.5), ("Modified Hausdorff distance (no learning)", 38.8)]
+
+
+def _common(args: argparse.Namespace, seed: int) -> List[str]:
+    """Overrides every cell's config gets (the pre-training config takes the same keys)."""
+    return [f"data.root={args.root}", f"data.options.background={args.background}", "device=cpu", "threads=1",
+            f"seed={seed}", f"train.val_episodes={args.val_episodes}", *args.override]
+
+
+def _train(config: str, run: Path, overrides: List[str]) -> float:
+    """Train ``config`` into ``run`` (resuming its last.pt when an earlier call was cut); training seconds."""
+    cfg = load_config(config, overrides)
+    tic = time.perf_counter()
+    resume = (run / "last.pt").is_file()
+    Trainer(cfg, output_dir=run, progress=False).fit(resume=resume)
+    return time.perf_counter() - tic
+
+
+def _load(run: Path, learner: Any = None, overrides: List[str] = (), head_rule: Any = None):
+    """(learner in eval mode, checkpoint dict) of a run; ``head_rule``: the rule a MAML-family head uses at
+    another way (the trained learner's option, changed for this evaluation only)."""
+    _, model, ckpt = load_for_evaluation(run, CPU, learner=learner, overrides=list(overrides))
+    if head_rule is not None:
+        model.options["head_rule"] = head_rule
+    return model, ckpt
+
+
+def _runs(run: Path, args: argparse.Namespace, **kwargs: Any) -> Dict[str, Any]:
+    """The model scored once on the 20 official runs: error over items and per run, each item's outcome."""
+    model, ckpt = _load(run, **kwargs)
+    episodes = fixed_episodes_for("omniglot-runs", ckpt, args.root)
+    rows = predict_fixed(model, episodes, CPU)
+    res = summarise_items(rows)
+    res.update(items_fingerprint=items_fingerprint(episodes), per_item_correct=[r["correct"] for r in rows],
+               learner_options=dict(getattr(model, "options", {}) or {}))
+    return res
+
+
+def _val(run: Path, args: argparse.Namespace, **kwargs: Any) -> float:
+    """Accuracy on --val-episodes fixed --way-way 1-shot episodes of the validation alphabets (model selection)."""
+    model, ckpt = _load(run, **kwargs)
+    cfg = copy.deepcopy(ckpt["config"])
+    cfg["episodes"]["n_way"] = args.way
+    sampler = make_sampler(cfg, split_for(cfg, "val"), q_query=cfg["episodes"]["test_q_query"], device=CPU,
+                           normalize=ckpt.get("normalize"))
+    return evaluate_episodes(model, sampler, sampler.fixed_episodes(args.val_episodes, 1), progress=False)["acc"]
+
+
+def piece(cell: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
+    work = Path(args.work) / "runs" / f"{cell if not cell.startswith('pretrain') else 'pretrain'}_s{seed}"
+    common = _common(args, seed)
+    out: Dict[str, Any] = {"cell": cell, "seed": seed}
+    if cell == "protonet20":
+        out["train_seconds"] = _train("protonet_omniglot_small1_20w1s", work, common + [
+            f"episodes.n_way={args.way}", "tensorboard=false",
+            f"train.iterations={args.protonet_iterations}", f"train.val_every={args.protonet_iterations // 3}",
+            f"train.checkpoint_every={args.protonet_iterations // 3}"])
+        out["val_acc"] = _val(work, args)
+        out["runs"] = _runs(work, args)
+    elif cell == "maml5":
+        out["train_seconds"] = _train("maml_omniglot_small1_5w1s", work, common + ["tensorboard=false",
+            f"train.iterations={args.maml_iterations}", f"train.meta_batch={args.maml_meta_batch}",
+            f"train.val_every={args.maml_iterations // 3}", f"train.checkpoint_every={args.maml_iterations // 3}"])
+        # the 20-way head: chosen on 20-way validation episodes (the trained model sees them through --learner)
+        vals = {rule: _val(work, args, head_rule=rule) for rule in HEAD_RULES}
+        rule = max(HEAD_RULES, key=lambda r: vals[r])
+        out.update(val_acc_by_head_rule=vals, head_rule=rule, val_acc=vals[rule])
+        out["runs"] = _runs(work, args, head_rule=rule)
+    else:  # pretrain_nc / pretrain_lp share one pre-trained backbone per seed
+        if not (work / "best.pt").is_file() or not (work / "summary.json").is_file() or \
+                not json.loads((work / "summary.json").read_text()).get("finished"):
+            cfg = load_pretrain_config("pretrain_conv4_omniglot_small1", common + [
+                f"episodes.n_way={args.way}", f"train.epochs={args.pretrain_epochs}"])
+            tic = time.perf_counter()
+            run_pretrain(cfg, work, resume=(work / "last.pt").is_file(), progress=False)
+            (work / "train_seconds.txt").write_text(f"{time.perf_counter() - tic:.1f}\n")
+        out["train_seconds"] = float((work / "train_seconds.txt").read_text()) if (work / "train_seconds.txt").is_file() else None
+        learner = "protonet" if cell == "pretrain_nc" else "linear_probe"
+        out["val_acc"] = _val(work, args, learner=learner, overrides=[f"episodes.n_way={args.way}"])
+        out["runs"] = _runs(work, args, learner=learner, overrides=[f"episodes.n_way={args.way}"])
+    return out
+
+
+def report(work: Path, args: argparse.Namespace) -> Dict[str, Any]:
+    pieces: Dict[str, Dict[int, Dict[str, Any]]] = {}
+    for f in sorted((work / "pieces").glob("*.json")):
+        p = json.loads(f.read_text())
+        pieces.setdefault(p["cell"], {})[p["seed"]] = p
+    rows, comparisons = [], []
+    for cell in CELLS:
+        got = pieces.get(cell, {})
+        if not got:
+            continue
+        errs = [got[s]["runs"]["error_rate"] for s in sorted(got)]
+        over = t_interval(errs)
+        rows.append({"cell": cell, "seeds": sorted(got), "error_mean": over["mean"], "error_ci95": over["ci"],
+                     "per_seed": {s: {"error": got[s]["runs"]["error_rate"], "wilson95": got[s]["runs"]["error_wilson95"],
+                                      "val_acc": got[s].get("val_acc"), "train_seconds": got[s].get("train_seconds"),
+                                      "seconds": got[s].get("seconds"), "head_rule": got[s].get("head_rule")}
+                                  for s in sorted(got)}})
+        if cell != BASELINE and BASELINE in pieces:
+            a = {s: [1.0 - c for c in got[s]["runs"]["per_item_correct"]] for s in got}
+            b = {s: [1.0 - c for c in pieces[BASELINE][s]["runs"]["per_item_correct"]] for s in pieces[BASELINE]}
+            common = [s for s in a if s in b]
+            if common:
+                d = seed_level_paired({s: a[s] for s in common}, {s: b[s] for s in common})
+                comparisons.append({"cell": cell, "vs": BASELINE, "seed_level": d["seed_level"]})
+    adjusted = holm_adjust([c["seed_level"]["p"] for c in comparisons]) if comparisons else []
+    for c, p in zip(comparisons, adjusted):
+        c["holm_p"] = p
+    return {"background": args.background, "device": describe_device(resolve_device("cpu")), "rows": rows,
+            "comparisons": comparisons, "published_full_track": PUBLISHED, "budget": {
+                "protonet_iterations": args.protonet_iterations, "maml_iterations": args.maml_iterations,
+                "maml_meta_batch": args.maml_meta_batch, "pretrain_epochs": args.pretrain_epochs,
+                "val_episodes": args.val_episodes, "way": args.way, "overrides": args.override}}
+
+
+def markdown(rep: Dict[str, Any]) -> str:
+    pct = lambda v: f"{100 * v:.2f}"  # noqa: E731
+    lines = [f"Omniglot challenge, minimal track (background {rep['background']}), error on the 20 official runs "
+             f"(400 items); {rep['device']}; budget {rep['budget']}", "",
+             "| cell | seeds | error % (mean ± t95 over seeds) | per seed: error % [Wilson 95%] | val acc % | train s |",
+             "|---|---|---|---|---|---|"]
+    for r in rep["rows"]:
+        ci = "n/a" if r["error_ci95"] != r["error_ci95"] else pct(r["error_ci95"])
+        per = "; ".join(f"{pct(v['error'])} [{pct(v['wilson95'][0])}–{pct(v['wilson95'][1])}]"
+                        + (f" ({v['head_rule']})" if v.get("head_rule") else "") for v in r["per_seed"].values())
+        val = ", ".join(pct(v["val_acc"]) for v in r["per_seed"].values() if v["val_acc"] is not None)
+        secs = ", ".join(f"{v['train_seconds']:.0f}" for v in r["per_seed"].values() if v.get("train_seconds"))
+        lines.append(f"| {r['cell']} | {len(r['seeds'])} | {pct(r['error_mean'])} ± {ci} | {per} | {val} | {secs} |")
+    if rep["comparisons"]:
+        lines += ["", "Paired per-item difference in error to protonet20 (points; seed level: t over the per-seed "
+                  "mean differences; Holm over the comparisons):", "",
+                  "| cell − protonet20 | difference ± t95 | p (seed level) | Holm p |", "|---|---|---|---|"]
+        for c in rep["comparisons"]:
+            s = c["seed_level"]
+            ci = "n/a" if s["ci"] != s["ci"] else pct(s["ci"])
+            lines.append(f"| {c['cell']} | {pct(s['mean'])} ± {ci} | {s['p']:.3g} | {c['holm_p']:.3g} |")
+    lines += ["", "Published, FULL background set (30 alphabets; Lake et al. 2015): "
+              + "; ".join(f"{name} {err}%" for name, err in rep["published_full_track"])]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: List[str] | None = None) -> Dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--root", default="data/omniglot", help="folder with the official Omniglot zips and all_runs.zip")
+    ap.add_argument("--work", default="runs/omniglot_study", help="run folders and finished pieces (resumable)")
+    ap.add_argument("--background", default="small1", choices=("small1", "small2"))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--cells", nargs="+", default=list(CELLS), choices=CELLS)
+    ap.add_argument("--protonet-iterations", type=int, default=1500)
+    ap.add_argument("--maml-iterations", type=int, default=600)
+    ap.add_argument("--maml-meta-batch", type=int, default=8)
+    ap.add_argument("--pretrain-epochs", type=int, default=10)
+    ap.add_argument("--val-episodes", type=int, default=100, help="validation episodes (model selection)")
+    ap.add_argument("--way", type=int, default=20, help="way of the validation episodes and of ProtoNet's training "
+                    "episodes (the runs are 20-way)")
+    ap.add_argument("--override", nargs="*", default=[], help="key=value overrides for every cell's config "
+                    "(e.g. model.options.hidden=32)")
+    ap.add_argument("--report-only", action="store_true", help="tables from the finished pieces, no training")
+    ap.add_argument("--out", help="result file (default: runs/benchmarks/omniglot_study_<background>_cpu.json)")
+    add_update_results_flag(ap)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    work = Path(args.work)
+    if not args.report_only:
+        for seed in args.seeds:
+            for cell in args.cells:
+                run_piece(work, f"{cell}_s{seed}", lambda c=cell, s=seed: piece(c, s, args))
+    rep = report(work, args)
+    out = output_path(args.out, f"omniglot_study_{args.background}_cpu.json", args.update_results)
+    write_json_and_markdown(out, rep, markdown(rep))
+    print(markdown(rep))
+    return rep
+
+
+if __name__ == "__main__":
+    main()
