@@ -28,8 +28,8 @@ from metakd.engine.evaluation.checkpoint_eval import prepare_evaluation  # noqa:
 from metakd.engine.runs.metrics import format_acc  # noqa: E402
 from metakd.stats import t_interval  # noqa: E402
 from metakd.engine.assembly import describe_device  # noqa: E402
-from results_io import add_update_results_flag, output_path, write_json_and_markdown  # noqa: E402
-from short_runs import train_fresh  # noqa: E402
+from benchlib.results import add_update_results_flag, output_path, write_json_and_markdown  # noqa: E402
+from benchlib.short_runs import train_fresh  # noqa: E402
 from benchlib.timing import device_slug  # noqa: E402
 
 AMP = ("off", "bf16")

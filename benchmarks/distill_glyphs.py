@@ -34,7 +34,7 @@ from metakd.atomic import atomic_write, write_json  # noqa: E402
 from metakd.engine.training.job_config import load_distill_config  # noqa: E402
 from metakd.stats import t_interval  # noqa: E402
 from metakd.engine.training.distill import run_distill  # noqa: E402
-from results_io import add_update_results_flag, output_path  # noqa: E402
+from benchlib.results import add_update_results_flag, output_path  # noqa: E402
 
 METHODS = {
     "ce": ["distill.method=kd", "distill.ce_weight=1.0", "distill.kd_weight=0.0"],

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from distill_common import cpu_seconds, ensure_teacher, fmt, machine, milestones, run_piece  # noqa: E402
-from results_io import add_update_results_flag, output_path  # noqa: E402
+from benchlib.distill import cpu_seconds, ensure_teacher, fmt, machine, milestones, run_piece  # noqa: E402
+from benchlib.results import add_update_results_flag, output_path  # noqa: E402
 from metakd.atomic import write_json  # noqa: E402
 from metakd.distill import kd_loss  # noqa: E402
 from metakd.engine.training.job_config import load_distill_config  # noqa: E402

@@ -67,7 +67,7 @@ from metakd.engine.evaluation.checkpoint_eval import evaluate_checkpoint  # noqa
 from metakd.engine.training.meta import Trainer  # noqa: E402
 from metakd.stats import format_interval, t_interval  # noqa: E402
 from msd_study import COMMON, TINY  # noqa: E402
-from results_io import (SEED_LEVEL_NOTE, add_holm, add_update_results_flag, format_paired, output_path,  # noqa: E402
+from benchlib.results import (SEED_LEVEL_NOTE, add_holm, add_update_results_flag, format_paired, output_path,  # noqa: E402
                         paired_over_seeds, restat_paired, run_piece, write_json_and_markdown)
 
 METHODS = {
@@ -183,7 +183,7 @@ def alone_from(pieces: Path, seed: int, iterations: int, tiny: bool) -> Optional
 
 
 def paired(results, a: str, b: str, seeds: List[int]) -> Optional[Dict[str, Any]]:
-    """Method a − method b on the shared test episodes (``results_io.paired_over_seeds``)."""
+    """Method a − method b on the shared test episodes (``benchlib.results.paired_over_seeds``)."""
     if a == b:
         return None
     return paired_over_seeds(*({s: results[m][s]["per_episode"] for s in seeds if s in results.get(m, {})}

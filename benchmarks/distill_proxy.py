@@ -60,10 +60,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from distill_common import cpu_seconds, ensure_teacher, fmt, machine, milestones, run_piece  # noqa: E402
+from benchlib.distill import cpu_seconds, ensure_teacher, fmt, machine, milestones, run_piece  # noqa: E402
 from metakd.atomic import atomic_write, write_json  # noqa: E402
 from metakd.stats import holm_adjust, seed_level_test, t_interval  # noqa: E402
-from results_io import add_update_results_flag, output_path  # noqa: E402
+from benchlib.results import add_update_results_flag, output_path  # noqa: E402
 
 BASE = "distill_glyphs_kd"
 METHODS = ("ce", "kd", "kd_rank", "mkd", "mkd_rank")

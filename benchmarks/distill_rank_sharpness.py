@@ -32,7 +32,7 @@ import argparse  # noqa: E402
 import torch  # noqa: E402
 
 from metakd.atomic import atomic_write, write_json  # noqa: E402
-from results_io import add_update_results_flag, output_path  # noqa: E402
+from benchlib.results import add_update_results_flag, output_path  # noqa: E402
 from metakd.distill import kd_loss, rank_loss  # noqa: E402
 from metakd.distill.rank import standardize_scale  # noqa: E402
 

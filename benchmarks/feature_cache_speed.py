@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from metakd.config import load_config  # noqa: E402
 from metakd.engine.assembly import describe_device, make_learner, make_sampler, split_for  # noqa: E402
 from metakd.engine.evaluation.episodes import evaluate_episodes  # noqa: E402
-from results_io import add_update_results_flag, output_path, write_json_and_markdown  # noqa: E402
+from benchlib.results import add_update_results_flag, output_path, write_json_and_markdown  # noqa: E402
 
 OPTIONS = {"protonet": [], "anil": ["learner.options.inner_lr=0.5", "learner.options.test_steps=10"],
            "linear_probe": [], "cosine_classifier": []}

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from metakd.atomic import write_json  # noqa: E402
-from results_io import add_update_results_flag, output_path  # noqa: E402
+from benchlib.results import add_update_results_flag, output_path  # noqa: E402
 
 CHILD = r"""
 import json, sys, time, resource

@@ -30,7 +30,7 @@ from metakd.data.base import ImageSplit  # noqa: E402
 from metakd.data.sampler import EpisodeSampler  # noqa: E402
 from metakd.learners import build_learner  # noqa: E402
 from metakd.models import build_backbone  # noqa: E402
-from results_io import add_update_results_flag, output_dir  # noqa: E402
+from benchlib.results import add_update_results_flag, output_dir  # noqa: E402
 from benchlib.maml_work import make_batches, write_json  # noqa: E402
 from benchlib.timing import device_description, device_slug  # noqa: E402
 

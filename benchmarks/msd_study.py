@@ -61,7 +61,7 @@ from metakd.engine.assembly import describe_device  # noqa: E402
 from metakd.engine.evaluation.robustness import evaluate_robustness, scenario_label  # noqa: E402
 from metakd.engine.training.meta import Trainer  # noqa: E402
 from metakd.stats import format_interval, t_interval  # noqa: E402
-from results_io import (SEED_LEVEL_NOTE, add_holm, add_update_results_flag, format_paired, output_path,  # noqa: E402
+from benchlib.results import (SEED_LEVEL_NOTE, add_holm, add_update_results_flag, format_paired, output_path,  # noqa: E402
                         paired_over_seeds, restat_paired, run_piece, write_atomic, write_json_and_markdown)
 
 COMMON = ["device=cpu", "threads=1", "model.options.hidden=32", "episodes.q_query=5", "train.lr=0.003",
@@ -166,7 +166,7 @@ def final_piece(args, work: Path, cell: str, seed: int, chosen: Dict[str, Any]) 
 
 
 def paired(results, cell: str, base: str, seeds: List[int], row: int) -> Optional[Dict[str, Any]]:
-    """cell − base on the shared episodes of scenario ``row`` (``results_io.paired_over_seeds``)."""
+    """cell − base on the shared episodes of scenario ``row`` (``benchlib.results.paired_over_seeds``)."""
     if cell == base:
         return None
     per_episode = {c: {s: results[c][s]["rows"][row]["per_episode"] for s in seeds if s in results.get(c, {})}

@@ -52,7 +52,7 @@ from metakd.engine.training.job_config import load_pretrain_config  # noqa: E402
 from metakd.engine.training.meta import Trainer  # noqa: E402
 from metakd.engine.training.pretrain import run_pretrain  # noqa: E402
 from metakd.stats import holm_adjust, seed_level_paired, t_interval  # noqa: E402
-from results_io import add_update_results_flag, output_path, run_piece, write_json_and_markdown  # noqa: E402
+from benchlib.results import add_update_results_flag, output_path, run_piece, write_json_and_markdown  # noqa: E402
 
 CPU = torch.device("cpu")
 CELLS = ("protonet20", "maml5", "pretrain_nc", "pretrain_lp")

@@ -60,7 +60,7 @@ from metakd.engine.training.pretrain import run_pretrain  # noqa: E402
 from metakd.engine.training.meta import Trainer  # noqa: E402
 from metakd.registry import LEARNERS  # noqa: E402
 from metakd.stats import format_interval, t_interval  # noqa: E402
-from results_io import (add_holm, add_update_results_flag, format_paired, output_path, paired_over_seeds,  # noqa: E402
+from benchlib.results import (add_holm, add_update_results_flag, format_paired, output_path, paired_over_seeds,  # noqa: E402
                         restat_paired, run_piece, write_json_and_markdown)
 
 META = {"protonet": "protonet_glyphs_5w1s", "maml": "maml_glyphs_5w1s", "unicorn_maml": "unicorn_maml_glyphs_5w1s"}

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from metakd.atomic import write_json  # noqa: E402
-from results_io import add_update_results_flag, output_path  # noqa: E402
+from benchlib.results import add_update_results_flag, output_path  # noqa: E402
 
 CONFIGS = ("chunked-auto", "chunked-64rows", "one-block", "naive-chunked", "naive-full")
 # Measured live (B, C, C) tensors at peak, used only to decide what to skip (fp32, tanh form).

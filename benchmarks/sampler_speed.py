@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from metakd.atomic import write_json as write_result  # noqa: E402
-from results_io import add_update_results_flag, output_dir  # noqa: E402
+from benchlib.results import add_update_results_flag, output_dir  # noqa: E402
 from metakd.data.base import ImageSplit  # noqa: E402
 from metakd.data.loader import EpisodeLoader  # noqa: E402
 from metakd.data.sampler import EpisodeSampler  # noqa: E402

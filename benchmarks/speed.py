@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from benchlib.maml_work import (SHOTS, QUERIES, SIZE, STEPS, TASKS, WAYS, INNER_LR, META_LR,  # noqa: E402
                                 l2l_step, load_learn2learn, make_batches, metakd_step, write_json)
 from benchlib.timing import device_description, device_slug, peak_memory_mib, time_alternating  # noqa: E402
-from results_io import add_update_results_flag, output_dir  # noqa: E402  (benchmarks/ is sys.path[0])
+from benchlib.results import add_update_results_flag, output_dir  # noqa: E402  (benchmarks/ is sys.path[0])
 from metakd.models import build_backbone  # noqa: E402
 
 def main(argv: Optional[List[str]] = None) -> dict:

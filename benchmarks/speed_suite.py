@@ -53,7 +53,7 @@ from metakd.learners import build_learner  # noqa: E402
 from metakd.models import build_backbone  # noqa: E402
 from benchlib.maml_work import load_learn2learn, make_batches, metakd_learner_step, write_json  # noqa: E402
 from benchlib.timing import device_description, device_slug, peak_memory_mib, sync, time_alternating  # noqa: E402
-from results_io import add_update_results_flag, output_dir  # noqa: E402
+from benchlib.results import add_update_results_flag, output_dir  # noqa: E402
 
 WAYS, QUERIES, STEPS, INNER_LR, META_LR, EVAL_STEPS, EVAL_CHUNK = 5, 15, 5, 0.01, 1e-3, 10, 50
 Step = Callable[[EpisodeBatch], float]

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
-import results_io  # noqa: E402
+import benchlib.results as results_io  # noqa: E402
 
 
 def _code_without_docstrings(path: Path) -> str:

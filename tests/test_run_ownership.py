@@ -98,7 +98,7 @@ def test_overwrite_resume_and_eval_of_a_live_run_are_refused_and_a_killed_run_re
 
 def test_a_study_piece_has_one_writer(tmp_path):
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from results_io import run_piece
+    from benchlib.results import run_piece
 
     (tmp_path / "pieces").mkdir()
     code = ("import sys, time; from metakd.engine.runs.lock import hold; from pathlib import Path\n"

@@ -84,7 +84,7 @@ def test_committed_study_tables_are_their_jsons_restated(tmp_path):
 
 def test_paired_over_seeds_restat_and_holm_family():
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    import results_io
+    import benchlib.results as results_io
     from metakd.stats import holm_adjust, seed_level_test
 
     a = {0: [0.9, 0.8, 0.7, 0.9], 1: [0.6, 0.7, 0.8, 0.7], 2: [0.8, 0.8, 0.9, 0.7]}

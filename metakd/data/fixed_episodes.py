@@ -237,14 +237,27 @@ def scan_runs(where: Union[str, Path]) -> Dict[str, Dict[str, Any]]:
     return runs
 
 
+RUNS_SEARCH_DIRS = ("", "python", "omniglot-py", "omniglot")  # sub-folders of an Omniglot ROOT (as its sets')
+
+
+def find_runs(root: Path) -> Optional[Path]:
+    """all_runs.zip, or a folder holding run01/, under ROOT (also ROOT/python/one-shot-classification)."""
+    for sub in RUNS_SEARCH_DIRS + ("python/one-shot-classification",):
+        base = root / sub if sub else root
+        if (base / "all_runs.zip").is_file():
+            return base / "all_runs.zip"
+        for folder in (base / "all_runs", base):
+            if (folder / "run01").is_dir():
+                return folder
+    return None
+
+
 def omniglot_runs(root: Union[str, Path], preprocess: Any) -> List[FixedEpisode]:
     """The official one-shot runs as FixedEpisode (20 runs of 20-way 1-shot, 20 queries each), in run order.
 
-    root: the Omniglot ROOT (searched as ``omniglot.find_runs``), all_runs.zip itself, or a folder of runNN/.
+    root: the Omniglot ROOT (searched as ``find_runs``), all_runs.zip itself, or a folder of runNN/.
     Item ids are the paths inside the runs ("run01/test/item01.png"); class names "run01/training/class01.png".
     """
-    from .omniglot import find_runs
-
     where = Path(root).expanduser()
     if where.is_dir() and not (where / "run01").is_dir():
         found = find_runs(where)

@@ -45,7 +45,6 @@ image_size (28), channels (1), cache_dir: as other loaders.
 """
 from __future__ import annotations
 
-import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +58,7 @@ from .base import ImageSplit
 from .cache import cache_file, cached_uint8_array, files_fingerprint, fingerprint, note, resolve_cache_dir, root_tag
 from .image_io import IMAGE_EXTENSIONS, decode_many_into
 from .loader_args import check_choice, check_positive_int, normalize_split, reject_unknown, require_root
+from .fixed_episodes import find_runs, scan_runs
 from .strokes import BLACK_ON_WHITE, PREPROCESS_VERSION, STROKE_POLARITY, StrokePreprocess, polarity_note
 
 NAME = "omniglot"
@@ -229,18 +229,6 @@ class OmniglotRoot:
                 for a in self.sets[set_name].alphabets:
                     out.setdefault(a, set_name)
         return out
-
-
-def find_runs(root: Path) -> Optional[Path]:
-    """all_runs.zip, or a folder holding run01/, under ROOT (also ROOT/python/one-shot-classification)."""
-    for sub in SEARCH_DIRS + ("python/one-shot-classification",):
-        base = root / sub if sub else root
-        if (base / "all_runs.zip").is_file():
-            return base / "all_runs.zip"
-        for folder in (base / "all_runs", base):
-            if (folder / "run01").is_dir():
-                return folder
-    return None
 
 
 def find_sets(root: Union[str, Path]) -> OmniglotRoot:
@@ -484,8 +472,6 @@ def describe_root(root: Union[str, Path]) -> List[str]:
     if found.runs is None:
         lines.append("one-shot runs: not found (all_runs.zip or run01/ ... folders)")
     else:
-        from .fixed_episodes import scan_runs  # the runs reader; imported here to keep the modules apart
-
         runs = scan_runs(found.runs)
         lines.append(f"one-shot runs: {len(runs)} runs, {sum(len(r['queries']) for r in runs.values())} query items "
                      f"({found.runs})")

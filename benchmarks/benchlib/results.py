@@ -13,7 +13,7 @@ from pathlib import Path
 
 from metakd.atomic import atomic_write as _atomic_write
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"  # committed measurements: written only when asked
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"  # committed measurements: written only when asked
 SCRATCH_DIR = Path("runs") / "benchmarks"  # the default: git-ignored, relative to the working folder
 
 

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from metakd.config import load_config  # noqa: E402
 from metakd.engine.training.meta import Trainer  # noqa: E402
