@@ -11,6 +11,20 @@ from typing import Any, Dict, List, Sequence, Union
 from .atomic import atomic_write
 
 
+def save_figure(fig: Any, path: Union[str, Path], what: str, dpi: int = 110) -> Path:
+    """``fig`` laid out and written as a PNG through ``metakd.atomic`` (a reader never sees half a file), then
+    closed; returns the path. ``what`` names the figure in errors."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, format="png"), what=what)
+    finally:
+        plt.close(fig)
+    return path
+
+
 def method_label(row: Dict[str, Any]) -> str:
     """A result row's method name: the learner, and for MSD its host (``msd+maml``)."""
     if row["learner"] == "msd":
@@ -57,10 +71,4 @@ def plot_demo_accuracy(rows: Sequence[Dict[str, Any]], path: Union[str, Path], t
     ax.set_title(title or (f"test accuracy on {episodes} fixed episodes" if episodes else "test accuracy"))
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="upper right", ncol=len(rows), fontsize=8, frameon=False)
-    fig.tight_layout()
-    path = Path(path)
-    try:
-        atomic_write(path, lambda f: fig.savefig(f, dpi=120, format="png"), what="accuracy plot")
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path, "accuracy plot", dpi=120)

@@ -152,10 +152,18 @@ def _evaluate_checkpoint(path: Path, *, episodes: Optional[int] = None, seed: Op
         result.update(consistency=res["consistency"], consistency_ci95=res["consistency_ci95"],
                       consistency_views=consistency_views)
     if ctx.is_main:
-        # the result must survive a write that fails after all (disk full, folder gone): output_error says so
-        target, error = write_with_fallback(target, lambda p: write_json(p, result, what="evaluation result"),
-                                            "metakd-eval-")
-        if error:
-            result["output_error"] = error
+        return write_result(target, result)
+    result["output"] = str(target)
+    return result
+
+
+def write_result(target: Path, result: Dict[str, Any]) -> Dict[str, Any]:
+    """``result`` as JSON at ``target``, and ``result`` with ``output`` (the path written). The result must
+    survive a write that fails after all (disk full, folder gone): it then goes to a new temporary folder
+    and ``output_error`` says why."""
+    target, error = write_with_fallback(target, lambda p: write_json(p, result, what="evaluation result"),
+                                        "metakd-eval-")
+    if error:
+        result["output_error"] = error
     result["output"] = str(target)
     return result

@@ -19,13 +19,13 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from ...atomic import check_writable, write_json, write_with_fallback
+from ...atomic import check_writable
 from ...data.fixed_episodes import FixedEpisode, load_episode_list, omniglot_runs
 from ...data.preprocess import preprocess_for
 from ...errors import MetakdError
 from ...stats import t_interval, wilson_interval
 from ..assembly import describe_device, resolve_device
-from .checkpoint_eval import holding_run, load_for_evaluation, run_label
+from .checkpoint_eval import holding_run, load_for_evaluation, run_label, write_result
 
 OMNIGLOT_RUNS = "omniglot-runs"
 
@@ -122,9 +122,4 @@ def _evaluate_fixed(path: Path, episodes: str, *, device: str = "auto", root: Op
     }
     if learner is not None:
         result["init"] = ckpt.get("init")
-    target, error = write_with_fallback(target, lambda p: write_json(p, result, what="evaluation result"),
-                                        "metakd-eval-")
-    if error:
-        result["output_error"] = error
-    result["output"] = str(target)
-    return result
+    return write_result(target, result)

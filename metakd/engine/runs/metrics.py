@@ -10,6 +10,7 @@ import numpy as np
 
 from ...atomic import atomic_write, write_error
 from ...errors import MetakdError
+from ...plots import save_figure
 
 
 def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
@@ -155,10 +156,4 @@ def plot_curves(records: Iterable[Dict[str, object]], path: Path, title: str = "
     ax_acc.legend(loc="lower right")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    try:
-        atomic_write(path, lambda f: fig.savefig(f, dpi=110, format="png"), what="training curves")
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path, "training curves")
