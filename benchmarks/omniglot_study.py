@@ -11,6 +11,12 @@ own held-out alphabets: Balinese, Early_Aramaic, Korean), 28x28, white strokes o
   pretrain_nc  pre-training by classification over the background characters (pretrain_conv4_omniglot_small1),
                then nearest centroid on its features (ProtoNet without meta-training)
   pretrain_lp  the same backbone, linear probe fitted on each run's support set
+  unicorn5     Unicorn-MAML trained as maml5 (one learned head row copied into every row: any way as it is)
+  protomaml5   ProtoMAML trained as maml5 (head rows from the support prototypes: any way as it is)
+
+With --scenarios, every model is also evaluated on --scenario-episodes fixed 5-way 1-shot episodes of the
+validation alphabets, standard and under the glyph preset's weak / strong perturbations of the support,
+the query or both, with the consistency metric (4 augmented support copies) on the standard episodes.
 
 Every cell trains one model per seed (--seeds), chooses nothing on the runs, and scores the runs once. The
 budgets (--protonet-iterations, --maml-iterations, --pretrain-epochs) are CPU-sized and far below the papers';
@@ -55,7 +61,9 @@ from metakd.stats import holm_adjust, seed_level_paired, t_interval  # noqa: E40
 from benchlib.results import add_update_results_flag, output_path, run_piece, write_json_and_markdown  # noqa: E402
 
 CPU = torch.device("cpu")
-CELLS = ("protonet20", "maml5", "pretrain_nc", "pretrain_lp")
+CELLS = ("protonet20", "maml5", "pretrain_nc", "pretrain_lp", "unicorn5", "protomaml5")
+DEFAULT_CELLS = CELLS[:4]
+SCENARIOS = [(level, side) for level in ("weak", "strong") for side in ("support", "query", "both")]
 BASELINE = "protonet20"
 HEAD_RULES = ("prototype", "zero")
 # Lake et al. 2015, full background set (30 alphabets), error on the 20 runs
@@ -108,6 +116,23 @@ def _val(run: Path, args: argparse.Namespace, **kwargs: Any) -> float:
     return evaluate_episodes(model, sampler, sampler.fixed_episodes(args.val_episodes, 1), progress=False)["acc"]
 
 
+def _scenarios(run: Path, args: argparse.Namespace, **kwargs: Any) -> Dict[str, Any]:
+    """Accuracy on --scenario-episodes fixed 5-way 1-shot validation episodes: standard (with the consistency
+    metric) and each weak / strong perturbation of support, query or both (the glyph preset)."""
+    model, ckpt = _load(run, **kwargs)
+    cfg = copy.deepcopy(ckpt["config"])
+    cfg["episodes"]["n_way"] = 5
+    sampler = make_sampler(cfg, split_for(cfg, "val"), q_query=cfg["episodes"]["test_q_query"], device=CPU,
+                           normalize=ckpt.get("normalize"))
+    fixed = sampler.fixed_episodes(args.scenario_episodes, 2)
+    std = evaluate_episodes(model, sampler, fixed, progress=False, consistency_views=4, preset="glyph")
+    out = {"standard": {"acc": std["acc"], "ci95": std["ci95"], "consistency": std.get("consistency")}}
+    for level, side in SCENARIOS:
+        res = evaluate_episodes(model, sampler, fixed, progress=False, scenario=(level, side), preset="glyph")
+        out[f"{level}/{side}"] = {"acc": res["acc"], "ci95": res["ci95"]}
+    return out
+
+
 def piece(cell: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
     work = Path(args.work) / "runs" / f"{cell if not cell.startswith('pretrain') else 'pretrain'}_s{seed}"
     common = _common(args, seed)
@@ -117,6 +142,14 @@ def piece(cell: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
             f"episodes.n_way={args.way}", "tensorboard=false",
             f"train.iterations={args.protonet_iterations}", f"train.val_every={args.protonet_iterations // 3}",
             f"train.checkpoint_every={args.protonet_iterations // 3}"])
+        out["val_acc"] = _val(work, args)
+        out["runs"] = _runs(work, args)
+    elif cell in ("unicorn5", "protomaml5"):
+        learner = {"unicorn5": "unicorn_maml", "protomaml5": "protomaml"}[cell]
+        out["train_seconds"] = _train("maml_omniglot_small1_5w1s", work, common + [
+            "tensorboard=false", f"learner.name={learner}", f"train.iterations={args.maml_iterations}",
+            f"train.meta_batch={args.maml_meta_batch}", f"train.val_every={args.maml_iterations // 3}",
+            f"train.checkpoint_every={args.maml_iterations // 3}"])
         out["val_acc"] = _val(work, args)
         out["runs"] = _runs(work, args)
     elif cell == "maml5":
@@ -140,6 +173,9 @@ def piece(cell: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
         learner = "protonet" if cell == "pretrain_nc" else "linear_probe"
         out["val_acc"] = _val(work, args, learner=learner, overrides=[f"episodes.n_way={args.way}"])
         out["runs"] = _runs(work, args, learner=learner, overrides=[f"episodes.n_way={args.way}"])
+    if args.scenarios:
+        extra = {"learner": learner, "overrides": [f"episodes.n_way={args.way}"]} if cell.startswith("pretrain") else {}
+        out["scenarios"] = _scenarios(work, args, **extra)
     return out
 
 
@@ -160,6 +196,11 @@ def report(work: Path, args: argparse.Namespace) -> Dict[str, Any]:
                                       "val_acc": got[s].get("val_acc"), "train_seconds": got[s].get("train_seconds"),
                                       "seconds": got[s].get("seconds"), "head_rule": got[s].get("head_rule")}
                                   for s in sorted(got)}})
+        scen = [got[s]["scenarios"] for s in sorted(got) if got[s].get("scenarios")]
+        if scen:
+            rows[-1]["scenarios"] = {k: t_interval([x[k]["acc"] for x in scen]) for k in scen[0]}
+            cons = [x["standard"]["consistency"] for x in scen if x["standard"].get("consistency") is not None]
+            rows[-1]["consistency"] = t_interval(cons) if cons else None
         if cell != BASELINE and BASELINE in pieces:
             a = {s: [1.0 - c for c in got[s]["runs"]["per_item_correct"]] for s in got}
             b = {s: [1.0 - c for c in pieces[BASELINE][s]["runs"]["per_item_correct"]] for s in pieces[BASELINE]}
@@ -198,6 +239,17 @@ def markdown(rep: Dict[str, Any]) -> str:
             s = c["seed_level"]
             ci = "n/a" if s["ci"] != s["ci"] else pct(s["ci"])
             lines.append(f"| {c['cell']} | {pct(s['mean'])} ± {ci} | {s['p']:.3g} | {c['holm_p']:.3g} |")
+    scen_rows = [r for r in rep["rows"] if r.get("scenarios")]
+    if scen_rows:
+        names = list(scen_rows[0]["scenarios"])
+        lines += ["", "5-way 1-shot validation episodes, accuracy % (mean ± t95 over seeds), standard and perturbed "
+                  "(glyph preset); consistency on the standard episodes:", "",
+                  "| cell | " + " | ".join(names) + " | consistency |", "|---|" + "---|" * (len(names) + 1)]
+        for r in scen_rows:
+            cells = [f"{pct(r['scenarios'][k]['mean'])} ± {'n/a' if r['scenarios'][k]['ci'] != r['scenarios'][k]['ci'] else pct(r['scenarios'][k]['ci'])}"
+                     for k in names]
+            c = r.get("consistency")
+            lines.append(f"| {r['cell']} | " + " | ".join(cells) + (f" | {c['mean']:.3f} |" if c else " | – |"))
     lines += ["", "Published, FULL background set (30 alphabets; Lake et al. 2015): "
               + "; ".join(f"{name} {err}%" for name, err in rep["published_full_track"])]
     return "\n".join(lines) + "\n"
@@ -209,7 +261,9 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     ap.add_argument("--work", default="runs/omniglot_study", help="run folders and finished pieces (resumable)")
     ap.add_argument("--background", default="small1", choices=("small1", "small2"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--cells", nargs="+", default=list(CELLS), choices=CELLS)
+    ap.add_argument("--cells", nargs="+", default=list(DEFAULT_CELLS), choices=CELLS)
+    ap.add_argument("--scenarios", action="store_true", help="also the perturbed 5-way validation scenarios")
+    ap.add_argument("--scenario-episodes", type=int, default=100)
     ap.add_argument("--protonet-iterations", type=int, default=1500)
     ap.add_argument("--maml-iterations", type=int, default=600)
     ap.add_argument("--maml-meta-batch", type=int, default=8)

@@ -133,3 +133,8 @@ def test_omniglot_study_on_small_official_zips(tmp_path):
     assert "simple ConvNet 13.5%" in text
     again = script("omniglot_study.py", *args)  # every piece is finished: nothing trains again
     assert "[running]" not in again
+    more = script("omniglot_study.py", *args, "--cells", "unicorn5", "protomaml5", "--seeds", 0, "--scenarios",
+                  "--scenario-episodes", 2)
+    rows = {r["cell"]: r for r in json.loads(out.read_text())["rows"]}
+    assert {"unicorn5", "protomaml5"} <= set(rows) and "strong/both" in rows["protomaml5"]["scenarios"]
+    assert "consistency" in more
