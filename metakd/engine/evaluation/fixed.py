@@ -109,7 +109,9 @@ def _evaluate_fixed(path: Path, episodes: str, *, device: str = "auto", root: Op
     check_writable(target, "evaluation result")
     start = time.perf_counter()
     rows = predict_fixed(model, fixed, dev)
-    options = dict(cfg["learner"].get("options", {}))
+    # the options the learner runs with, defaults included (e.g. head_rule), JSON-safe
+    options = {k: v if isinstance(v, (bool, int, float, str, type(None), list, dict)) else str(v)
+               for k, v in dict(getattr(model, "options", None) or cfg["learner"].get("options", {})).items()}
     result = {
         "name": cfg["name"], "run": run_label(ckpt_path, cfg["name"]), "checkpoint": str(ckpt_path),
         "step": ckpt["step"], "split": stem, "episode_source": fixed[0].source if fixed else None,
