@@ -106,13 +106,18 @@ def _runs(run: Path, args: argparse.Namespace, **kwargs: Any) -> Dict[str, Any]:
     return res
 
 
+def _val_sampler(ckpt: Dict[str, Any], way: int):
+    """Episodes of the run's validation alphabets at ``way``, with the run's normalisation."""
+    cfg = copy.deepcopy(ckpt["config"])
+    cfg["episodes"]["n_way"] = way
+    return make_sampler(cfg, split_for(cfg, "val"), q_query=cfg["episodes"]["test_q_query"], device=CPU,
+                        normalize=ckpt.get("normalize"))
+
+
 def _val(run: Path, args: argparse.Namespace, **kwargs: Any) -> float:
     """Accuracy on --val-episodes fixed --way-way 1-shot episodes of the validation alphabets (model selection)."""
     model, ckpt = _load(run, **kwargs)
-    cfg = copy.deepcopy(ckpt["config"])
-    cfg["episodes"]["n_way"] = args.way
-    sampler = make_sampler(cfg, split_for(cfg, "val"), q_query=cfg["episodes"]["test_q_query"], device=CPU,
-                           normalize=ckpt.get("normalize"))
+    sampler = _val_sampler(ckpt, args.way)
     return evaluate_episodes(model, sampler, sampler.fixed_episodes(args.val_episodes, 1), progress=False)["acc"]
 
 
@@ -120,10 +125,7 @@ def _scenarios(run: Path, args: argparse.Namespace, **kwargs: Any) -> Dict[str, 
     """Accuracy on --scenario-episodes fixed 5-way 1-shot validation episodes: standard (with the consistency
     metric) and each weak / strong perturbation of support, query or both (the glyph preset)."""
     model, ckpt = _load(run, **kwargs)
-    cfg = copy.deepcopy(ckpt["config"])
-    cfg["episodes"]["n_way"] = 5
-    sampler = make_sampler(cfg, split_for(cfg, "val"), q_query=cfg["episodes"]["test_q_query"], device=CPU,
-                           normalize=ckpt.get("normalize"))
+    sampler = _val_sampler(ckpt, 5)
     fixed = sampler.fixed_episodes(args.scenario_episodes, 2)
     std = evaluate_episodes(model, sampler, fixed, progress=False, consistency_views=4, preset="glyph")
     out = {"standard": {"acc": std["acc"], "ci95": std["ci95"], "consistency": std.get("consistency")}}
@@ -267,7 +269,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     ap.add_argument("--protonet-iterations", type=int, default=1500)
     ap.add_argument("--maml-iterations", type=int, default=600)
     ap.add_argument("--maml-meta-batch", type=int, default=8)
-    ap.add_argument("--pretrain-epochs", type=int, default=10)
+    ap.add_argument("--pretrain-epochs", type=int, default=30)
     ap.add_argument("--val-episodes", type=int, default=100, help="validation episodes (model selection)")
     ap.add_argument("--way", type=int, default=20, help="way of the validation episodes and of ProtoNet's training "
                     "episodes (the runs are 20-way)")
