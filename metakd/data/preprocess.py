@@ -41,8 +41,7 @@ class ImagePreprocess:
 
     def tensor(self, images: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """float (N, C, S, S) of uint8 (N, S, S, C) images."""
-        arr = np.ascontiguousarray(images)
-        return self.converter(dtype)(torch.from_numpy(arr if arr.flags.writeable else arr.copy()))
+        return self.converter(dtype).from_numpy(images)
 
 
 Preprocess = Union[ImagePreprocess, StrokePreprocess]

@@ -207,6 +207,11 @@ class ImageConverter:
         self._np_dtype = _NUMPY_FLOATS.get(dtype)
         self._affine: Dict[torch.device, Tuple[torch.Tensor, torch.Tensor]] = {}
 
+    def from_numpy(self, images: np.ndarray) -> torch.Tensor:
+        """float (N, C, H, W) of a uint8 (N, H, W, C) NumPy array (a read-only one is copied first)."""
+        arr = np.ascontiguousarray(images)
+        return self(torch.from_numpy(arr if arr.flags.writeable else arr.copy()))
+
     def __getstate__(self) -> dict:
         return {"dtype": self.dtype, "mean": self.mean, "std": self.std, "augment_preset": self.augment_preset}
 

@@ -112,8 +112,7 @@ class StrokePreprocess:
 
     def tensor(self, images: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """float (N, C, S, S) of uint8 (N, S, S, C) images, normalised like every training batch."""
-        arr = np.ascontiguousarray(images)
-        return self.converter(dtype)(torch.from_numpy(arr if arr.flags.writeable else arr.copy()))
+        return self.converter(dtype).from_numpy(images)
 
     def decode(self, source: ImageSource, size: int, channels: int, where: str = "") -> np.ndarray:
         """``image_io.decode_many_into``'s decode signature; size and channels must be this preprocessing's."""
