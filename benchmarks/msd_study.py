@@ -28,12 +28,22 @@ maml_matched at seed level (the paired t test over the per-seed mean differences
 episodes, n_seeds − 1 dof) with Holm's adjusted p over the table's distinct comparisons, and each
 seed's per-episode paired interval (within that seed) in the JSON; with ``metakd.stats``.
 
+Phase ``sweep`` (validation split only; --select-iterations, --select-val-episodes, each of --seeds): is
+there any λ or form of the consistency term that separates from the same views without it? λ in
+--sweep-lams (default 0, 0.3, 3, 10, 30) x form (cosine on probabilities, cosine on logits, KL to the mean
+view), views 2 of the default strength; the controls: λ 0 (the same two views, no consistency term),
+``plain`` (MSD with one view and λ 0: MAML on augmented supports, MAML's compute) and ``maml``. Every run
+logs the consistency term's meta-gradient norm relative to the query CE's (``grad_ratio_every``:
+msd_grad_ratio / msd_grad_cos) over training; the report gives them early / middle / late beside the
+validation accuracy (mean ± t95 over seeds) and each setting − λ 0 and − plain at seed level.
+
 Resumable in pieces: each selection run and each (cell, seed) writes its result JSON atomically into
 --work/pieces/ when finished; a rerun skips finished pieces and an interrupted training resumes from
 its last.pt (checkpoints every 100 iterations). Disjoint --seeds in two processes share a --work.
 
     .venv/bin/python benchmarks/msd_study.py select
     .venv/bin/python benchmarks/msd_study.py final --seeds 0 1 2
+    .venv/bin/python benchmarks/msd_study.py sweep --seeds 0 1 2   # lam x form sweep on validation (below)
     .venv/bin/python benchmarks/msd_study.py report            # tables from the pieces finished so far
     .venv/bin/python benchmarks/msd_study.py restat --from benchmarks/results/msd_study_cpu.json --update-results
                                                   # the statistics of a written result recomputed (no pieces needed)
@@ -60,7 +70,7 @@ from metakd.data.augment import LEVELS, SIDES  # noqa: E402
 from metakd.engine.assembly import describe_device  # noqa: E402
 from metakd.engine.evaluation.robustness import evaluate_robustness, scenario_label  # noqa: E402
 from metakd.engine.training.meta import Trainer  # noqa: E402
-from metakd.stats import format_interval, t_interval  # noqa: E402
+from metakd.stats import format_interval, seed_level_test, t_interval  # noqa: E402
 from benchlib.results import (SEED_LEVEL_NOTE, add_holm, add_update_results_flag, format_paired, output_path,  # noqa: E402
                         paired_over_seeds, restat_paired, run_piece, write_atomic, write_json_and_markdown)
 
@@ -138,6 +148,94 @@ def select(args, work: Path) -> Dict[str, Any]:
                                                          args.select_val_episodes, args.tiny))
     return {"chosen": best, "trials": list(trials.values()), "maml_val_acc": maml["curve"][-1][1],
             "iterations": args.select_iterations, "val_episodes": args.select_val_episodes, "seed": args.select_seed}
+
+
+FORMS = {"cos_prob": ["learner.options.consistency=cosine", "learner.options.on=prob"],
+         "cos_logit": ["learner.options.consistency=cosine", "learner.options.on=logit"],
+         "kl": ["learner.options.consistency=kl"]}
+
+
+def sweep_settings(args) -> Dict[str, tuple]:
+    """name -> (config, overrides) of the sweep: λ 0 once, every other λ x form, and the two controls."""
+    out = {"maml": ("maml_glyphs_5w1s", []),
+           "plain": ("msd_maml_glyphs_5w1s", ["learner.options.views=1", "learner.options.lam=0.0"])}
+    for lam in args.sweep_lams:
+        for form in (args.sweep_forms if lam else ["cos_prob"]):
+            out[f"lam{lam:g}" + (f"_{form}" if lam else "")] = (
+                "msd_maml_glyphs_5w1s", ["learner.options.views=2", f"learner.options.lam={lam}", *FORMS[form]])
+    return out
+
+
+def _phases(values: List[tuple], iterations: int) -> Dict[str, Optional[float]]:
+    """Mean of (step, value) over the first, middle and last third of training."""
+    out = {}
+    for i, name in enumerate(("early", "middle", "late")):
+        got = [v for step, v in values if i * iterations / 3 <= step - 1 < (i + 1) * iterations / 3 and v == v]
+        out[name] = sum(got) / len(got) if got else None
+    return out
+
+
+def sweep(args, work: Path) -> None:
+    settings = sweep_settings(args)
+    results: Dict[str, Dict[int, Dict[str, Any]]] = {}
+    for seed in args.seeds:  # seed-major: a cut sweep has whole seeds
+        for name, (config, over) in settings.items():
+            over = over + ([f"learner.options.grad_ratio_every={args.grad_ratio_every}"] if config.startswith("msd")
+                           else [])
+            piece = f"sweep_{name}_s{seed}"
+
+            def fn(config=config, over=over, piece=piece, seed=seed):
+                out = train(config, work / piece, seed, args.select_iterations, over, args.select_iterations,
+                            args.select_val_episodes, args.tiny)
+                recs = [json.loads(line) for line in (work / piece / "metrics.jsonl").read_text().splitlines()]
+                diag = [r for r in recs if r.get("kind") == "diagnostic"]
+                out["grad_ratio"] = _phases([(r["step"], r["msd_grad_ratio"]) for r in diag], args.select_iterations)
+                out["grad_cos"] = _phases([(r["step"], r["msd_grad_cos"]) for r in diag], args.select_iterations)
+                return out
+            res = run_piece(work, piece, fn)
+            results.setdefault(name, {})[seed] = res
+            print(f"sweep {name} seed {seed}: val {100 * res['curve'][-1][1]:.2f}", flush=True)
+    rows = []
+    for name, per in results.items():
+        have = sorted(per)
+        accs = [per[s]["curve"][-1][1] for s in have]
+        row = {"setting": name, "seeds": have, "per_seed": accs,
+               "acc": t_interval(accs) if len(accs) > 1 else {"mean": accs[0], "ci": float("nan")},
+               "train_seconds": sum(per[s]["train_seconds"] for s in have) / len(have)}
+        for part in ("grad_ratio", "grad_cos"):
+            vals = [per[s].get(part) for s in have if per[s].get(part)]
+            row[part] = {k: (sum(v[k] for v in vals if v[k] is not None) / max(1, sum(v[k] is not None for v in vals))
+                             if any(v[k] is not None for v in vals) else None) for k in ("early", "middle", "late")}
+        for base in ("lam0", "plain"):
+            common = [s for s in have if s in results.get(base, {})]
+            row[f"vs_{base}"] = None if name == base or not common else {
+                "seeds": common, "seed_level": seed_level_test([per[s]["curve"][-1][1] - results[base][s]["curve"][-1][1]
+                                                                for s in common])}
+        rows.append(row)
+    holm = add_holm([((frozenset((r["setting"], base)),), r[f"vs_{base}"]) for r in rows for base in ("lam0", "plain")])
+    report = {"benchmark": "msd_sweep", "command": " ".join(["benchmarks/msd_study.py", *sys.argv[1:]]),
+              "device": describe_device(torch.device("cpu")), "load_average": [round(v, 2) for v in os.getloadavg()],
+              "iterations": args.select_iterations, "val_episodes": args.select_val_episodes, "seeds": args.seeds,
+              "rows": rows, "holm_family": holm,
+              "cpu_seconds": sum(r["seconds"] for per in results.values() for r in per.values())}
+    fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = [f"`{report['command']}`", "", f"{report['device']}; load average at the end {report['load_average']}.", "",
+             f"Validation split only: {args.select_val_episodes} fixed 5-way 1-shot validation episodes after "
+             f"{args.select_iterations} meta-iterations, seeds {args.seeds}; accuracy mean ± t95 over seeds. Differences: "
+             f"mean of the per-seed differences ± t95, paired t test over seeds, Holm over the {holm} comparisons. "
+             "grad ratio = ‖∇(λ·consistency)‖ / ‖∇ query CE‖ w.r.t. the meta-parameters, cos = their cosine, averaged "
+             "over the first / middle / last third of training.", "",
+             "| setting | val acc (%) | per seed | − λ 0 | − plain | grad ratio early / mid / late | cos early / mid / late | train s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        g, c = r["grad_ratio"], r["grad_cos"]
+        lines.append(f"| {r['setting']} | {format_interval(r['acc']['mean'], r['acc']['ci'])} | "
+                     f"{', '.join(f'{100 * v:.2f}' for v in r['per_seed'])} | {format_paired(r['vs_lam0'])} | "
+                     f"{format_paired(r['vs_plain'])} | {fmt(g['early'])} / {fmt(g['middle'])} / {fmt(g['late'])} | "
+                     f"{fmt(c['early'])} / {fmt(c['middle'])} / {fmt(c['late'])} | {r['train_seconds']:.0f} |")
+    md = "\n".join(lines) + f"\n\nCPU seconds of the sweep's pieces: {report['cpu_seconds']:.0f}.\n"
+    write_json_and_markdown(output_path(args.out, "msd_sweep_cpu.json", args.update_results), report, md)
+    print(md)
 
 
 def final_piece(args, work: Path, cell: str, seed: int, chosen: Dict[str, Any]) -> Dict[str, Any]:
@@ -250,7 +348,10 @@ def markdown(report: Dict[str, Any]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("phase", choices=["select", "final", "report", "restat"])
+    p.add_argument("phase", choices=["select", "final", "sweep", "report", "restat"])
+    p.add_argument("--sweep-lams", type=float, nargs="+", default=[0.0, 0.3, 3.0, 10.0, 30.0])
+    p.add_argument("--sweep-forms", nargs="+", default=list(FORMS), choices=list(FORMS))
+    p.add_argument("--grad-ratio-every", type=int, default=25, help="sweep: gradient-ratio measurement interval")
     p.add_argument("--from", dest="source", help="restat: the written result JSON whose statistics to recompute")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--iterations", type=int, default=1000)
@@ -271,6 +372,8 @@ def main() -> None:
     torch.set_num_threads(1)
     if args.phase == "restat":
         return restat(args)
+    if args.phase == "sweep":
+        return sweep(args, Path(args.work))
     work = Path(args.work)
     pieces = work / "pieces"
     if args.phase in ("select", "final"):

@@ -13,6 +13,11 @@ own held-out alphabets: Balinese, Early_Aramaic, Korean), 28x28, white strokes o
   pretrain_lp  the same backbone, linear probe fitted on each run's support set
   unicorn5     Unicorn-MAML trained as maml5 (one learned head row copied into every row: any way as it is)
   protomaml5   ProtoMAML trained as maml5 (head rows from the support prototypes: any way as it is)
+  unicorn5_tuned, maml5_tuned
+               no training: the unicorn5 / maml5 model of the same seed with its test-time inner loop (inner lr x
+               test steps over --tuned-lrs x --tuned-steps) chosen on 20-way validation episodes. At 20-way the
+               mean support loss gives each head row about a quarter of its 5-way gradient, so the trained
+               3 steps at lr 0.4 may stop short (the head rule of maml5 stays the one its piece chose)
 
 With --scenarios, every model is also evaluated on --scenario-episodes fixed 5-way 1-shot episodes of the
 validation alphabets, standard and under the glyph preset's weak / strong perturbations of the support,
@@ -61,7 +66,7 @@ from metakd.stats import holm_adjust, seed_level_paired, t_interval  # noqa: E40
 from benchlib.results import add_update_results_flag, output_path, run_piece, write_json_and_markdown  # noqa: E402
 
 CPU = torch.device("cpu")
-CELLS = ("protonet20", "maml5", "pretrain_nc", "pretrain_lp", "unicorn5", "protomaml5")
+CELLS = ("protonet20", "maml5", "pretrain_nc", "pretrain_lp", "unicorn5", "protomaml5", "unicorn5_tuned", "maml5_tuned")
 DEFAULT_CELLS = CELLS[:4]
 SCENARIOS = [(level, side) for level in ("weak", "strong") for side in ("support", "query", "both")]
 BASELINE = "protonet20"
@@ -86,12 +91,16 @@ def _train(config: str, run: Path, overrides: List[str]) -> float:
     return time.perf_counter() - tic
 
 
-def _load(run: Path, learner: Any = None, overrides: List[str] = (), head_rule: Any = None):
+def _load(run: Path, learner: Any = None, overrides: List[str] = (), head_rule: Any = None, inner: Any = None):
     """(learner in eval mode, checkpoint dict) of a run; ``head_rule``: the rule a MAML-family head uses at
-    another way (the trained learner's option, changed for this evaluation only)."""
+    another way, ``inner``: (inner lr, test steps) (the trained learner's options, changed for this evaluation
+    only)."""
     _, model, ckpt = load_for_evaluation(run, CPU, learner=learner, overrides=list(overrides))
     if head_rule is not None:
         model.options["head_rule"] = head_rule
+    if inner is not None:
+        model.lr, model.test_steps = float(inner[0]), int(inner[1])
+        model.options.update(inner_lr=model.lr, test_steps=model.test_steps)
     return model, ckpt
 
 
@@ -135,11 +144,29 @@ def _scenarios(run: Path, args: argparse.Namespace, **kwargs: Any) -> Dict[str, 
     return out
 
 
+def _tuned(cell: str, seed: int, work: Path, args: argparse.Namespace) -> Dict[str, Any]:
+    """The trained model of ``cell`` without its "_tuned" with inner lr x test steps chosen on validation."""
+    base = cell[:-len("_tuned")]
+    done = Path(args.work) / "pieces" / f"{base}_s{seed}.json"
+    if not done.is_file():
+        raise SystemExit(f"{cell}: run the {base} cell of seed {seed} first ({done} is missing)")
+    rule = json.loads(done.read_text()).get("head_rule")
+    grid = [(lr, steps) for lr in args.tuned_lrs for steps in args.tuned_steps]
+    vals = {f"lr{lr}_steps{steps}": _val(work, args, inner=(lr, steps), head_rule=rule) for lr, steps in grid}
+    lr, steps = max(grid, key=lambda g: vals[f"lr{g[0]}_steps{g[1]}"])  # ties keep the earlier (cheaper) setting
+    return {"train_seconds": 0.0, "val_acc_by_setting": vals, "chosen": {"inner_lr": lr, "test_steps": steps},
+            "head_rule": rule, "val_acc": vals[f"lr{lr}_steps{steps}"],
+            "runs": _runs(work, args, inner=(lr, steps), head_rule=rule)}
+
+
 def piece(cell: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
-    work = Path(args.work) / "runs" / f"{cell if not cell.startswith('pretrain') else 'pretrain'}_s{seed}"
+    folder = cell.removesuffix("_tuned")
+    work = Path(args.work) / "runs" / f"{folder if not folder.startswith('pretrain') else 'pretrain'}_s{seed}"
     common = _common(args, seed)
     out: Dict[str, Any] = {"cell": cell, "seed": seed}
-    if cell == "protonet20":
+    if cell.endswith("_tuned"):
+        out.update(_tuned(cell, seed, work, args))
+    elif cell == "protonet20":
         out["train_seconds"] = _train("protonet_omniglot_small1_20w1s", work, common + [
             f"episodes.n_way={args.way}", "tensorboard=false",
             f"train.iterations={args.protonet_iterations}", f"train.val_every={args.protonet_iterations // 3}",
@@ -196,7 +223,8 @@ def report(work: Path, args: argparse.Namespace) -> Dict[str, Any]:
         rows.append({"cell": cell, "seeds": sorted(got), "error_mean": over["mean"], "error_ci95": over["ci"],
                      "per_seed": {s: {"error": got[s]["runs"]["error_rate"], "wilson95": got[s]["runs"]["error_wilson95"],
                                       "val_acc": got[s].get("val_acc"), "train_seconds": got[s].get("train_seconds"),
-                                      "seconds": got[s].get("seconds"), "head_rule": got[s].get("head_rule")}
+                                      "seconds": got[s].get("seconds"), "head_rule": got[s].get("head_rule"),
+                                      "chosen": got[s].get("chosen")}
                                   for s in sorted(got)}})
         scen = [got[s]["scenarios"] for s in sorted(got) if got[s].get("scenarios")]
         if scen:
@@ -229,7 +257,9 @@ def markdown(rep: Dict[str, Any]) -> str:
     for r in rep["rows"]:
         ci = "n/a" if r["error_ci95"] != r["error_ci95"] else pct(r["error_ci95"])
         per = "; ".join(f"{pct(v['error'])} [{pct(v['wilson95'][0])}–{pct(v['wilson95'][1])}]"
-                        + (f" ({v['head_rule']})" if v.get("head_rule") else "") for v in r["per_seed"].values())
+                        + (f" ({v['head_rule']})" if v.get("head_rule") else "")
+                        + (f" (lr {v['chosen']['inner_lr']}, {v['chosen']['test_steps']} steps)" if v.get("chosen") else "")
+                        for v in r["per_seed"].values())
         val = ", ".join(pct(v["val_acc"]) for v in r["per_seed"].values() if v["val_acc"] is not None)
         secs = ", ".join(f"{v['train_seconds']:.0f}" for v in r["per_seed"].values() if v.get("train_seconds"))
         lines.append(f"| {r['cell']} | {len(r['seeds'])} | {pct(r['error_mean'])} ± {ci} | {per} | {val} | {secs} |")
@@ -270,6 +300,8 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     ap.add_argument("--maml-iterations", type=int, default=600)
     ap.add_argument("--maml-meta-batch", type=int, default=8)
     ap.add_argument("--pretrain-epochs", type=int, default=30)
+    ap.add_argument("--tuned-lrs", type=float, nargs="+", default=[0.4, 0.8, 1.6], help="*_tuned cells: inner lrs")
+    ap.add_argument("--tuned-steps", type=int, nargs="+", default=[3, 10, 25], help="*_tuned cells: test steps")
     ap.add_argument("--val-episodes", type=int, default=100, help="validation episodes (model selection)")
     ap.add_argument("--way", type=int, default=20, help="way of the validation episodes and of ProtoNet's training "
                     "episodes (the runs are 20-way)")

@@ -138,3 +138,48 @@ def test_omniglot_study_on_small_official_zips(tmp_path):
     rows = {r["cell"]: r for r in json.loads(out.read_text())["rows"]}
     assert {"unicorn5", "protomaml5"} <= set(rows) and "strong/both" in rows["protomaml5"]["scenarios"]
     assert "consistency" in more
+    # the test-time inner loop chosen on validation, for the trained unicorn5 model: no training
+    script("omniglot_study.py", *args, "--cells", "unicorn5_tuned", "--seeds", 0, "--tuned-lrs", 0.4, 0.8,
+           "--tuned-steps", 1, 2)
+    piece = json.loads((work / "pieces" / "unicorn5_tuned_s0.json").read_text())
+    assert set(piece["val_acc_by_setting"]) == {"lr0.4_steps1", "lr0.4_steps2", "lr0.8_steps1", "lr0.8_steps2"}
+    assert piece["val_acc"] == max(piece["val_acc_by_setting"].values()) and piece["train_seconds"] == 0.0
+    chosen = piece["chosen"]
+    assert piece["runs"]["learner_options"]["test_steps"] == chosen["test_steps"]
+    assert piece["runs"]["learner_options"]["inner_lr"] == chosen["inner_lr"]
+
+
+def test_msd_sweep_logs_the_gradient_ratio_and_compares_at_seed_level(tmp_path):
+    out = tmp_path / "sweep.json"
+    script("msd_study.py", "sweep", "--tiny", "--seeds", 0, 1, "--select-iterations", 4, "--select-val-episodes", 4,
+           "--grad-ratio-every", 2, "--sweep-lams", 0, 3, "--sweep-forms", "cos_prob", "kl", "--work",
+           tmp_path / "w", "--out", out)
+    rows = {r["setting"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"maml", "plain", "lam0", "lam3_cos_prob", "lam3_kl"}
+    assert rows["lam3_kl"]["grad_ratio"]["early"] > 0 and rows["lam0"]["grad_ratio"]["early"] == 0
+    assert rows["maml"]["grad_ratio"]["early"] is None  # no consistency term to measure
+    d = rows["lam3_kl"]["vs_lam0"]["seed_level"]
+    assert d["n"] == 2 and d["df"] == 1 and "p_holm" in d
+    assert rows["lam0"]["vs_lam0"] is None
+
+
+def test_distill_omniglot_on_small_official_zips(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _omniglot_fixtures as ofx
+
+    data = tmp_path / "omniglot"
+    mp = pytest.MonkeyPatch()
+    mp.setattr(ofx, "DRAWERS", 13)  # 10 test / val drawers of the real split + 3 training drawers
+    ofx.write_sets(data, ["images_background_small1", "images_background_small2"])
+    mp.undo()
+    out = tmp_path / "d.json"
+    text = script("distill_omniglot.py", "--root", data, "--work", tmp_path / "w", "--seeds", 0, 1, "--methods", "ce",
+                  "kd", "kd_rank", "--override", "data.image_size=16", "train.epochs=1", "teacher.epochs=1",
+                  "train.lr_milestones=[]", "teacher.lr_milestones=[]", "student.options.hidden=4",
+                  "data.train_per_class=3", "--sizes", "full", "--out", out)
+    rep = json.loads(out.read_text())
+    assert set(rep["selection"]["val_acc"]) == {"abs100", "std1", "std3", "std10"}
+    rows = {r["method"]: r for r in rep["rows"]}
+    assert set(rows) == {"ce", "kd", "kd_rank"} and rows["kd"]["vs_ce"]["seed_level"]["df"] == 1
+    assert not (tmp_path / "w" / "runs" / "kd_rank_full_s0").exists()  # the selection's chosen run is reused
+    assert (tmp_path / "w" / "pieces" / "kd_rank_full_s1.json").is_file() and "kd_rank" in text

@@ -94,7 +94,8 @@ def ensure_teacher(base: str, overrides: Sequence[str], folder: Path, teacher_st
             ledger.save_partial()
             raise
     res = json.loads((folder / "teacher" / "result.json").read_text())
-    out = {"path": str(pt), "arch": res["arch"], "test_acc": res["test_acc"], "epochs": res["epochs"],
+    out = {"path": str(pt), "arch": res["arch"], "test_acc": res["test_acc"], "val_acc": res.get("val_acc"),
+           "epochs": res["epochs"],
            "steps": res["steps"], "train_images": res["train_images"], "test_images": res["test_images"],
            "seconds": res["seconds"], "cpu_seconds": ledger.total(), "wall_seconds_last_call": time.perf_counter() - wall0,
            "load_average_start": load0, "load_average_end": os.getloadavg()[0]}
@@ -125,7 +126,8 @@ def run_piece(name: str, base: str, overrides: Sequence[str], work: Path, extra:
     s = res["student"]
     epochs = [json.loads(x) for x in (out / "student" / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in epochs if r["kind"] == "epoch"]
-    row = {"name": name, "test_acc": s["test_acc"], "best_test_acc": s["best_test_acc"], "steps": s["steps"],
+    row = {"name": name, "test_acc": s["test_acc"], "best_test_acc": s.get("best_test_acc"), "steps": s["steps"],
+           "val_acc": s.get("val_acc"), "best_val_acc": s.get("best_val_acc"), "test_correct": s.get("test_correct"),
            "train_images": s["train_images"], "test_images": s["test_images"],
            "final_train_acc": epochs[-1].get("train_acc") if epochs else None,
            "final_train_loss": epochs[-1].get("train_loss") if epochs else None,

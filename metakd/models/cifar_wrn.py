@@ -59,7 +59,7 @@ class WideResNet(nn.Module):
         return self.head(self.features(x))
 
 
-SPECS = {"wrn_40_2": (40, 2), "wrn_16_2": (16, 2)}
+SPECS = {"wrn_40_2": (40, 2), "wrn_16_2": (16, 2), "wrn_16_4": (16, 4)}
 
 
 register_classifier_family(SPECS, lambda spec, n, c, bn: WideResNet(*spec, n, c, bn=bn),

@@ -58,16 +58,26 @@ def _write_json(path: Path, obj: Dict[str, Any]) -> None:
 
 
 @torch.no_grad()
-def test_accuracy(model: nn.Module, data: ClassificationData, device: torch.device, batch_size: int) -> float:
-    """Top-1 accuracy of ``model`` on the test part (eval mode; restores the mode)."""
+def test_correct(model: nn.Module, data: ClassificationData, device: torch.device, batch_size: int,
+                 part: str = "test") -> Tensor:
+    """Per-item top-1 correctness (N,) bool of ``model`` on the ``part`` ("test" or "val") of ``data`` (eval
+    mode; restores the mode): the paired comparisons of two students use it item by item."""
+    xs, ys = (data.val_x, data.val_y) if part == "val" else (data.test_x, data.test_y)
     was = model.training
     model.eval()
-    correct = 0
-    for lo in range(0, len(data.test_y), batch_size):
-        x = prepare(data.test_x[lo:lo + batch_size], data.mean, data.std, device)
-        correct += int((model(x).argmax(-1).cpu() == data.test_y[lo:lo + batch_size]).sum())
+    out = []
+    for lo in range(0, len(ys), batch_size):
+        x = prepare(xs[lo:lo + batch_size], data.mean, data.std, device)
+        out.append(model(x).argmax(-1).cpu() == ys[lo:lo + batch_size])
     model.train(was)
-    return correct / max(1, len(data.test_y))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+
+
+def test_accuracy(model: nn.Module, data: ClassificationData, device: torch.device, batch_size: int,
+                  part: str = "test") -> float:
+    """Top-1 accuracy of ``model`` on the ``part`` ("test" or "val") of ``data``."""
+    correct = test_correct(model, data, device, batch_size, part)
+    return float(correct.float().mean()) if len(correct) else 0.0
 
 
 class FrozenTeacher(nn.Module):
@@ -167,8 +177,10 @@ class PhaseTrainer(SupervisedTrainer):
                          resume_free=RESUME_FREE, progress=progress, label=f"{role} {spec['arch']}")
 
     @property
-    def last_test(self) -> Optional[float]:
-        return self.last_eval.get("test_acc")
+    def eval_part(self) -> str:
+        """What end_of_epoch scores: the validation part when there is one (the test part is then scored once,
+        in final_record), else the test part."""
+        return "val" if self.data.val_y is not None else "test"
 
     # -- checkpoint parts of this job
     def extra_state(self) -> Dict[str, Any]:
@@ -243,9 +255,9 @@ class PhaseTrainer(SupervisedTrainer):
     def end_of_epoch(self, guard: StopGuard) -> Dict[str, Any]:
         with guard.abandonable():
             fault_point("val", self.epoch)
-            test_acc = test_accuracy(self.model, self.data, self.device, self.cfg["train"]["eval_batch_size"])
-        self.last_eval = {"test_acc": test_acc}
-        return {"test_acc": test_acc}
+            acc = test_accuracy(self.model, self.data, self.device, self.cfg["train"]["eval_batch_size"], self.eval_part)
+        self.last_eval = {f"{self.eval_part}_acc": acc}
+        return dict(self.last_eval)
 
     def epoch_extras(self) -> Dict[str, Any]:
         if self.temps is None:
@@ -254,16 +266,23 @@ class PhaseTrainer(SupervisedTrainer):
         return {"t_teacher": float(tt.detach()), "t_student": float(ts.detach())}
 
     def epoch_note(self, rec: Dict[str, Any]) -> str:
-        return ((f", test top-1 {100 * rec['test_acc']:.2f}%" if "test_acc" in rec else "")
+        part = self.eval_part
+        return ((f", {part} top-1 {100 * rec[part + '_acc']:.2f}%" if f"{part}_acc" in rec else "")
                 + (f", T_t {rec['t_teacher']:.2f} T_s {rec['t_student']:.2f}" if "t_teacher" in rec else ""))
 
     def final_record(self) -> Dict[str, Any]:
         records = self.logger.read()
-        epochs = [r for r in records if r["kind"] == "epoch" and r.get("test_acc") is not None]
+        key = f"{self.eval_part}_acc"
+        epochs = [r for r in records if r["kind"] == "epoch" and r.get(key) is not None]
         out = {"arch": self.cfg[self.role]["arch"], "epochs": self.epochs, "steps": self.step,
-               "test_acc": self.last_test, "best_test_acc": max((r["test_acc"] for r in epochs), default=None),
+               key: self.last_eval.get(key), f"best_{key}": max((r[key] for r in epochs), default=None),
                "train_images": len(self.train_idx), "test_images": len(self.data.test_y),
                "seconds": sum(r["seconds"] for r in records if r["kind"] == "epoch")}
+        correct = test_correct(self.model, self.data, self.device, self.cfg["train"]["eval_batch_size"])
+        out["test_correct"] = correct.int().tolist()  # per test item, for paired comparisons
+        if self.eval_part == "val":  # the test part, once, with the final weights
+            out["test_acc"] = float(correct.float().mean())
+            out["val_images"] = len(self.data.val_y)
         out.update(self.epoch_extras())
         return out
 
@@ -345,7 +364,10 @@ def _run_phases(cfg: Dict[str, Any], out: Path, data: ClassificationData, device
     teacher, tckpt = load_teacher(teacher_path, cfg, data)
     with guard.abandonable():
         teacher_acc = test_accuracy(teacher, data, device, cfg["train"]["eval_batch_size"])
-    result["teacher"] = {"arch": tckpt["arch"], "checkpoint": str(teacher_path), "test_acc": teacher_acc}
+        teacher_val = None if data.val_y is None else test_accuracy(teacher, data, device,
+                                                                    cfg["train"]["eval_batch_size"], "val")
+    result["teacher"] = {"arch": tckpt["arch"], "checkpoint": str(teacher_path), "test_acc": teacher_acc,
+                         **({} if teacher_val is None else {"val_acc": teacher_val})}
 
     # student
     sdir = out / "student"

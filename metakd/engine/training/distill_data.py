@@ -2,11 +2,17 @@
 batch order and the standard CIFAR augmentation on tensors.
 
 Splits. cifar100 and folder trees: ``data.train_split`` and ``data.test_split`` (same classes,
-checked by name). glyphs (and any dataset with ``data.holdout_per_class`` set): the train split's
-classes only; in every class the last ``holdout_per_class`` instances (in file order) are the test
-set and the rest the training set; e.g. 20 glyph instances per class -> 16 train / 4 test. Glyph
-instances of a class are i.i.d. random distortions, so file order is an unbiased split.
-``data.max_classes`` keeps the first N classes (labels stay 0..N-1).
+checked by name). glyphs, omniglot (and any dataset with ``data.holdout_per_class`` set): the train
+split's classes only; in every class the last ``holdout_per_class`` instances (in file order) are the
+test set and the rest the training set; e.g. 20 glyph instances per class -> 16 train / 4 test. Glyph
+instances of a class are i.i.d. random distortions, so file order is an unbiased split; Omniglot's
+files of a character sort by drawer (``<id>_<drawer>.png``), so the split holds out drawers (people).
+``data.val_per_class``: the ``val_per_class`` instances before the test ones form a validation part
+(model selection; the test part is then scored once, at the end). ``data.train_per_class``: keep
+only the first N training instances of every class (a smaller data size with the same val/test).
+``data.train_split`` may be a list: the classes of those splits together (e.g. Omniglot's ``[train,
+val]`` of the minimal track: both minimal sets' 242 characters). ``data.max_classes`` keeps the first
+N classes (labels stay 0..N-1).
 """
 from __future__ import annotations
 
@@ -35,6 +41,8 @@ class ClassificationData:
     mean: Tensor  # (C,) in [0, 1] units
     std: Tensor   # (C,)
     info: Dict[str, Any]
+    val_x: Optional[Tensor] = None  # (N_val, C, H, W) uint8, when data.val_per_class is set
+    val_y: Optional[Tensor] = None
 
     @property
     def num_classes(self) -> int:
@@ -59,16 +67,37 @@ def _keep_classes(split: ImageSplit, n: Optional[int]) -> Tuple[np.ndarray, np.n
     return images[mask], labels[mask], list(split.class_names[:n])
 
 
-def _holdout(images: np.ndarray, labels: np.ndarray, per_class: int, where: str):
-    """Last ``per_class`` instances of every class -> test, the rest -> train."""
-    test_mask = np.zeros(len(labels), dtype=bool)
+def _holdout(images: np.ndarray, labels: np.ndarray, per_class: int, where: str, val: int = 0,
+             train: Optional[int] = None):
+    """Per class in file order: the last ``per_class`` instances -> test, the ``val`` before them -> val,
+    the first ``train`` (default: all) of the rest -> train. Returns (part name -> (images, labels))."""
+    part = np.full(len(labels), -1)  # 0 train, 1 val, 2 test, -1 unused
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
-        if len(idx) <= per_class:
-            raise DataError(f"{where}: class {int(c)} has {len(idx)} images; data.holdout_per_class={per_class} "
-                            "would leave none for training")
-        test_mask[idx[-per_class:]] = True
-    return images[~test_mask], labels[~test_mask], images[test_mask], labels[test_mask]
+        if len(idx) <= per_class + val:
+            raise DataError(f"{where}: class {int(c)} has {len(idx)} images; data.holdout_per_class={per_class}"
+                            + (f" and data.val_per_class={val}" if val else "") + " would leave none for training")
+        part[idx[len(idx) - per_class:]] = 2
+        part[idx[len(idx) - per_class - val:len(idx) - per_class]] = 1
+        part[idx[:len(idx) - per_class - val][:train]] = 0
+    return {name: (images[part == k], labels[part == k]) for k, name in enumerate(("train", "val", "test"))}
+
+
+def _load_train(d: Dict[str, Any], options: Dict[str, Any]) -> ImageSplit:
+    """The train split, or the classes of several splits together (``data.train_split`` a list)."""
+    names = d["train_split"] if isinstance(d["train_split"], list) else [d["train_split"]]
+    if not names or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"data.train_split must be a split name or a non-empty list of them, got {d['train_split']!r}")
+    splits = [load_split(d["dataset"], d["root"], n, image_size=d["image_size"], **options) for n in names]
+    if len(splits) == 1:
+        return splits[0]
+    classes = [c for s in splits for c in s.class_names]
+    if len(set(classes)) != len(classes):
+        raise DataError(f"data.train_split={names}: the splits share class names; each class must be in one split")
+    offsets = np.cumsum([0] + [s.num_classes for s in splits[:-1]])
+    images = np.concatenate([np.asarray(s.images) for s in splits])
+    labels = np.concatenate([s.labels + o for s, o in zip(splits, offsets)])
+    return ImageSplit(images, labels, classes, name="+".join(s.name or n for s, n in zip(splits, names)))
 
 
 def _to_tensor(images: np.ndarray) -> Tensor:
@@ -79,10 +108,18 @@ def load_classification(cfg: Dict[str, Any]) -> ClassificationData:
     """Train and test parts for the config's ``data`` section (see the module docstring)."""
     d = cfg["data"]
     options = dict(d["options"])
-    train = load_split(d["dataset"], d["root"], d["train_split"], image_size=d["image_size"], **options)
+    train = _load_train(d, options)
     tr_x, tr_y, names = _keep_classes(train, d["max_classes"])
+    va_x = va_y = None
+    if (d["val_per_class"] or d["train_per_class"]) and d["holdout_per_class"] is None:
+        raise ConfigError("data.val_per_class and data.train_per_class need data.holdout_per_class (instances "
+                          "are split per class)")
     if d["holdout_per_class"] is not None:
-        tr_x, tr_y, te_x, te_y = _holdout(tr_x, tr_y, d["holdout_per_class"], train.name or d["dataset"])
+        parts = _holdout(tr_x, tr_y, d["holdout_per_class"], train.name or d["dataset"], d["val_per_class"] or 0,
+                         d["train_per_class"])
+        (tr_x, tr_y), (te_x, te_y) = parts["train"], parts["test"]
+        if d["val_per_class"]:
+            va_x, va_y = parts["val"]
         test_name = f"{train.name} (held-out instances)"
     else:
         if d["dataset"] == "glyphs":
@@ -108,9 +145,13 @@ def load_classification(cfg: Dict[str, Any]) -> ClassificationData:
         raise ConfigError(f"data.normalize must be null, 'dataset' or [[mean x C], [std x C]], got {spec!r}")
     info = {"train": {"name": train.name, "images": int(len(tr_y))}, "test": {"name": test_name, "images": int(len(te_y))},
             "classes": len(names), "image_shape": list(tr_x.shape[1:])}
+    if va_x is not None:
+        info["val"] = {"name": f"{train.name} (held-out instances)", "images": int(len(va_y))}
     return ClassificationData(_to_tensor(tr_x), torch.from_numpy(tr_y.astype(np.int64)), _to_tensor(te_x),
                               torch.from_numpy(te_y.astype(np.int64)), names,
-                              torch.tensor([float(m) for m in mean]), torch.tensor([float(s) for s in std]), info)
+                              torch.tensor([float(m) for m in mean]), torch.tensor([float(s) for s in std]), info,
+                              None if va_x is None else _to_tensor(va_x),
+                              None if va_y is None else torch.from_numpy(va_y.astype(np.int64)))
 
 
 def heldout_split(labels: Tensor, fraction: float, seed: int) -> Tuple[Tensor, Tensor]:

@@ -8,9 +8,11 @@ Sections (every key, its type and default; unknown keys are errors naming the ke
 
 - top level: name, seed, device, threads, output_dir, description (as in the few-shot configs).
 - data: dataset ("cifar100", "folder" or "glyphs"), root, image_size, options (passed to the loader),
-  train_split / test_split, holdout_per_class (int: carve the test set out of the *train* split,
-  the last ``holdout_per_class`` instances of every class; required for glyphs, whose splits hold
-  disjoint classes), max_classes (keep the first N classes), normalize (null, "dataset" or
+  train_split (a name, or a list whose classes are put together) / test_split, holdout_per_class (int:
+  carve the test set out of the *train* split, the last ``holdout_per_class`` instances of every class;
+  required for glyphs and omniglot, whose splits hold disjoint classes), val_per_class (the instances
+  before those: a validation part, evaluated every epoch; the test part is then scored once, at the end),
+  train_per_class (keep the first N training instances of every class), max_classes (keep the first N classes), normalize (null, "dataset" or
   [[mean], [std]]), augment ("crop_flip": random crop with zero padding ``crop_padding`` and
   horizontal flip; "crop": no flip, for glyphs whose mirror images are other characters; "none").
 - teacher: arch, options, checkpoint (a ``teacher.pt`` written by this command; null = train one
@@ -48,9 +50,11 @@ DISTILL_SCHEMA: Dict[str, Dict[str, Tuple[tuple, Any]]] = {
         "root": ((str, None), None),
         "image_size": ((int,), 32),
         "options": ((dict,), {}),
-        "train_split": ((str,), "train"),
+        "train_split": ((str, list), "train"),
         "test_split": ((str,), "test"),
         "holdout_per_class": ((int, None), None),
+        "val_per_class": ((int, None), None),
+        "train_per_class": ((int, None), None),
         "max_classes": ((int, None), None),
         "normalize": ((str, list, None), "dataset"),
         "augment": ((str,), "crop_flip"),
@@ -143,6 +147,8 @@ def check_distill_config(cfg: Dict[str, Any], source: Source = "config") -> Dict
     positive("data", "image_size")
     positive("data", "crop_padding", strict=False)
     positive("data", "holdout_per_class")
+    positive("data", "val_per_class")
+    positive("data", "train_per_class")
     positive("data", "max_classes")
     positive("teacher", "epochs")
     positive("teacher", "lr")
