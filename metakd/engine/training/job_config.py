@@ -7,7 +7,7 @@ student) and ``metakd pretrain`` (a backbone pre-trained by classification over 
 Sections (every key, its type and default; unknown keys are errors naming the key):
 
 - top level: name, seed, device, threads, output_dir, description (as in the few-shot configs).
-- data: dataset ("cifar100", "folder" or "glyphs"), root, image_size, options (passed to the loader),
+- data: dataset ("cifar100", "folder", "glyphs", "omniglot" or any registered dataset), root, image_size, options (passed to the loader),
   train_split (a name, or a list whose classes are put together) / test_split, holdout_per_class (int:
   carve the test set out of the *train* split, the last ``holdout_per_class`` instances of every class;
   required for glyphs and omniglot, whose splits hold disjoint classes), val_per_class (the instances
