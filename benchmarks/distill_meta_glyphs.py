@@ -25,6 +25,7 @@ MKD's harm controls (``--methods``, not run by default; each changes one thing o
   mkd_bounded         learned T within [3, 6]
   mkd_support_only    learned T, KD only in the inner loop (the meta-objective is the query CE alone)
   kd_query_fixed_learned  KD on the query side only at T_t 2.0, T_s 6.0
+  mkd_shared          one learned temperature for teacher and student (they cannot drift apart)
 Same seeds (initialisation and task order) for every method; every model is evaluated on the same
 600 fixed test episodes (the student answers alone). Reported: mean over seeds ± Student-t 95% CI and
 the difference to ``alone`` and to ``kd`` at seed level (paired t test over the per-seed mean
@@ -86,6 +87,7 @@ CONTROLS = {  # MKD's harm, one thing changed at a time (``--methods``; not in t
     "mkd_bounded": ("distill_meta_glyphs_mkd", ["meta_teacher.options.t_min=3.0", "meta_teacher.options.t_max=6.0"]),
     "mkd_support_only": ("distill_meta_glyphs_mkd", ["meta_teacher.options.kd_on=support"]),
     "kd_query_fixed_learned": ("distill_meta_glyphs_kd", MKD_FIXED[1:]),
+    "mkd_shared": ("distill_meta_glyphs_mkd", ["meta_teacher.options.shared_temperature=true"]),
 }
 DEFAULT_METHODS = list(METHODS)
 METHODS = {**METHODS, **CONTROLS}

@@ -20,6 +20,7 @@ of the student's steps, so its order differs). Methods (weights as the configs: 
   rank            CE + rank loss (no KD)
   mkd             CE + KD with meta-learned teacher / student temperatures (MKD look-ahead)
   mkd_rank        MKD + the rank loss
+  mkd_shared      MKD with one learned temperature for teacher and student (a control, not run by default)
 
 Selection (validation drawers only, seed 0, ``full``): the rank loss's sharpness k among ``K_GRID``
 (the paper's fixed k = 100, and k = 1 / 3 / 10 divided by each row's logit std); the chosen k is used by
@@ -74,7 +75,9 @@ METHODS = {
     "rank": RANK + ["distill.kd_weight=0.0", "distill.rank_weight=0.9"],
     "mkd": ["distill.method=mkd"],
     "mkd_rank": ["distill.method=mkd_rank"],
+    "mkd_shared": ["distill.method=mkd", "mkd.shared=true"],
 }
+DEFAULT_METHODS = [m for m in METHODS if m != "mkd_shared"]
 RANK_METHODS = ("kd_rank", "kd_rank_top", "kd_rank_bottom", "rank", "mkd_rank")
 K_GRID = {
     "abs100": ["distill.rank_k_scale=absolute", "distill.rank_k=100"],
@@ -168,7 +171,7 @@ def main() -> None:
     p.add_argument("--root", default="data/omniglot", help="folder with the official Omniglot zips")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS))
     p.add_argument("--override", nargs="*", default=[], help="key=value overrides for every run (changes the study)")
     p.add_argument("--work", default="runs/distill_omniglot")
     p.add_argument("--report-only", action="store_true", help="tables from the finished pieces, no training")
