@@ -60,6 +60,7 @@ from metakd.engine.training.supervised import batches_per_epoch  # noqa: E402
 from metakd.stats import format_interval, t_interval  # noqa: E402
 from benchlib.distill import ensure_teacher, run_piece  # noqa: E402
 from benchlib.results import (SEED_LEVEL_NOTE, add_holm, add_update_results_flag, format_paired, output_path,  # noqa: E402
+                              write_atomic,
                               paired_over_seeds, write_json_and_markdown)
 
 BASE = "distill_omniglot_minimal_kd"
@@ -183,11 +184,13 @@ def main() -> None:
     start = time.perf_counter()
     teachers = {size: teacher(args, work, size) for size in args.sizes if not args.report_only
                 or (work / f"teacher_{size}" / "teacher_piece.json").is_file()}
-    if "full" not in teachers:
-        raise SystemExit("the full-size teacher is not trained yet: run without --report-only first")
-    selection = select_k(args, work, teachers["full"]) if not args.report_only else \
-        json.loads((work / "selection.json").read_text())
-    (work / "selection.json").write_text(json.dumps(selection))
+    if args.report_only:
+        if not (work / "selection.json").is_file():
+            raise SystemExit(f"{work}: no finished selection yet: run without --report-only first")
+        selection = json.loads((work / "selection.json").read_text())
+    else:  # the selection runs on the full size, whichever sizes this call trains
+        selection = select_k(args, work, teachers.get("full") or teacher(args, work, "full"))
+    write_atomic(work / "selection.json", json.dumps(selection))
     rows: List[Dict[str, Any]] = []
     for size in [s for s in args.sizes if s in teachers]:
         results: Dict[str, Dict[int, Dict[str, Any]]] = {}
