@@ -98,14 +98,18 @@ def teacher(args: argparse.Namespace, work: Path, size: str) -> Dict[str, Any]:
     return ensure_teacher(BASE, common(args, size) + ["seed=0", "train.epochs=1"], work / f"teacher_{size}", steps)
 
 
+def piece_name(method: str, size: str, seed: int, k: List[str]) -> str:
+    """The piece of a student; the selection's chosen run is kd_rank's full-size seed 0 (not run twice)."""
+    if (method, size, seed) == ("kd_rank", "full", 0):
+        return next(f"select_k_{n}" for n, o in K_GRID.items() if o == k)
+    return f"{method}_{size}_s{seed}"
+
+
 def student(args: argparse.Namespace, work: Path, size: str, method: str, seed: int, k: List[str],
             t: Dict[str, Any]) -> Dict[str, Any]:
     over = common(args, size) + METHODS[method] + (k if method in RANK_METHODS else []) + [
         f"seed={seed}", f"teacher.checkpoint={t['path']}"]
-    name = f"{method}_{size}_s{seed}"
-    if (method, size, seed) == ("kd_rank", "full", 0):  # the selection's chosen run is this piece: not run twice
-        name = next(f"select_k_{n}" for n, o in K_GRID.items() if o == k)
-    row = run_piece(name, BASE, over, work)
+    row = run_piece(piece_name(method, size, seed, k), BASE, over, work)
     print(f"{method:15s} {size:6s} seed {seed}: val {100 * row['val_acc']:.2f}%  test {100 * row['test_acc']:.2f}%"
           f"  ({row['seconds']:.0f} s)", flush=True)
     return row
@@ -196,7 +200,7 @@ def main() -> None:
         results: Dict[str, Dict[int, Dict[str, Any]]] = {}
         for seed in args.seeds:  # seed-major: a cut study has whole seeds
             for method in args.methods:
-                path = work / "pieces" / f"{method}_{size}_s{seed}.json"
+                path = work / "pieces" / f"{piece_name(method, size, seed, selection['overrides'])}.json"
                 if args.report_only:
                     if path.is_file():
                         results.setdefault(method, {})[seed] = json.loads(path.read_text())
