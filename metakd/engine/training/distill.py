@@ -77,7 +77,7 @@ def test_accuracy(model: nn.Module, data: ClassificationData, device: torch.devi
                   part: str = "test") -> float:
     """Top-1 accuracy of ``model`` on the ``part`` ("test" or "val") of ``data``."""
     correct = test_correct(model, data, device, batch_size, part)
-    return float(correct.float().mean()) if len(correct) else 0.0
+    return int(correct.sum()) / max(1, len(correct))  # an exact ratio, as before per-item results existed
 
 
 class FrozenTeacher(nn.Module):
@@ -281,7 +281,7 @@ class PhaseTrainer(SupervisedTrainer):
         correct = test_correct(self.model, self.data, self.device, self.cfg["train"]["eval_batch_size"])
         out["test_correct"] = correct.int().tolist()  # per test item, for paired comparisons
         if self.eval_part == "val":  # the test part, once, with the final weights
-            out["test_acc"] = float(correct.float().mean())
+            out["test_acc"] = int(correct.sum()) / max(1, len(correct))
             out["val_images"] = len(self.data.val_y)
         out.update(self.epoch_extras())
         return out
