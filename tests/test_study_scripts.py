@@ -183,3 +183,32 @@ def test_distill_omniglot_on_small_official_zips(tmp_path):
     assert set(rows) == {"ce", "kd", "kd_rank"} and rows["kd"]["vs_ce"]["seed_level"]["df"] == 1
     assert not (tmp_path / "w" / "runs" / "kd_rank_full_s0").exists()  # the selection's chosen run is reused
     assert (tmp_path / "w" / "pieces" / "kd_rank_full_s1.json").is_file() and "kd_rank" in text
+
+
+def test_omniglot_vinyals_on_small_official_zips(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _omniglot_fixtures as ofx
+
+    data = tmp_path / "omniglot"
+    mp = pytest.MonkeyPatch()  # four evaluation alphabets: 3 Vinyals test alphabets x 2 characters x 4 rotations
+    mp.setitem(ofx.SETS, "images_evaluation", ("Angelic", "Kannada", "Keble", "Malayalam"))
+    ofx.write_sets(data, ["images_background", "images_evaluation"])
+    mp.undo()
+    work, out = tmp_path / "w", tmp_path / "v.json"
+    args = ["--root", data, "--work", work, "--seeds", 0, 1, "--protonet-iterations", 2, "--maml-iterations", 2,
+            "--maml-meta-batch", 2, "--episodes", 3, "--val-episodes", 2, "--curve-points", 2, "--override",
+            "model.options.hidden=4", "episodes.train_n_way=5", "episodes.q_query=2", "episodes.test_q_query=2",
+            "--out", out]
+    text = script("omniglot_vinyals.py", *args)
+    rep = json.loads(out.read_text())
+    rows = {(r["cell"], r["way"]): r for r in rep["rows"]}
+    assert set(rows) == {("protonet", 5), ("protonet", 20), ("maml5", 5)}
+    assert rows[("protonet", 20)]["published"] == 96.0 and rows[("maml5", 5)]["paper_iterations"] == 60000
+    assert rows[("maml5", 5)]["meta_batch"] == [2] and rows[("protonet", 5)]["meta_batch"] == [1]
+    assert [st for st, _ in rows[("maml5", 5)]["per_seed"]["0"]["curve"]] == [1, 2]  # the validation curve
+    (cmp,) = rep["comparisons"]
+    assert cmp["seed_level"]["df"] == 1 and len(cmp["within_seed"]) == 2
+    # the same fixed test episodes for every cell and seed
+    pieces = [json.loads(p.read_text()) for p in sorted((work / "pieces").glob("*.json"))]
+    assert len({p["test"]["5"]["fingerprint"] for p in pieces}) == 1 and "1,028" in text
+    assert "[running]" not in script("omniglot_vinyals.py", *args)  # finished pieces are not trained again

@@ -26,3 +26,22 @@ def train_fresh(config: str, run: Path, seed: int, iterations: int, overrides: S
     tic = time.perf_counter()
     Trainer(cfg, progress=False).fit()
     return time.perf_counter() - tic
+
+
+def train_resumable(config: str, run: Path, overrides: Sequence[str] = ()) -> dict:
+    """Train ``config`` into ``run``, resuming its last.pt when an earlier call was cut. Returns the training
+    seconds (summed over the calls, kept in ``run/train_seconds.json``) and the validation curve
+    [(step, acc)] from ``run/metrics.jsonl``."""
+    import json
+
+    from metakd.atomic import atomic_write
+
+    run = Path(run)
+    cfg = load_config(config, [f"output_dir={run}", *overrides])
+    tic = time.perf_counter()
+    Trainer(cfg, progress=False).fit(resume=(run / "last.pt").is_file())
+    spent = run / "train_seconds.json"
+    seconds = time.perf_counter() - tic + (json.loads(spent.read_text()) if spent.is_file() else 0.0)
+    atomic_write(spent, json.dumps(seconds), what="training seconds")
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {"train_seconds": seconds, "curve": [(r["step"], r["acc"]) for r in recs if r.get("kind") == "val"]}
