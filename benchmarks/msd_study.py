@@ -35,7 +35,10 @@ view), views 2 of the default strength; the controls: λ 0 (the same two views, 
 ``plain`` (MSD with one view and λ 0: MAML on augmented supports, MAML's compute) and ``maml``. Every run
 logs the consistency term's meta-gradient norm relative to the query CE's (``grad_ratio_every``:
 msd_grad_ratio / msd_grad_cos) over training; the report gives them early / middle / late beside the
-validation accuracy (mean ± t95 over seeds) and each setting − λ 0 and − plain at seed level.
+validation accuracy (mean ± t95 over seeds) and each setting − λ 0 and − plain at seed level. After all the
+training, every model is also scored on --sweep-scenario-episodes fixed validation episodes clean, under
+the glyph preset's strong level (the views' family) and under the "ood" level (pixel noise and occlusion,
+outside it): does consistency training buy robustness beyond the perturbations it trained on?
 
 Resumable in pieces: each selection run and each (cell, seed) writes its result JSON atomically into
 --work/pieces/ when finished; a rerun skips finished pieces and an interrupted training resumes from
@@ -66,7 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from metakd.config import load_config  # noqa: E402
-from metakd.data.augment import LEVELS, SIDES  # noqa: E402
+from metakd.data.augment import LEVELS, OOD, SIDES  # noqa: E402
 from metakd.engine.assembly import describe_device  # noqa: E402
 from metakd.engine.evaluation.robustness import evaluate_robustness, scenario_label  # noqa: E402
 from metakd.engine.training.meta import Trainer  # noqa: E402
@@ -195,6 +198,7 @@ def sweep(args, work: Path) -> None:
             res = run_piece(work, piece, fn)
             results.setdefault(name, {})[seed] = res
             print(f"sweep {name} seed {seed}: val {100 * res['curve'][-1][1]:.2f}", flush=True)
+    scen = sweep_scenarios(args, work, settings) if args.sweep_scenario_episodes else {}
     rows = []
     for name, per in results.items():
         have = sorted(per)
@@ -213,10 +217,14 @@ def sweep(args, work: Path) -> None:
                                                                 for s in common])}
         rows.append(row)
     holm = add_holm([((frozenset((r["setting"], base)),), r[f"vs_{base}"]) for r in rows for base in ("lam0", "plain")])
+    scen_rows = summarise_scenarios(scen)
+    scen_holm = add_holm([((r["scenario"], frozenset((r["setting"], base))), r[f"vs_{base}"])
+                          for r in scen_rows for base in ("lam0", "plain")]) if scen_rows else 0
     report = {"benchmark": "msd_sweep", "command": " ".join(["benchmarks/msd_study.py", *sys.argv[1:]]),
               "device": describe_device(torch.device("cpu")), "load_average": [round(v, 2) for v in os.getloadavg()],
               "iterations": args.select_iterations, "val_episodes": args.select_val_episodes, "seeds": args.seeds,
-              "rows": rows, "holm_family": holm,
+              "rows": rows, "holm_family": holm, "scenario_rows": scen_rows, "scenario_holm_family": scen_holm,
+              "scenario_episodes": args.sweep_scenario_episodes,
               "cpu_seconds": sum(r["seconds"] for per in results.values() for r in per.values())}
     fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
     lines = [f"`{report['command']}`", "", f"{report['device']}; load average at the end {report['load_average']}.", "",
@@ -233,9 +241,57 @@ def sweep(args, work: Path) -> None:
                      f"{', '.join(f'{100 * v:.2f}' for v in r['per_seed'])} | {format_paired(r['vs_lam0'])} | "
                      f"{format_paired(r['vs_plain'])} | {fmt(g['early'])} / {fmt(g['middle'])} / {fmt(g['late'])} | "
                      f"{fmt(c['early'])} / {fmt(c['middle'])} / {fmt(c['late'])} | {r['train_seconds']:.0f} |")
+    if scen_rows:
+        lines += ["", f"The same models on {args.sweep_scenario_episodes} fixed 5-way 1-shot validation episodes: clean, "
+                  "strong / both (the training views' family, the glyph preset's strong level) and ood / both (outside "
+                  "it: gaussian pixel noise σ 0.15 on every image and an occluding black rectangle of 4–15% of the area on "
+                  f"half of them). Differences at seed level (paired over the shared episodes within each seed, t over "
+                  f"the per-seed means), Holm over this table's {scen_holm} comparisons.", "",
+                  "| setting | scenario | acc (%) | − λ 0 | − plain |", "|---|---|---|---|---|"]
+        for r in scen_rows:
+            lines.append(f"| {r['setting']} | {r['scenario']} | {format_interval(r['acc']['mean'], r['acc']['ci'])} | "
+                         f"{format_paired(r['vs_lam0'])} | {format_paired(r['vs_plain'])} |")
     md = "\n".join(lines) + f"\n\nCPU seconds of the sweep's pieces: {report['cpu_seconds']:.0f}.\n"
     write_json_and_markdown(output_path(args.out, "msd_sweep_cpu.json", args.update_results), report, md)
     print(md)
+
+
+SWEEP_SCENARIOS = ("standard", "strong", OOD)
+
+
+def sweep_scenarios(args, work: Path, settings: Dict[str, tuple]) -> Dict[str, Dict[int, Dict[str, Any]]]:
+    """Every trained sweep model on --sweep-scenario-episodes fixed validation episodes: clean, strong / both (the
+    views' family) and ood / both (outside it); one piece per (setting, seed), after all the training."""
+    out: Dict[str, Dict[int, Dict[str, Any]]] = {}
+    for seed in args.seeds:
+        for name in settings:
+            run = work / f"sweep_{name}_s{seed}"
+
+            def fn(run=run):
+                res = evaluate_robustness(run / "last.pt", episodes=args.sweep_scenario_episodes, seed=0,
+                                          levels=SWEEP_SCENARIOS, sides=("both",), consistency_views=0, device="cpu",
+                                          progress=False, split="val")
+                return {"rows": res["rows"], "fingerprint": res["episodes_fingerprint"], "preset": res["augment_preset"]}
+            out.setdefault(name, {})[seed] = run_piece(work, f"sweepscen_{name}_s{seed}", fn)
+    return out
+
+
+def summarise_scenarios(scen: Dict[str, Dict[int, Dict[str, Any]]]) -> List[Dict[str, Any]]:
+    """Per setting and scenario: accuracy over seeds and the seed-level differences to lam0 and to plain."""
+    rows = []
+    for name, per in scen.items():
+        have = sorted(per)
+        for i, row in enumerate(per[have[0]]["rows"]):
+            accs = [per[s]["rows"][i]["accuracy"] for s in have]
+            out = {"setting": name, "scenario": scenario_label(row), "seeds": have, "per_seed": accs,
+                   "acc": t_interval(accs) if len(accs) > 1 else {"mean": accs[0], "ci": float("nan")}}
+            for base in ("lam0", "plain"):
+                common = [s for s in have if s in scen.get(base, {})]
+                out[f"vs_{base}"] = None if name == base or not common else paired_over_seeds(
+                    {s: per[s]["rows"][i]["per_episode"] for s in common},
+                    {s: scen[base][s]["rows"][i]["per_episode"] for s in common})
+            rows.append(out)
+    return rows
 
 
 def final_piece(args, work: Path, cell: str, seed: int, chosen: Dict[str, Any]) -> Dict[str, Any]:
@@ -352,6 +408,8 @@ def main() -> None:
     p.add_argument("--sweep-lams", type=float, nargs="+", default=[0.0, 0.3, 3.0, 10.0, 30.0])
     p.add_argument("--sweep-forms", nargs="+", default=list(FORMS), choices=list(FORMS))
     p.add_argument("--grad-ratio-every", type=int, default=25, help="sweep: gradient-ratio measurement interval")
+    p.add_argument("--sweep-scenario-episodes", type=int, default=150,
+                   help="sweep: validation episodes of the clean / strong / ood scenarios of every model (0: none)")
     p.add_argument("--from", dest="source", help="restat: the written result JSON whose statistics to recompute")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--iterations", type=int, default=1000)

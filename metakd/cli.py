@@ -278,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("checkpoints", nargs="+", help="run folders (their best.pt) or checkpoint files")
     r.add_argument("--episodes", type=positive_int_arg, help="fixed test episodes (default: the config's eval.episodes)")
     r.add_argument("--seed", type=int, help="seed of the fixed episode list (default: the config's eval.seed)")
-    r.add_argument("--levels", nargs="+", default=["standard", "weak", "strong"], choices=("standard", "weak", "strong"))
+    r.add_argument("--levels", nargs="+", default=["standard", "weak", "strong"],
+                   choices=("standard", "weak", "strong", "ood"), help="scenario levels; ood: pixel noise and occlusion, outside every preset's training views")
     r.add_argument("--sides", nargs="+", default=["support", "query", "both"], choices=("support", "query", "both"))
     r.add_argument("--consistency-views", type=consistency_views_arg, default=4, help="augmented support copies for the consistency "
                    "metric (0: skip it)")

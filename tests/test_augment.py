@@ -92,3 +92,32 @@ def test_scenario_names_are_checked():
         perturb_batch(batch(), [0, 1, 2, 3], "weak", "labels")
     with pytest.raises(ConfigError, match="level"):
         perturb_batch(batch(), [0, 1, 2, 3], "medium", "support")
+
+
+def test_ood_level_adds_noise_and_occlusion_that_no_preset_trains_on():
+    from metakd.data.augment import OOD, PRESETS
+
+    for p in PRESETS.values():  # outside the family: no preset's MSD views or in-family levels use either step
+        assert all(s.noise_p == 0 and s.erase_p == 0 for s in (p.views, p.levels["weak"], p.levels["strong"]))
+        assert p.levels[OOD].noise_p == 1.0 and p.levels[OOD].erase_p > 0 and p.levels[OOD].crop_p == 0
+    x = torch.full((64, 1, 16, 16), 0.5)
+    only_noise = AugmentStrengths(**{**AugmentStrengths.identity().as_dict(), "noise_p": 1.0, "noise_std": 0.1})
+    noisy = augment_images(x, only_noise, seed=0)
+    assert 0.08 < (noisy - x).std() < 0.12 and torch.equal(noisy, augment_images(x, only_noise, seed=0))
+    only_erase = AugmentStrengths(**{**AugmentStrengths.identity().as_dict(), "erase_p": 1.0, "erase_scale": (0.1, 0.2)})
+    erased = augment_images(x, only_erase, seed=0)
+    zeroed = (erased == 0).flatten(1).float().mean(1)  # one black rectangle of 10-20% of each image, the rest kept
+    assert ((zeroed > 0.05) & (zeroed < 0.3)).all() and torch.equal(erased[erased != 0], x[erased != 0])
+    b = batch()
+    p = perturb_batch(b, [0, 1, 2, 3], OOD, "query", seed=0, preset="glyph")
+    assert torch.equal(p.support_x, b.support_x) and not torch.equal(p.query_x, b.query_x)
+    with pytest.raises(ConfigError, match=r"erase_scale: expected 0 < low <= high < 1"):
+        AugmentStrengths.from_options({"erase_scale": [0.5, 1.0]})
+
+
+def test_robustness_accepts_the_ood_level_by_name_only():
+    from metakd.engine.evaluation.robustness import STANDARD, evaluate_robustness, scenarios
+
+    assert ("ood", "both") in scenarios([STANDARD, "ood"], ["both"])
+    import inspect
+    assert "ood" not in inspect.signature(evaluate_robustness).parameters["levels"].default

@@ -55,8 +55,8 @@ def test_natural_preset_is_the_papers_five_and_scenario_levels_are_its_levels():
     steps = _pipeline(NATURAL.views, (32, 32), 3)
     assert [type(s) for s in steps] == PAPER_FIVE
     assert NATURAL.views == AugmentStrengths() and NATURAL.views.rotation_p == 0
-    assert SCENARIO_LEVELS is NATURAL.levels and set(SCENARIO_LEVELS) == {"weak", "strong"}
-    assert all(s.flip_p > 0 and s.jitter_p > 0 for s in NATURAL.levels.values())
+    assert SCENARIO_LEVELS is NATURAL.levels and set(SCENARIO_LEVELS) == {"weak", "strong", "ood"}
+    assert all(NATURAL.levels[k].flip_p > 0 and NATURAL.levels[k].jitter_p > 0 for k in ("weak", "strong"))
     assert set(PRESETS) == {"natural", "glyph"}
     assert PRESETS["glyph"].as_dict()["levels"]["strong"]["flip_p"] == 0.0
 

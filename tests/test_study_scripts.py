@@ -153,8 +153,14 @@ def test_msd_sweep_logs_the_gradient_ratio_and_compares_at_seed_level(tmp_path):
     out = tmp_path / "sweep.json"
     script("msd_study.py", "sweep", "--tiny", "--seeds", 0, 1, "--select-iterations", 4, "--select-val-episodes", 4,
            "--grad-ratio-every", 2, "--sweep-lams", 0, 3, "--sweep-forms", "cos_prob", "kl", "--work",
-           tmp_path / "w", "--out", out)
-    rows = {r["setting"]: r for r in json.loads(out.read_text())["rows"]}
+           tmp_path / "w", "--out", out, "--sweep-scenario-episodes", 3)
+    rep = json.loads(out.read_text())
+    rows = {r["setting"]: r for r in rep["rows"]}
+    scen = {(r["setting"], r["scenario"]): r for r in rep["scenario_rows"]}
+    assert {k[1] for k in scen} == {"standard", "strong / both", "ood / both"} and len(scen) == 15
+    assert scen[("lam3_kl", "ood / both")]["vs_plain"]["seed_level"]["df"] == 1 and rep["scenario_holm_family"] == 21  # 7 distinct pairs x 3 scenarios
+    piece = json.loads((tmp_path / "w" / "pieces" / "sweepscen_plain_s0.json").read_text())
+    assert [r["episodes"] for r in piece["rows"]] == [3, 3, 3]
     assert set(rows) == {"maml", "plain", "lam0", "lam3_cos_prob", "lam3_kl"}
     assert rows["lam3_kl"]["grad_ratio"]["early"] > 0 and rows["lam0"]["grad_ratio"]["early"] == 0
     assert rows["maml"]["grad_ratio"]["early"] is None  # no consistency term to measure

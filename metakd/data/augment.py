@@ -46,7 +46,10 @@ from ..errors import ConfigError, DataError
 from ..validate import positive_int
 
 SIDES = ("support", "query", "both")
-LEVELS = ("weak", "strong")
+LEVELS = ("weak", "strong")  # the default scenario grid: the training augmentations' family, two strengths
+OOD = "ood"  # a level outside that family (pixel noise and occlusion), in every preset
+ALL_LEVELS = (*LEVELS, OOD)
+PROBABILITIES = ("crop_p", "rotation_p", "jitter_p", "grayscale_p", "blur_p", "flip_p", "noise_p", "erase_p")
 Stats = Optional[Sequence[float]]
 
 
@@ -58,7 +61,10 @@ class AugmentStrengths:
     size with area scale (0.6, 1.0) and aspect ratio (3/4, 4/3) (p 1.0); colour jitter
     brightness/contrast/saturation 0.4, hue 0.1 (p 0.8); grayscale (p 0.2); gaussian blur with a
     3×3 kernel and σ in (0.1, 1.0) (p 0.2); horizontal flip (p 0.5). Rotation (up to ±15°) is off
-    (rotation_p 0); set rotation_p to add it.
+    (rotation_p 0); set rotation_p to add it. Two steps no preset's MSD views use, for the "ood" scenario
+    level (perturbations outside the training augmentation family): additive gaussian pixel noise
+    (noise_std on the [0, 1] scale) and random erasing (an occluding black rectangle of erase_scale of the
+    area), both off by default.
     """
 
     crop_p: float = 1.0
@@ -76,15 +82,19 @@ class AugmentStrengths:
     blur_kernel: int = 3
     blur_sigma: Tuple[float, float] = (0.1, 1.0)
     flip_p: float = 0.5
+    noise_p: float = 0.0
+    noise_std: float = 0.1
+    erase_p: float = 0.0
+    erase_scale: Tuple[float, float] = (0.02, 0.12)
 
     @classmethod
     def identity(cls) -> "AugmentStrengths":
         """Every step off: views are exact copies of the input (tests, ablations)."""
-        return cls(crop_p=0.0, rotation_p=0.0, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, flip_p=0.0)
+        return cls(**{k: 0.0 for k in PROBABILITIES})
 
     @property
     def is_identity(self) -> bool:
-        return all(getattr(self, k) == 0 for k in ("crop_p", "rotation_p", "jitter_p", "grayscale_p", "blur_p", "flip_p"))
+        return all(getattr(self, k) == 0 for k in PROBABILITIES)
 
     @classmethod
     def from_options(cls, spec: Union[None, str, Mapping[str, Any], "AugmentStrengths"],
@@ -143,7 +153,7 @@ class AugmentStrengths:
         return out
 
     def check(self, where: str = "augment") -> None:
-        for key in ("crop_p", "rotation_p", "jitter_p", "grayscale_p", "blur_p", "flip_p"):
+        for key in PROBABILITIES:
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"{where}.{key}: a probability must lie in [0, 1], got {getattr(self, key)}")
         lo, hi = self.crop_scale
@@ -153,6 +163,8 @@ class AugmentStrengths:
             raise ConfigError(f"{where}.crop_ratio: expected 0 < low <= high, got {self.crop_ratio}")
         if not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
             raise ConfigError(f"{where}.blur_sigma: expected 0 < low <= high, got {self.blur_sigma}")
+        if not 0 < self.erase_scale[0] <= self.erase_scale[1] < 1:
+            raise ConfigError(f"{where}.erase_scale: expected 0 < low <= high < 1, got {self.erase_scale}")
         if self.hue > 0.5:
             raise ConfigError(f"{where}.hue: must lie in [0, 0.5], got {self.hue}")
 
@@ -175,7 +187,10 @@ class AugmentPreset:
                 "levels": {k: v.as_dict() for k, v in self.levels.items()}}
 
 
-_NO_STEPS = dict(crop_p=0.0, rotation_p=0.0, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, flip_p=0.0)
+_NO_STEPS = {k: 0.0 for k in PROBABILITIES}
+# Outside every preset's views: pixel noise on every image, and an occluding rectangle on half of them.
+_OOD = AugmentStrengths(**{**_NO_STEPS, "brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0, "noise_p": 1.0,
+                            "noise_std": 0.15, "erase_p": 0.5, "erase_scale": (0.04, 0.15)})
 
 # Natural images. Views: the paper's five (AugmentStrengths() defaults). Scenario, weak: mild crops,
 # small rotations, light jitter and blur; strong: crops down to 35% of the area, rotations up to ±35°,
@@ -192,6 +207,7 @@ NATURAL = AugmentPreset(
                                    rotation_degrees=35.0, jitter_p=0.9, brightness=0.6, contrast=0.6, saturation=0.6,
                                    hue=0.15, grayscale_p=0.3, blur_p=0.5, blur_kernel=5, blur_sigma=(0.5, 1.5),
                                    flip_p=0.5),
+        OOD: _OOD,
     })
 
 # Glyphs and Omniglot-like strokes. No flip (a mirrored glyph is often another character), no
@@ -210,6 +226,7 @@ GLYPH = AugmentPreset(
         "strong": replace(AugmentStrengths(**_NO_STEPS), crop_p=1.0, crop_scale=(0.6, 1.0), crop_ratio=(0.8, 1.25),
                           rotation_p=1.0, rotation_degrees=20.0, jitter_p=0.9, brightness=0.0, contrast=0.5,
                           saturation=0.0, hue=0.0, blur_p=0.5, blur_kernel=3, blur_sigma=(0.5, 1.0)),
+        OOD: _OOD,
     })
 
 PRESETS: Dict[str, AugmentPreset] = {p.name: p for p in (NATURAL, GLYPH)}
@@ -255,6 +272,10 @@ def _pipeline(strengths: AugmentStrengths, size: Tuple[int, int], channels: int)
         steps.append(K.RandomGaussianBlur((s.blur_kernel, s.blur_kernel), s.blur_sigma, p=s.blur_p))
     if s.flip_p > 0:
         steps.append(K.RandomHorizontalFlip(p=s.flip_p))
+    if s.noise_p > 0 and s.noise_std > 0:
+        steps.append(K.RandomGaussianNoise(mean=0.0, std=s.noise_std, p=s.noise_p))
+    if s.erase_p > 0:
+        steps.append(K.RandomErasing(scale=s.erase_scale, value=0.0, p=s.erase_p))
     return steps
 
 
@@ -342,7 +363,7 @@ def scenario_strengths(level: str, preset: Union[None, str, AugmentPreset] = Non
     """The strengths of scenario ``level`` ("weak" / "strong") in ``preset`` (default "natural")."""
     p = get_preset(preset, "scenario preset")
     if level not in p.levels:
-        raise ConfigError(f"scenario level must be one of {', '.join(LEVELS)}, got {level!r}")
+        raise ConfigError(f"scenario level must be one of {', '.join(p.levels)}, got {level!r}")
     return p.levels[level]
 
 

@@ -5,7 +5,9 @@ and seed), once without perturbation ("standard") and once per (level, side) of 
 "weak" or "strong" of the data's augmentation preset (``metakd.data.augment.PRESETS``: "glyph" for
 the glyphs and Omniglot, never flipping; "natural" for photos; ``preset=`` overrides it), applied to
 the "support", "query" or "both" sets. An episode's perturbation is seeded by (scenario seed, its
-index in the list), so every checkpoint sees the same perturbed images. Each cell reports accuracy
+index in the list), so every checkpoint sees the same perturbed images. Level "ood" (asked for by name:
+``--levels standard weak strong ood``) perturbs outside the family of any preset's training views:
+gaussian pixel noise and an occluding rectangle. Each cell reports accuracy
 ± 95% CI over episodes and the consistency metric (mean cosine similarity between the query
 predictions of models adapted on ``consistency_views`` differently augmented copies of the support
 set, drawn with the preset's MSD views; see ``evaluate_episodes``). Every model entry, the table and the notes name the preset applied.
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ...atomic import atomic_write, check_writable, write_with_fallback
-from ...data.augment import LEVELS, PRESETS, SIDES, get_preset
+from ...data.augment import ALL_LEVELS, LEVELS, PRESETS, SIDES, get_preset
 from ...errors import MetakdError
 from ...validate import consistency_views as check_views
 from ...validate import integer, positive_int
@@ -38,8 +40,8 @@ STANDARD = "standard"
 def scenarios(levels: Sequence[str], sides: Sequence[str]) -> List[tuple]:
     """(level, side) pairs to evaluate; "standard" has side None. Unknown names raise MetakdError."""
     for level in levels:
-        if level != STANDARD and level not in LEVELS:
-            raise MetakdError(f"unknown scenario level {level!r}; choose from {STANDARD}, {', '.join(LEVELS)}")
+        if level != STANDARD and level not in ALL_LEVELS:
+            raise MetakdError(f"unknown scenario level {level!r}; choose from {STANDARD}, {', '.join(ALL_LEVELS)}")
     for side in sides:
         if side not in SIDES:
             raise MetakdError(f"unknown scenario side {side!r}; choose from {', '.join(SIDES)}")
@@ -53,8 +55,10 @@ def evaluate_robustness(path: Path, *, episodes: Optional[int] = None, seed: Opt
                         levels: Sequence[str] = (STANDARD, *LEVELS), sides: Sequence[str] = SIDES,
                         consistency_views: int = 4, scenario_seed: int = 0, device: str = "auto",
                         batch_size: Optional[int] = None, root: Optional[str] = None,
-                        progress: bool = True, preset: Optional[str] = None) -> Dict[str, Any]:
+                        progress: bool = True, preset: Optional[str] = None, split: str = "test") -> Dict[str, Any]:
     """One checkpoint (file or run dir) under every scenario; returns its info and one row per scenario.
+
+    split: the split whose fixed episodes are perturbed ("val" for choices made before the test is read).
 
     preset: "natural" or "glyph", the augmentation preset of the levels and consistency copies; None
     (default): the checkpoint's data's (``augment_preset`` of its sampler). Returned as ``augment_preset``."""
@@ -62,7 +66,7 @@ def evaluate_robustness(path: Path, *, episodes: Optional[int] = None, seed: Opt
     todo = scenarios(levels, sides)
     dev = resolve_device(device)
     ckpt_path, learner, ckpt, sampler, fixed, episodes, seed = prepare_evaluation(
-        path, dev, episodes=episodes, seed=seed, root=root)
+        path, dev, split=split, episodes=episodes, seed=seed, root=root)
     cfg = ckpt["config"]
     batch_size = positive_int(cfg["eval"]["batch_size"] if batch_size is None else batch_size, "batch_size")
     applied = get_preset(preset if preset is not None else getattr(sampler, "augment_preset", None)).name
@@ -82,7 +86,7 @@ def evaluate_robustness(path: Path, *, episodes: Optional[int] = None, seed: Opt
     return {"name": cfg["name"], "run": run_label(ckpt_path, cfg["name"]), "checkpoint": str(ckpt_path), "step": ckpt["step"], "learner": cfg["learner"]["name"],
             "learner_options": cfg["learner"]["options"], "backbone": cfg["model"]["backbone"],
             "dataset": cfg["data"]["dataset"], "n_way": ep["n_way"], "k_shot": ep["k_shot"], "q_query": ep["test_q_query"],
-            "episodes": episodes, "episode_seed": seed, "episodes_fingerprint": res["fingerprint"],
+            "split": split, "episodes": episodes, "episode_seed": seed, "episodes_fingerprint": res["fingerprint"],
             "scenario_seed": scenario_seed, "consistency_views": consistency_views, "augment_preset": applied,
             "rows": rows}
 
