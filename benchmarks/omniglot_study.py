@@ -14,6 +14,9 @@ training and the five Vinyals validation alphabets held out), 28x28, white strok
   pretrain_lp  the same backbone, linear probe fitted on each run's support set
   unicorn5     Unicorn-MAML trained as maml5 (one learned head row copied into every row: any way as it is)
   protomaml5   ProtoMAML trained as maml5 (head rows from the support prototypes: any way as it is)
+  maml20       second-order MAML trained --way-way (20) 1-shot with the MAML repository's 20-way settings (inner lr 0.1,
+               5 steps; maml_omniglot_small1_20w1s), meta-batch --maml20-meta-batch, --maml20-iterations: the
+               runs' way, so no head rule
   unicorn5_tuned, maml5_tuned
                no training: the unicorn5 / maml5 model of the same seed with its test-time inner loop (inner lr x
                test steps over --tuned-lrs x --tuned-steps) chosen on 20-way validation episodes. At 20-way the
@@ -67,7 +70,8 @@ from metakd.stats import holm_adjust, seed_level_paired, t_interval  # noqa: E40
 from benchlib.results import add_update_results_flag, output_path, run_piece, write_json_and_markdown  # noqa: E402
 
 CPU = torch.device("cpu")
-CELLS = ("protonet20", "maml5", "pretrain_nc", "pretrain_lp", "unicorn5", "protomaml5", "unicorn5_tuned", "maml5_tuned")
+CELLS = ("protonet20", "maml5", "pretrain_nc", "pretrain_lp", "unicorn5", "protomaml5", "unicorn5_tuned", "maml5_tuned",
+         "maml20")
 DEFAULT_CELLS = CELLS[:4]
 SCENARIOS = [(level, side) for level in ("weak", "strong") for side in ("support", "query", "both")]
 BASELINE = "protonet20"
@@ -182,6 +186,13 @@ def piece(cell: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
             f"train.checkpoint_every={args.maml_iterations // 3}"])
         out["val_acc"] = _val(work, args)
         out["runs"] = _runs(work, args)
+    elif cell == "maml20":
+        out["train_seconds"] = _train("maml_omniglot_small1_20w1s", work, common + [
+            "tensorboard=false", f"episodes.n_way={args.way}", f"train.iterations={args.maml20_iterations}",
+            f"train.meta_batch={args.maml20_meta_batch}", f"train.val_every={max(1, args.maml20_iterations // 3)}",
+            f"train.checkpoint_every={max(1, args.maml20_iterations // 3)}"])
+        out["val_acc"] = _val(work, args)
+        out["runs"] = _runs(work, args)
     elif cell == "maml5":
         out["train_seconds"] = _train("maml_omniglot_small1_5w1s", work, common + ["tensorboard=false",
             f"train.iterations={args.maml_iterations}", f"train.meta_batch={args.maml_meta_batch}",
@@ -246,6 +257,7 @@ def report(work: Path, args: argparse.Namespace) -> Dict[str, Any]:
             "comparisons": comparisons, "published_full_track": PUBLISHED, "budget": {
                 "protonet_iterations": args.protonet_iterations, "maml_iterations": args.maml_iterations,
                 "maml_meta_batch": args.maml_meta_batch, "pretrain_epochs": args.pretrain_epochs,
+                "maml20_iterations": args.maml20_iterations, "maml20_meta_batch": args.maml20_meta_batch,
                 "val_episodes": args.val_episodes, "way": args.way, "overrides": args.override}}
 
 
@@ -303,6 +315,8 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     ap.add_argument("--protonet-iterations", type=int, default=1500)
     ap.add_argument("--maml-iterations", type=int, default=600)
     ap.add_argument("--maml-meta-batch", type=int, default=8)
+    ap.add_argument("--maml20-iterations", type=int, default=300)
+    ap.add_argument("--maml20-meta-batch", type=int, default=4, help="maml20 (the MAML repository's 20-way: 16)")
     ap.add_argument("--pretrain-epochs", type=int, default=30)
     ap.add_argument("--tuned-lrs", type=float, nargs="+", default=[0.4, 0.8, 1.6], help="*_tuned cells: inner lrs")
     ap.add_argument("--tuned-steps", type=int, nargs="+", default=[3, 10, 25], help="*_tuned cells: test steps")

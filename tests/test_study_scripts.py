@@ -122,6 +122,7 @@ def test_omniglot_study_on_small_official_zips(tmp_path):
     work, out = tmp_path / "work", tmp_path / "omni.json"
     args = ["--root", data, "--work", work, "--seeds", 0, 1, "--way", 3, "--protonet-iterations", 3,
             "--maml-iterations", 3, "--maml-meta-batch", 2, "--pretrain-epochs", 1, "--val-episodes", 3,
+            "--maml20-iterations", 2, "--maml20-meta-batch", 2,
             "--override", "model.options.hidden=4", "episodes.q_query=2", "episodes.test_q_query=2", "--out", out]
     text = script("omniglot_study.py", *args)
     report = json.loads(out.read_text())
@@ -133,10 +134,12 @@ def test_omniglot_study_on_small_official_zips(tmp_path):
     assert "simple ConvNet 13.5%" in text
     again = script("omniglot_study.py", *args)  # every piece is finished: nothing trains again
     assert "[running]" not in again
-    more = script("omniglot_study.py", *args, "--cells", "unicorn5", "protomaml5", "--seeds", 0, "--scenarios",
+    more = script("omniglot_study.py", *args, "--cells", "unicorn5", "protomaml5", "maml20", "--seeds", 0, "--scenarios",
                   "--scenario-episodes", 2)
     rows = {r["cell"]: r for r in json.loads(out.read_text())["rows"]}
-    assert {"unicorn5", "protomaml5"} <= set(rows) and "strong/both" in rows["protomaml5"]["scenarios"]
+    assert {"unicorn5", "protomaml5", "maml20"} <= set(rows) and "strong/both" in rows["protomaml5"]["scenarios"]
+    maml20 = json.loads((work / "pieces" / "maml20_s0.json").read_text())
+    assert maml20["runs"]["learner_options"]["train_steps"] == 5 and "head_rule" not in maml20
     assert "consistency" in more
     # the test-time inner loop chosen on validation, for the trained unicorn5 model: no training
     script("omniglot_study.py", *args, "--cells", "unicorn5_tuned", "--seeds", 0, "--tuned-lrs", 0.4, 0.8,
