@@ -67,7 +67,7 @@ from metakd.engine.training.job_config import load_pretrain_config  # noqa: E402
 from metakd.engine.training.meta import Trainer  # noqa: E402
 from metakd.engine.training.pretrain import run_pretrain  # noqa: E402
 from metakd.stats import holm_adjust, seed_level_paired, t_interval  # noqa: E402
-from benchlib.results import add_update_results_flag, output_path, run_piece, write_json_and_markdown  # noqa: E402
+from benchlib.results import add_study_flags, load_pieces, run_study  # noqa: E402
 
 CPU = torch.device("cpu")
 CELLS = ("protonet20", "maml5", "pretrain_nc", "pretrain_lp", "unicorn5", "protomaml5", "unicorn5_tuned", "maml5_tuned",
@@ -178,19 +178,17 @@ def piece(cell: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
             f"train.checkpoint_every={args.protonet_iterations // 3}"])
         out["val_acc"] = _val(work, args)
         out["runs"] = _runs(work, args)
-    elif cell in ("unicorn5", "protomaml5"):
-        learner = {"unicorn5": "unicorn_maml", "protomaml5": "protomaml"}[cell]
-        out["train_seconds"] = _train("maml_omniglot_small1_5w1s", work, common + [
-            "tensorboard=false", f"learner.name={learner}", f"train.iterations={args.maml_iterations}",
-            f"train.meta_batch={args.maml_meta_batch}", f"train.val_every={args.maml_iterations // 3}",
-            f"train.checkpoint_every={args.maml_iterations // 3}"])
-        out["val_acc"] = _val(work, args)
-        out["runs"] = _runs(work, args)
-    elif cell == "maml20":
-        out["train_seconds"] = _train("maml_omniglot_small1_20w1s", work, common + [
-            "tensorboard=false", f"episodes.n_way={args.way}", f"train.iterations={args.maml20_iterations}",
-            f"train.meta_batch={args.maml20_meta_batch}", f"train.val_every={max(1, args.maml20_iterations // 3)}",
-            f"train.checkpoint_every={max(1, args.maml20_iterations // 3)}"])
+    elif cell in ("unicorn5", "protomaml5", "maml20"):
+        if cell == "maml20":  # trained at the runs' way: no head rule
+            config, extra, iters, batch = ("maml_omniglot_small1_20w1s", [f"episodes.n_way={args.way}"],
+                                           args.maml20_iterations, args.maml20_meta_batch)
+        else:
+            learner = {"unicorn5": "unicorn_maml", "protomaml5": "protomaml"}[cell]
+            config, extra, iters, batch = ("maml_omniglot_small1_5w1s", [f"learner.name={learner}"],
+                                           args.maml_iterations, args.maml_meta_batch)
+        out["train_seconds"] = _train(config, work, common + extra + [
+            "tensorboard=false", f"train.iterations={iters}", f"train.meta_batch={batch}",
+            f"train.val_every={max(1, iters // 3)}", f"train.checkpoint_every={max(1, iters // 3)}"])
         out["val_acc"] = _val(work, args)
         out["runs"] = _runs(work, args)
     elif cell == "maml5":
@@ -221,10 +219,7 @@ def piece(cell: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def report(work: Path, args: argparse.Namespace) -> Dict[str, Any]:
-    pieces: Dict[str, Dict[int, Dict[str, Any]]] = {}
-    for f in sorted((work / "pieces").glob("*.json")):
-        p = json.loads(f.read_text())
-        pieces.setdefault(p["cell"], {})[p["seed"]] = p
+    pieces: Dict[str, Dict[int, Dict[str, Any]]] = load_pieces(work)
     rows, comparisons = [], []
     for cell in CELLS:
         got = pieces.get(cell, {})
@@ -325,21 +320,9 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
                     "episodes (the runs are 20-way)")
     ap.add_argument("--override", nargs="*", default=[], help="key=value overrides for every cell's config "
                     "(e.g. model.options.hidden=32)")
-    ap.add_argument("--report-only", action="store_true", help="tables from the finished pieces, no training")
-    ap.add_argument("--out", help="result file (default: runs/benchmarks/omniglot_study_<background>_cpu.json)")
-    add_update_results_flag(ap)
+    add_study_flags(ap, "omniglot_study_<background>_cpu.json")
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    work = Path(args.work)
-    if not args.report_only:
-        for seed in args.seeds:
-            for cell in args.cells:
-                run_piece(work, f"{cell}_s{seed}", lambda c=cell, s=seed: piece(c, s, args))
-    rep = report(work, args)
-    out = output_path(args.out, f"omniglot_study_{args.background}_cpu.json", args.update_results)
-    write_json_and_markdown(out, rep, markdown(rep))
-    print(markdown(rep))
-    return rep
+    return run_study(args, piece, report, markdown, f"omniglot_study_{args.background}_cpu.json")
 
 
 if __name__ == "__main__":

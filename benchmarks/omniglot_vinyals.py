@@ -46,7 +46,7 @@ from metakd.engine.assembly import describe_device, make_sampler, resolve_device
 from metakd.engine.evaluation.checkpoint_eval import load_for_evaluation  # noqa: E402
 from metakd.engine.evaluation.episodes import evaluate_episodes  # noqa: E402
 from metakd.stats import seed_level_paired, t_interval  # noqa: E402
-from benchlib.results import add_update_results_flag, output_path, run_piece, write_json_and_markdown  # noqa: E402
+from benchlib.results import add_study_flags, load_pieces, run_study  # noqa: E402
 from benchlib.short_runs import train_resumable  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -87,10 +87,7 @@ def piece(cell: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def report(work: Path, args: argparse.Namespace) -> Dict[str, Any]:
-    pieces: Dict[str, Dict[int, Dict[str, Any]]] = {}
-    for f in sorted((work / "pieces").glob("*.json")):
-        p = json.loads(f.read_text())
-        pieces.setdefault(p["cell"], {})[p["seed"]] = p
+    pieces: Dict[str, Dict[int, Dict[str, Any]]] = load_pieces(work)
     rows = []
     for cell, (config, ways, published, paper_iterations) in CELLS.items():
         got = pieces.get(cell, {})
@@ -162,21 +159,9 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     ap.add_argument("--val-episodes", type=int, default=200, help="validation episodes per point of the curve")
     ap.add_argument("--curve-points", type=int, default=5, help="validations (and checkpoints) per training")
     ap.add_argument("--override", nargs="*", default=[], help="key=value overrides for every cell's config")
-    ap.add_argument("--report-only", action="store_true", help="tables from the finished pieces, no training")
-    ap.add_argument("--out", help="result file (default: runs/benchmarks/omniglot_vinyals_cpu.json)")
-    add_update_results_flag(ap)
+    add_study_flags(ap, "omniglot_vinyals_cpu.json")
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    work = Path(args.work)
-    if not args.report_only:
-        for seed in args.seeds:
-            for cell in args.cells:
-                run_piece(work, f"{cell}_s{seed}", lambda c=cell, s=seed: piece(c, s, args))
-    rep = report(work, args)
-    out = output_path(args.out, "omniglot_vinyals_cpu.json", args.update_results)
-    write_json_and_markdown(out, rep, markdown(rep))
-    print(markdown(rep))
-    return rep
+    return run_study(args, piece, report, markdown, "omniglot_vinyals_cpu.json")
 
 
 if __name__ == "__main__":

@@ -144,3 +144,47 @@ SEED_LEVEL_NOTE = ("Differences (points): mean over seeds of the per-seed mean p
                    "the {m} distinct comparisons of this table (bold: <= 0.05). Per-episode paired intervals are "
                    "within one seed (one trained pair of models) and are in the JSON (``within_seed``); seeds x "
                    "episodes are not pooled, since the same episodes evaluated once per seed are not independent samples.")
+
+
+def run_seed_major(work: Path, seeds, cells, piece) -> None:
+    """Every (cell, seed) piece of a study, seed-major (a cut study has whole seeds): ``piece(cell, seed)``
+    through ``run_piece`` under the name ``<cell>_s<seed>``."""
+    for seed in seeds:
+        for cell in cells:
+            run_piece(work, f"{cell}_s{seed}", lambda c=cell, s=seed: piece(c, s))
+
+
+def publish(out: Path, report: dict, markdown: str) -> None:
+    """The study's JSON and markdown written side by side (``write_json_and_markdown``), the table printed."""
+    write_json_and_markdown(out, report, markdown)
+    print(markdown)
+
+
+def add_study_flags(parser: argparse.ArgumentParser, name: str) -> None:
+    """--report-only, --out and --update-results of a resumable study whose result file is ``name``."""
+    parser.add_argument("--report-only", action="store_true", help="tables from the finished pieces, no training")
+    parser.add_argument("--out", help=f"result file (default: {SCRATCH_DIR}/{name})")
+    add_update_results_flag(parser)
+
+
+def run_study(args: argparse.Namespace, piece, report, markdown, name: str) -> dict:
+    """A resumable study at one torch thread: its pieces (``run_seed_major`` over args.seeds x args.cells,
+    unless --report-only), then ``report(work, args)`` published as ``name`` (or --out)."""
+    import torch
+
+    torch.set_num_threads(1)
+    work = Path(args.work)
+    if not args.report_only:
+        run_seed_major(work, args.seeds, args.cells, lambda cell, seed: piece(cell, seed, args))
+    rep = report(work, args)
+    publish(output_path(args.out, name, args.update_results), rep, markdown(rep))
+    return rep
+
+
+def load_pieces(work: Path) -> dict:
+    """The finished pieces of a study as {cell: {seed: piece}} (pieces carrying "cell" and "seed")."""
+    out: dict = {}
+    for f in sorted((Path(work) / "pieces").glob("*.json")):
+        p = json.loads(f.read_text())
+        out.setdefault(p["cell"], {})[p["seed"]] = p
+    return out
