@@ -72,10 +72,10 @@ from metakd.config import load_config  # noqa: E402
 from metakd.data.augment import LEVELS, OOD, SIDES  # noqa: E402
 from metakd.engine.assembly import describe_device  # noqa: E402
 from metakd.engine.evaluation.robustness import evaluate_robustness, scenario_label  # noqa: E402
-from metakd.engine.training.meta import Trainer  # noqa: E402
 from metakd.stats import format_interval, seed_level_test, t_interval  # noqa: E402
+from benchlib.short_runs import train_resumable  # noqa: E402
 from benchlib.results import (SEED_LEVEL_NOTE, add_holm, add_update_results_flag, format_paired, output_path,  # noqa: E402
-                        paired_over_seeds, restat_paired, run_piece, write_atomic, write_json_and_markdown)
+                        paired_over_seeds, restat_paired, run_piece, write_json_and_markdown)
 
 COMMON = ["device=cpu", "threads=1", "model.options.hidden=32", "episodes.q_query=5", "train.lr=0.003",
           "train.log_every=100", "tensorboard=false"]
@@ -109,18 +109,10 @@ TINY = ["data.options.num_classes=70", "model.options.hidden=8"]  # --tiny: a sm
 def train(config: str, run: Path, seed: int, iterations: int, overrides: List[str], val_every: int,
           val_episodes: int, tiny: bool = False) -> Dict[str, Any]:
     """Train (or finish training) ``config`` in ``run``; returns the seconds and the validation curve."""
-    cfg = load_config(config, [*COMMON, f"seed={seed}", f"output_dir={run}", f"train.iterations={iterations}",
-                               f"train.val_every={val_every}", f"train.val_episodes={val_episodes}",
-                               "train.checkpoint_every=100", *overrides, *(TINY if tiny else [])])
-    tic = time.perf_counter()
-    Trainer(cfg, progress=False).fit(resume=(run / "last.pt").exists())
-    spent = run / "train_seconds.json"  # summed over the calls of an interrupted and resumed training
-    seconds = time.perf_counter() - tic + (json.loads(spent.read_text()) if spent.is_file() else 0.0)
-    write_atomic(spent, json.dumps(seconds))
-    curve = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"val"' in line]
-    return {"train_seconds": seconds, "curve": [(r["step"], r["acc"]) for r in curve
-                                                                  if r.get("kind") == "val"],
-            "config": config, "overrides": overrides, "meta_batch": cfg["train"]["meta_batch"], "tiny": tiny}
+    over = [*COMMON, f"seed={seed}", f"train.iterations={iterations}", f"train.val_every={val_every}",
+            f"train.val_episodes={val_episodes}", "train.checkpoint_every=100", *overrides, *(TINY if tiny else [])]
+    return {**train_resumable(config, run, over), "config": config, "overrides": overrides,
+            "meta_batch": load_config(config, over)["train"]["meta_batch"], "tiny": tiny}
 
 
 def select(args, work: Path) -> Dict[str, Any]:
