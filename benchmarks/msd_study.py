@@ -73,7 +73,7 @@ from metakd.data.augment import LEVELS, OOD, SIDES  # noqa: E402
 from metakd.engine.assembly import describe_device  # noqa: E402
 from metakd.engine.evaluation.robustness import evaluate_robustness, scenario_label  # noqa: E402
 from metakd.stats import format_interval, seed_level_test, t_interval  # noqa: E402
-from benchlib.short_runs import train_resumable  # noqa: E402
+from benchlib.short_runs import grad_phases, train_resumable  # noqa: E402
 from benchlib.results import (SEED_LEVEL_NOTE, add_holm, add_update_results_flag, format_paired, output_path,  # noqa: E402
                         paired_over_seeds, restat_paired, run_piece, write_json_and_markdown)
 
@@ -161,15 +161,6 @@ def sweep_settings(args) -> Dict[str, tuple]:
     return out
 
 
-def _phases(values: List[tuple], iterations: int) -> Dict[str, Optional[float]]:
-    """Mean of (step, value) over the first, middle and last third of training."""
-    out = {}
-    for i, name in enumerate(("early", "middle", "late")):
-        got = [v for step, v in values if i * iterations / 3 <= step - 1 < (i + 1) * iterations / 3 and v == v]
-        out[name] = sum(got) / len(got) if got else None
-    return out
-
-
 def sweep(args, work: Path) -> None:
     settings = sweep_settings(args)
     results: Dict[str, Dict[int, Dict[str, Any]]] = {}
@@ -182,11 +173,7 @@ def sweep(args, work: Path) -> None:
             def fn(config=config, over=over, piece=piece, seed=seed):
                 out = train(config, work / piece, seed, args.select_iterations, over, args.select_iterations,
                             args.select_val_episodes, args.tiny)
-                recs = [json.loads(line) for line in (work / piece / "metrics.jsonl").read_text().splitlines()]
-                diag = [r for r in recs if r.get("kind") == "diagnostic"]
-                out["grad_ratio"] = _phases([(r["step"], r["msd_grad_ratio"]) for r in diag], args.select_iterations)
-                out["grad_cos"] = _phases([(r["step"], r["msd_grad_cos"]) for r in diag], args.select_iterations)
-                return out
+                return {**out, **grad_phases(work / piece, args.select_iterations)}
             res = run_piece(work, piece, fn)
             results.setdefault(name, {})[seed] = res
             print(f"sweep {name} seed {seed}: val {100 * res['curve'][-1][1]:.2f}", flush=True)

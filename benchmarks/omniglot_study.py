@@ -17,6 +17,14 @@ training and the five Vinyals validation alphabets held out), 28x28, white strok
   maml20       second-order MAML trained --way-way (20) 1-shot with the MAML repository's 20-way settings (inner lr 0.1,
                5 steps; maml_omniglot_small1_20w1s), meta-batch --maml20-meta-batch, --maml20-iterations: the
                runs' way, so no head rule
+  msd5_l0, msd5_l0.3, msd5_l3
+               Meta Self-Distillation on the best MAML-family host of this track (ProtoMAML, trained as protomaml5)
+               with consistency weight lam 0 / 0.3 / 3: 2 augmented views of each support set (the glyph preset's
+               default views) adapt their own fast weights; budget in_place_of_tasks, so meta-batch 8 trains 4
+               tasks x 2 views = 8 adapted copies, protomaml5's compute. The consistency term's meta-gradient
+               norm relative to the query CE's is logged every 50 iterations (learner.options.grad_ratio_every)
+  msd5_plain   the control without consistency or extra views: ProtoMAML on one augmented view of each support
+               set (MSD with views 1, lam 0), 8 tasks: protomaml5's compute
   unicorn5_tuned, maml5_tuned
                no training: the unicorn5 / maml5 model of the same seed with its test-time inner loop (inner lr x
                test steps over --tuned-lrs x --tuned-steps) chosen on 20-way validation episodes. At 20-way the
@@ -34,7 +42,11 @@ the report states them with the training seconds.
 Reported: per cell the error rate on the runs, mean over seeds ± Student-t 95%, each seed's error with its
 Wilson 95% interval over the 400 items, and the validation accuracy; the paired per-item difference of each
 cell to protonet20 at seed level (t test over the per-seed mean differences, n_seeds - 1 dof) with Holm's
-correction over the comparisons, and the published anchors of the full (30-alphabet) track.
+correction over the comparisons; the MSD cells' contrasts (each to protomaml5, the host at equal compute, to
+msd5_l0, the same views without the consistency term, and to msd5_plain) as a second family with its own Holm
+correction; and the published anchors of the full (30-alphabet) track.
+
+A finished piece without scenarios gets them added (the piece rewritten) when --scenarios asks for them.
 
 Resumable pieces: each (cell, seed) writes its JSON into --work/pieces/ when done (training resumes from its
 last.pt); a rerun skips finished pieces. Disjoint --seeds in two processes share a --work.
@@ -57,21 +69,25 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from metakd.config import load_config  # noqa: E402
 from metakd.engine.assembly import describe_device, resolve_device  # noqa: E402
 from metakd.engine.assembly import make_sampler, split_for  # noqa: E402
 from metakd.engine.evaluation.checkpoint_eval import load_for_evaluation  # noqa: E402
 from metakd.engine.evaluation.episodes import evaluate_episodes  # noqa: E402
 from metakd.engine.evaluation.fixed import fixed_episodes_for, items_fingerprint, predict_fixed, summarise_items  # noqa: E402
 from metakd.engine.training.job_config import load_pretrain_config  # noqa: E402
-from metakd.engine.training.meta import Trainer  # noqa: E402
 from metakd.engine.training.pretrain import run_pretrain  # noqa: E402
 from metakd.stats import holm_adjust, seed_level_paired, t_interval  # noqa: E402
-from benchlib.results import add_study_flags, load_pieces, run_study  # noqa: E402
+from benchlib.results import add_study_flags, load_pieces, run_study, write_atomic  # noqa: E402
+from benchlib.short_runs import grad_phases, train_resumable  # noqa: E402
 
 CPU = torch.device("cpu")
+MSD_LAMS = {"msd5_l0": 0.0, "msd5_l0.3": 0.3, "msd5_l3": 3.0, "msd5_plain": 0.0}
 CELLS = ("protonet20", "maml5", "pretrain_nc", "pretrain_lp", "unicorn5", "protomaml5", "unicorn5_tuned", "maml5_tuned",
-         "maml20")
+         "maml20", *MSD_LAMS)
+MSD_HOST = "protomaml5"
+# the MSD family: each MSD cell against the host at equal compute, the same views without consistency, plain views
+MSD_CONTRASTS = [(c, ref) for c in ("msd5_l0.3", "msd5_l3") for ref in (MSD_HOST, "msd5_l0", "msd5_plain")] + \
+    [("msd5_l0", MSD_HOST), ("msd5_plain", MSD_HOST)]
 DEFAULT_CELLS = CELLS[:4]
 SCENARIOS = [(level, side) for level in ("weak", "strong") for side in ("support", "query", "both")]
 BASELINE = "protonet20"
@@ -89,11 +105,7 @@ def _common(args: argparse.Namespace, seed: int) -> List[str]:
 
 def _train(config: str, run: Path, overrides: List[str]) -> float:
     """Train ``config`` into ``run`` (resuming its last.pt when an earlier call was cut); training seconds."""
-    cfg = load_config(config, overrides)
-    tic = time.perf_counter()
-    resume = (run / "last.pt").is_file()
-    Trainer(cfg, output_dir=run, progress=False).fit(resume=resume)
-    return time.perf_counter() - tic
+    return train_resumable(config, run, overrides)["train_seconds"]
 
 
 def _load(run: Path, learner: Any = None, overrides: List[str] = (), head_rule: Any = None, inner: Any = None):
@@ -178,6 +190,19 @@ def piece(cell: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
             f"train.checkpoint_every={args.protonet_iterations // 3}"])
         out["val_acc"] = _val(work, args)
         out["runs"] = _runs(work, args)
+    elif cell in MSD_LAMS:  # MSD around ProtoMAML (or its one-view control) at protomaml5's compute
+        views = 1 if cell == "msd5_plain" else 2
+        grad = [] if views == 1 else [f"learner.options.grad_ratio_every={args.grad_ratio_every}"]
+        iters = args.maml_iterations
+        out["train_seconds"] = _train("maml_omniglot_small1_5w1s", work, common + [
+            "learner.name=msd", "learner.options.host=protomaml", f"learner.options.views={views}",
+            f"learner.options.lam={MSD_LAMS[cell]}", "learner.options.budget=in_place_of_tasks", *grad,
+            "tensorboard=false", f"train.iterations={iters}", f"train.meta_batch={args.maml_meta_batch}",
+            f"train.val_every={max(1, iters // 3)}", f"train.checkpoint_every={max(1, iters // 3)}"])
+        if grad:
+            out.update(grad_phases(work, iters))
+        out["val_acc"] = _val(work, args)
+        out["runs"] = _runs(work, args)
     elif cell in ("unicorn5", "protomaml5", "maml20"):
         if cell == "maml20":  # trained at the runs' way: no head rule
             config, extra, iters, batch = ("maml_omniglot_small1_20w1s", [f"episodes.n_way={args.way}"],
@@ -212,15 +237,38 @@ def piece(cell: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
         learner = "protonet" if cell == "pretrain_nc" else "linear_probe"
         out["val_acc"] = _val(work, args, learner=learner, overrides=[f"episodes.n_way={args.way}"])
         out["runs"] = _runs(work, args, learner=learner, overrides=[f"episodes.n_way={args.way}"])
-    if args.scenarios:
-        extra = {"learner": learner, "overrides": [f"episodes.n_way={args.way}"]} if cell.startswith("pretrain") else {}
-        out["scenarios"] = _scenarios(work, args, **extra)
+    if args.scenarios and not cell.endswith("_tuned"):
+        out["scenarios"] = _cell_scenarios(cell, seed, args)
     return out
+
+
+def _cell_scenarios(cell: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
+    """The 5-way validation scenarios of a trained cell's model (``_tuned`` cells have none: their models are
+    their base cell's, tuned at 20-way)."""
+    work = Path(args.work) / "runs" / f"{cell if not cell.startswith('pretrain') else 'pretrain'}_s{seed}"
+    learner = {"pretrain_nc": "protonet", "pretrain_lp": "linear_probe"}.get(cell)
+    extra = {"learner": learner, "overrides": ["episodes.n_way=5"]} if learner else {}
+    return _scenarios(work, args, **extra)
+
+
+def add_missing_scenarios(args: argparse.Namespace) -> None:
+    """--scenarios on a study begun without them: every finished piece of --cells x --seeds that lacks them
+    gets them, the piece rewritten atomically (the runs' results are left as they are)."""
+    for seed in args.seeds:
+        for cell in args.cells:
+            path = Path(args.work) / "pieces" / f"{cell}_s{seed}.json"
+            if cell.endswith("_tuned") or not path.is_file():
+                continue
+            got = json.loads(path.read_text())
+            if not got.get("scenarios"):
+                print(f"[scenarios] {cell}_s{seed}", flush=True)
+                got["scenarios"] = _cell_scenarios(cell, seed, args)
+                write_atomic(path, json.dumps(got))
 
 
 def report(work: Path, args: argparse.Namespace) -> Dict[str, Any]:
     pieces: Dict[str, Dict[int, Dict[str, Any]]] = load_pieces(work)
-    rows, comparisons = [], []
+    rows = []
     for cell in CELLS:
         got = pieces.get(cell, {})
         if not got:
@@ -238,21 +286,30 @@ def report(work: Path, args: argparse.Namespace) -> Dict[str, Any]:
             rows[-1]["scenarios"] = {k: t_interval([x[k]["acc"] for x in scen]) for k in scen[0]}
             cons = [x["standard"]["consistency"] for x in scen if x["standard"].get("consistency") is not None]
             rows[-1]["consistency"] = t_interval(cons) if cons else None
-        if cell != BASELINE and BASELINE in pieces:
-            a = {s: [1.0 - c for c in got[s]["runs"]["per_item_correct"]] for s in got}
-            b = {s: [1.0 - c for c in pieces[BASELINE][s]["runs"]["per_item_correct"]] for s in pieces[BASELINE]}
-            common = [s for s in a if s in b]
-            if common:
-                d = seed_level_paired({s: a[s] for s in common}, {s: b[s] for s in common})
-                comparisons.append({"cell": cell, "vs": BASELINE, "seed_level": d["seed_level"]})
-    adjusted = holm_adjust([c["seed_level"]["p"] for c in comparisons]) if comparisons else []
-    for c, p in zip(comparisons, adjusted):
-        c["holm_p"] = p
+        grads = [got[s]["grad_ratio"] for s in sorted(got) if got[s].get("grad_ratio")]
+        if grads:
+            rows[-1]["grad_ratio"] = {ph: t_interval([g[ph] for g in grads if g[ph] is not None]) for ph in grads[0]}
+    pairs = [(c, BASELINE, "baseline") for c in CELLS if c != BASELINE] + [(c, r, "msd") for c, r in MSD_CONTRASTS]
+    comparisons = []
+    for cell, ref, family in pairs:
+        if cell not in pieces or ref not in pieces:
+            continue
+        a = {s: [1.0 - c for c in pieces[cell][s]["runs"]["per_item_correct"]] for s in pieces[cell]}
+        b = {s: [1.0 - c for c in pieces[ref][s]["runs"]["per_item_correct"]] for s in pieces[ref]}
+        common = [s for s in a if s in b]
+        if common:
+            d = seed_level_paired({s: a[s] for s in common}, {s: b[s] for s in common})
+            comparisons.append({"cell": cell, "vs": ref, "family": family, "seed_level": d["seed_level"]})
+    for family in ("baseline", "msd"):  # Holm within each family of comparisons
+        fam = [c for c in comparisons if c["family"] == family]
+        for c, p in zip(fam, holm_adjust([c["seed_level"]["p"] for c in fam]) if fam else []):
+            c["holm_p"] = p
     return {"background": args.background, "device": describe_device(resolve_device("cpu")), "rows": rows,
             "comparisons": comparisons, "published_full_track": PUBLISHED, "budget": {
                 "protonet_iterations": args.protonet_iterations, "maml_iterations": args.maml_iterations,
                 "maml_meta_batch": args.maml_meta_batch, "pretrain_epochs": args.pretrain_epochs,
                 "maml20_iterations": args.maml20_iterations, "maml20_meta_batch": args.maml20_meta_batch,
+                "grad_ratio_every": args.grad_ratio_every,
                 "val_episodes": args.val_episodes, "way": args.way, "overrides": args.override}}
 
 
@@ -272,14 +329,26 @@ def markdown(rep: Dict[str, Any]) -> str:
         val = ", ".join(pct(v["val_acc"]) for v in r["per_seed"].values() if v["val_acc"] is not None)
         secs = ", ".join(f"{v['train_seconds']:.0f}" for v in r["per_seed"].values() if v.get("train_seconds"))
         lines.append(f"| {r['cell']} | {len(r['seeds'])} | {pct(r['error_mean'])} ± {ci} | {per} | {val} | {secs} |")
-    if rep["comparisons"]:
-        lines += ["", "Paired per-item difference in error to protonet20 (points; seed level: t over the per-seed "
-                  "mean differences; Holm over the comparisons):", "",
-                  "| cell − protonet20 | difference ± t95 | p (seed level) | Holm p |", "|---|---|---|---|"]
-        for c in rep["comparisons"]:
+    for family, title in (("baseline", "Paired per-item difference in error to protonet20 (points; seed level: t over the "
+                                        "per-seed mean differences; Holm over the comparisons):"),
+                          ("msd", "MSD on ProtoMAML, every cell at protomaml5's compute: paired per-item difference in "
+                                  "error (points; seed level; Holm over these comparisons):")):
+        fam = [c for c in rep["comparisons"] if c.get("family", "baseline") == family]
+        if not fam:
+            continue
+        lines += ["", title, "", "| cell − reference | difference ± t95 | p (seed level) | Holm p |", "|---|---|---|---|"]
+        for c in fam:
             s = c["seed_level"]
             ci = "n/a" if s["ci"] != s["ci"] else pct(s["ci"])
-            lines.append(f"| {c['cell']} | {pct(s['mean'])} ± {ci} | {s['p']:.3g} | {c['holm_p']:.3g} |")
+            lines.append(f"| {c['cell']} − {c['vs']} | {pct(s['mean'])} ± {ci} | {s['p']:.3g} | {c['holm_p']:.3g} |")
+    grads = [r for r in rep["rows"] if r.get("grad_ratio")]
+    if grads:
+        lines += ["", "The consistency term's meta-gradient norm over the query CE's (λ-scaled; mean ± t95 over seeds):", "",
+                  "| cell | early | middle | late |", "|---|---|---|---|"]
+        for r in grads:
+            g = r["grad_ratio"]
+            lines.append(f"| {r['cell']} | " + " | ".join(f"{g[ph]['mean']:.3f} ± {g[ph]['ci']:.3f}" if ph in g else "–"
+                                                          for ph in ("early", "middle", "late")) + " |")
     scen_rows = [r for r in rep["rows"] if r.get("scenarios")]
     if scen_rows:
         names = list(scen_rows[0]["scenarios"])
@@ -313,6 +382,8 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     ap.add_argument("--maml20-iterations", type=int, default=300)
     ap.add_argument("--maml20-meta-batch", type=int, default=4, help="maml20 (the MAML repository's 20-way: 16)")
     ap.add_argument("--pretrain-epochs", type=int, default=30)
+    ap.add_argument("--grad-ratio-every", type=int, default=50, help="MSD cells: log the consistency term's "
+                    "gradient ratio every K iterations")
     ap.add_argument("--tuned-lrs", type=float, nargs="+", default=[0.4, 0.8, 1.6], help="*_tuned cells: inner lrs")
     ap.add_argument("--tuned-steps", type=int, nargs="+", default=[3, 10, 25], help="*_tuned cells: test steps")
     ap.add_argument("--val-episodes", type=int, default=100, help="validation episodes (model selection)")
@@ -322,6 +393,8 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
                     "(e.g. model.options.hidden=32)")
     add_study_flags(ap, "omniglot_study_<background>_cpu.json")
     args = ap.parse_args(argv)
+    if args.scenarios and not args.report_only:
+        add_missing_scenarios(args)
     return run_study(args, piece, report, markdown, f"omniglot_study_{args.background}_cpu.json")
 
 

@@ -150,6 +150,27 @@ def test_omniglot_study_on_small_official_zips(tmp_path):
     chosen = piece["chosen"]
     assert piece["runs"]["learner_options"]["test_steps"] == chosen["test_steps"]
     assert piece["runs"]["learner_options"]["inner_lr"] == chosen["inner_lr"]
+    # MSD on the ProtoMAML host with its controls, compared as their own Holm family
+    script("omniglot_study.py", *args, "--cells", "protomaml5", "msd5_l0", "msd5_l0.3", "msd5_plain",
+           "--grad-ratio-every", 1)
+    rep = json.loads(out.read_text())
+    fam = [c for c in rep["comparisons"] if c["family"] == "msd"]
+    assert {(c["cell"], c["vs"]) for c in fam} == {("msd5_l0.3", "protomaml5"), ("msd5_l0.3", "msd5_l0"),
+                                                   ("msd5_l0.3", "msd5_plain"), ("msd5_l0", "protomaml5"),
+                                                   ("msd5_plain", "protomaml5")}
+    assert all(c["seed_level"]["df"] == 1 and c["holm_p"] >= c["seed_level"]["p"] for c in fam)
+    rows = {r["cell"]: r for r in rep["rows"]}
+    assert rows["msd5_l0.3"]["grad_ratio"]["early"]["mean"] > 0 and "grad_ratio" not in rows["msd5_plain"]
+    for cell, views, lam in (("msd5_l0.3", 2, 0.3), ("msd5_plain", 1, 0.0)):
+        opts = json.loads((work / "pieces" / f"{cell}_s1.json").read_text())["runs"]["learner_options"]
+        assert (opts["host"], opts["views"], opts["lam"], opts["budget"]) == ("protomaml", views, lam, "in_place_of_tasks")
+    # scenarios asked of a study begun without them: added to the finished piece, nothing retrained
+    before = json.loads((work / "pieces" / "pretrain_nc_s0.json").read_text())
+    added = script("omniglot_study.py", *args, "--cells", "pretrain_nc", "--seeds", 0, "--scenarios",
+                   "--scenario-episodes", 2)
+    after = json.loads((work / "pieces" / "pretrain_nc_s0.json").read_text())
+    assert "[scenarios] pretrain_nc_s0" in added and "[running]" not in added
+    assert "weak/query" in after["scenarios"] and after["runs"] == before["runs"]
 
 
 def test_msd_sweep_logs_the_gradient_ratio_and_compares_at_seed_level(tmp_path):

@@ -45,3 +45,23 @@ def train_resumable(config: str, run: Path, overrides: Sequence[str] = ()) -> di
     atomic_write(spent, json.dumps(seconds), what="training seconds")
     recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return {"train_seconds": seconds, "curve": [(r["step"], r["acc"]) for r in recs if r.get("kind") == "val"]}
+
+
+def phases(values: list, iterations: int) -> dict:
+    """Mean of [(step, value)] over the first, middle and last third of ``iterations`` (NaNs skipped)."""
+    out = {}
+    for i, name in enumerate(("early", "middle", "late")):
+        got = [v for step, v in values if i * iterations / 3 <= step - 1 < (i + 1) * iterations / 3 and v == v]
+        out[name] = sum(got) / len(got) if got else None
+    return out
+
+
+def grad_phases(run: Path, iterations: int) -> dict:
+    """MSD's logged gradient diagnostics of ``run`` (``grad_ratio_every``): {"grad_ratio": ‖g_cons‖/‖g_ce‖,
+    "grad_cos": cos(g_cons, g_ce)}, each early / middle / late over ``iterations``."""
+    import json
+
+    recs = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+    diag = [r for r in recs if r.get("kind") == "diagnostic"]
+    return {"grad_ratio": phases([(r["step"], r["msd_grad_ratio"]) for r in diag], iterations),
+            "grad_cos": phases([(r["step"], r["msd_grad_cos"]) for r in diag], iterations)}
