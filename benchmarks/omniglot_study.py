@@ -25,6 +25,12 @@ training and the five Vinyals validation alphabets held out), 28x28, white strok
                norm relative to the query CE's is logged every 50 iterations (learner.options.grad_ratio_every)
   msd5_plain   the control without consistency or extra views: ProtoMAML on one augmented view of each support
                set (MSD with views 1, lam 0), 8 tasks: protomaml5's compute
+  kd5, kd_rank5
+               teacher -> student meta-learning: maml5's student (same config, seed, initialisation and task order)
+               whose outer (query) loss adds KD (T 4, CE 1 + KD 1) or KD + the Kendall rank loss (tanh, k 3 per row
+               std, weight 1) against a frozen teacher adapted on the same support set: --teacher, by default
+               the protonet20 model of seed 0 (trained once, shared by every seed). Compared with maml5 (the
+               student alone) and with each other; the 20-way head by the head rule chosen as for maml5
   unicorn5_tuned, maml5_tuned
                no training: the unicorn5 / maml5 model of the same seed with its test-time inner loop (inner lr x
                test steps over --tuned-lrs x --tuned-steps) chosen on 20-way validation episodes. At 20-way the
@@ -82,8 +88,13 @@ from benchlib.short_runs import grad_phases, train_resumable  # noqa: E402
 
 CPU = torch.device("cpu")
 MSD_LAMS = {"msd5_l0": 0.0, "msd5_l0.3": 0.3, "msd5_l3": 3.0, "msd5_plain": 0.0}
+DISTILL = {"kd5": ["meta_teacher.options.ce_weight=1.0", "meta_teacher.options.kd_weight=1.0",
+                   "meta_teacher.options.temperature=4.0", "meta_teacher.options.kd_on=query"]}
+DISTILL["kd_rank5"] = DISTILL["kd5"] + ["meta_teacher.options.rank_weight=1.0", "meta_teacher.options.rank_form=tanh",
+                                        "meta_teacher.options.rank_k=3.0", "meta_teacher.options.rank_k_scale=std"]
+DISTILL_CONTRASTS = [("kd5", "maml5"), ("kd_rank5", "maml5"), ("kd_rank5", "kd5")]
 CELLS = ("protonet20", "maml5", "pretrain_nc", "pretrain_lp", "unicorn5", "protomaml5", "unicorn5_tuned", "maml5_tuned",
-         "maml20", *MSD_LAMS)
+         "maml20", *MSD_LAMS, *DISTILL)
 MSD_HOST = "protomaml5"
 # the MSD family: each MSD cell against the host at equal compute, the same views without consistency, plain views
 MSD_CONTRASTS = [(c, ref) for c in ("msd5_l0.3", "msd5_l3") for ref in (MSD_HOST, "msd5_l0", "msd5_plain")] + \
@@ -113,8 +124,8 @@ def _load(run: Path, learner: Any = None, overrides: List[str] = (), head_rule: 
     another way, ``inner``: (inner lr, test steps) (the trained learner's options, changed for this evaluation
     only)."""
     _, model, ckpt = load_for_evaluation(run, CPU, learner=learner, overrides=list(overrides))
-    if head_rule is not None:
-        model.options["head_rule"] = head_rule
+    if head_rule is not None:  # a distilled learner's head is its student's
+        getattr(model, "student", model).options["head_rule"] = head_rule
     if inner is not None:
         model.lr, model.test_steps = float(inner[0]), int(inner[1])
         model.options.update(inner_lr=model.lr, test_steps=model.test_steps)
@@ -216,8 +227,10 @@ def piece(cell: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
             f"train.val_every={max(1, iters // 3)}", f"train.checkpoint_every={max(1, iters // 3)}"])
         out["val_acc"] = _val(work, args)
         out["runs"] = _runs(work, args)
-    elif cell == "maml5":
-        out["train_seconds"] = _train("maml_omniglot_small1_5w1s", work, common + ["tensorboard=false",
+    elif cell in ("maml5", *DISTILL):
+        teacher = args.teacher or str(Path(args.work).resolve() / "runs" / "protonet20_s0")
+        distill = [f"meta_teacher.checkpoint={teacher}", *DISTILL[cell]] if cell in DISTILL else []
+        out["train_seconds"] = _train("maml_omniglot_small1_5w1s", work, common + distill + ["tensorboard=false",
             f"train.iterations={args.maml_iterations}", f"train.meta_batch={args.maml_meta_batch}",
             f"train.val_every={args.maml_iterations // 3}", f"train.checkpoint_every={args.maml_iterations // 3}"])
         # the 20-way head: chosen on 20-way validation episodes (the trained model sees them through --learner)
@@ -289,7 +302,8 @@ def report(work: Path, args: argparse.Namespace) -> Dict[str, Any]:
         grads = [got[s]["grad_ratio"] for s in sorted(got) if got[s].get("grad_ratio")]
         if grads:
             rows[-1]["grad_ratio"] = {ph: t_interval([g[ph] for g in grads if g[ph] is not None]) for ph in grads[0]}
-    pairs = [(c, BASELINE, "baseline") for c in CELLS if c != BASELINE] + [(c, r, "msd") for c, r in MSD_CONTRASTS]
+    pairs = [(c, BASELINE, "baseline") for c in CELLS if c != BASELINE] + [(c, r, "msd") for c, r in MSD_CONTRASTS] + \
+        [(c, r, "distill") for c, r in DISTILL_CONTRASTS]
     comparisons = []
     for cell, ref, family in pairs:
         if cell not in pieces or ref not in pieces:
@@ -300,7 +314,7 @@ def report(work: Path, args: argparse.Namespace) -> Dict[str, Any]:
         if common:
             d = seed_level_paired({s: a[s] for s in common}, {s: b[s] for s in common})
             comparisons.append({"cell": cell, "vs": ref, "family": family, "seed_level": d["seed_level"]})
-    for family in ("baseline", "msd"):  # Holm within each family of comparisons
+    for family in ("baseline", "msd", "distill"):  # Holm within each family of comparisons
         fam = [c for c in comparisons if c["family"] == family]
         for c, p in zip(fam, holm_adjust([c["seed_level"]["p"] for c in fam]) if fam else []):
             c["holm_p"] = p
@@ -310,6 +324,7 @@ def report(work: Path, args: argparse.Namespace) -> Dict[str, Any]:
                 "maml_meta_batch": args.maml_meta_batch, "pretrain_epochs": args.pretrain_epochs,
                 "maml20_iterations": args.maml20_iterations, "maml20_meta_batch": args.maml20_meta_batch,
                 "grad_ratio_every": args.grad_ratio_every,
+                "teacher": (args.teacher or "protonet20_s0") if any(c in pieces for c in DISTILL) else None,
                 "val_episodes": args.val_episodes, "way": args.way, "overrides": args.override}}
 
 
@@ -332,7 +347,9 @@ def markdown(rep: Dict[str, Any]) -> str:
     for family, title in (("baseline", "Paired per-item difference in error to protonet20 (points; seed level: t over the "
                                         "per-seed mean differences; Holm over the comparisons):"),
                           ("msd", "MSD on ProtoMAML, every cell at protomaml5's compute: paired per-item difference in "
-                                  "error (points; seed level; Holm over these comparisons):")):
+                                  "error (points; seed level; Holm over these comparisons):"),
+                          ("distill", "Teacher -> student meta-learning (the student is maml5): paired per-item difference "
+                                      "in error (points; seed level; Holm over these comparisons):")):
         fam = [c for c in rep["comparisons"] if c.get("family", "baseline") == family]
         if not fam:
             continue
@@ -382,6 +399,8 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     ap.add_argument("--maml20-iterations", type=int, default=300)
     ap.add_argument("--maml20-meta-batch", type=int, default=4, help="maml20 (the MAML repository's 20-way: 16)")
     ap.add_argument("--pretrain-epochs", type=int, default=30)
+    ap.add_argument("--teacher", help="kd5 / kd_rank5: the frozen teacher's run folder or checkpoint (default: "
+                    "the protonet20 run of seed 0 in --work)")
     ap.add_argument("--grad-ratio-every", type=int, default=50, help="MSD cells: log the consistency term's "
                     "gradient ratio every K iterations")
     ap.add_argument("--tuned-lrs", type=float, nargs="+", default=[0.4, 0.8, 1.6], help="*_tuned cells: inner lrs")

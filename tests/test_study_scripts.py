@@ -164,6 +164,13 @@ def test_omniglot_study_on_small_official_zips(tmp_path):
     for cell, views, lam in (("msd5_l0.3", 2, 0.3), ("msd5_plain", 1, 0.0)):
         opts = json.loads((work / "pieces" / f"{cell}_s1.json").read_text())["runs"]["learner_options"]
         assert (opts["host"], opts["views"], opts["lam"], opts["budget"]) == ("protomaml", views, lam, "in_place_of_tasks")
+    # teacher -> student meta-learning: maml5's student with KD / KD + rank from the seed-0 protonet20 model
+    script("omniglot_study.py", *args, "--cells", "kd5", "kd_rank5")
+    rep = json.loads(out.read_text())
+    fam = {(c["cell"], c["vs"]) for c in rep["comparisons"] if c["family"] == "distill"}
+    assert fam == {("kd5", "maml5"), ("kd_rank5", "maml5"), ("kd_rank5", "kd5")} and rep["budget"]["teacher"]
+    piece = json.loads((work / "pieces" / "kd_rank5_s1.json").read_text())
+    assert piece["runs"]["learner_options"]["rank_weight"] == 1.0 and piece["head_rule"] in ("prototype", "zero")
     # scenarios asked of a study begun without them: added to the finished piece, nothing retrained
     before = json.loads((work / "pieces" / "pretrain_nc_s0.json").read_text())
     added = script("omniglot_study.py", *args, "--cells", "pretrain_nc", "--seeds", 0, "--scenarios",
