@@ -12,6 +12,10 @@ training and the five Vinyals validation alphabets held out), 28x28, white strok
   pretrain_nc  pre-training by classification over the background characters (pretrain_conv4_omniglot_small1),
                then nearest centroid on its features (ProtoNet without meta-training)
   pretrain_lp  the same backbone, linear probe fitted on each run's support set
+  pretrain_rot_nc
+               pretrain_nc with every background character also rotated by 90, 180 and 270 degrees as three new
+               classes (data.options.rotations, as in the Vinyals protocol: 4x the classes), --pretrain-rot-epochs
+               epochs; validation and scenarios on the unrotated validation alphabets, as every other cell
   unicorn5     Unicorn-MAML trained as maml5 (one learned head row copied into every row: any way as it is)
   protomaml5   ProtoMAML trained as maml5 (head rows from the support prototypes: any way as it is)
   maml20       second-order MAML trained --way-way (20) 1-shot with the MAML repository's 20-way settings (inner lr 0.1,
@@ -93,9 +97,10 @@ DISTILL = {"kd5": ["meta_teacher.options.ce_weight=1.0", "meta_teacher.options.k
 DISTILL["kd_rank5"] = DISTILL["kd5"] + ["meta_teacher.options.rank_weight=1.0", "meta_teacher.options.rank_form=tanh",
                                         "meta_teacher.options.rank_k=3.0", "meta_teacher.options.rank_k_scale=std"]
 DISTILL_CONTRASTS = [("kd5", "maml5"), ("kd_rank5", "maml5"), ("kd_rank5", "kd5")]
-CELLS = ("protonet20", "maml5", "pretrain_nc", "pretrain_lp", "unicorn5", "protomaml5", "unicorn5_tuned", "maml5_tuned",
+CELLS = ("protonet20", "maml5", "pretrain_nc", "pretrain_lp", "pretrain_rot_nc", "unicorn5", "protomaml5", "unicorn5_tuned", "maml5_tuned",
          "maml20", *MSD_LAMS, *DISTILL)
 MSD_HOST = "protomaml5"
+PRETRAIN_LEARNERS = {"pretrain_nc": "protonet", "pretrain_lp": "linear_probe", "pretrain_rot_nc": "protonet"}
 # the MSD family: each MSD cell against the host at equal compute, the same views without consistency, plain views
 MSD_CONTRASTS = [(c, ref) for c in ("msd5_l0.3", "msd5_l3") for ref in (MSD_HOST, "msd5_l0", "msd5_plain")] + \
     [("msd5_l0", MSD_HOST), ("msd5_plain", MSD_HOST)]
@@ -144,9 +149,11 @@ def _runs(run: Path, args: argparse.Namespace, **kwargs: Any) -> Dict[str, Any]:
 
 
 def _val_sampler(ckpt: Dict[str, Any], way: int):
-    """Episodes of the run's validation alphabets at ``way``, with the run's normalisation."""
+    """Episodes of the run's validation alphabets at ``way``, with the run's normalisation; unrotated whatever
+    the run trained on, so every cell is chosen on the same episodes."""
     cfg = copy.deepcopy(ckpt["config"])
     cfg["episodes"]["n_way"] = way
+    cfg["data"]["options"]["rotations"] = False
     return make_sampler(cfg, split_for(cfg, "val"), q_query=cfg["episodes"]["test_q_query"], device=CPU,
                         normalize=ckpt.get("normalize"))
 
@@ -187,9 +194,15 @@ def _tuned(cell: str, seed: int, work: Path, args: argparse.Namespace) -> Dict[s
             "runs": _runs(work, args, inner=(lr, steps), head_rule=rule)}
 
 
+def _run_dir(cell: str, seed: int, args: argparse.Namespace) -> Path:
+    """The run folder of a cell's model: pretrain_nc / pretrain_lp share one, a _tuned cell uses its base's."""
+    folder = {"pretrain_nc": "pretrain", "pretrain_lp": "pretrain", "pretrain_rot_nc": "pretrain_rot"}.get(
+        cell, cell.removesuffix("_tuned"))
+    return Path(args.work) / "runs" / f"{folder}_s{seed}"
+
+
 def piece(cell: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
-    folder = cell.removesuffix("_tuned")
-    work = Path(args.work) / "runs" / f"{folder if not folder.startswith('pretrain') else 'pretrain'}_s{seed}"
+    work = _run_dir(cell, seed, args)
     common = _common(args, seed)
     out: Dict[str, Any] = {"cell": cell, "seed": seed}
     if cell.endswith("_tuned"):
@@ -238,16 +251,17 @@ def piece(cell: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
         rule = max(HEAD_RULES, key=lambda r: vals[r])
         out.update(val_acc_by_head_rule=vals, head_rule=rule, val_acc=vals[rule])
         out["runs"] = _runs(work, args, head_rule=rule)
-    else:  # pretrain_nc / pretrain_lp share one pre-trained backbone per seed
+    else:  # pretrain_nc / pretrain_lp share one pre-trained backbone per seed; pretrain_rot_nc has its own
         if not (work / "best.pt").is_file() or not (work / "summary.json").is_file() or \
                 not json.loads((work / "summary.json").read_text()).get("finished"):
-            cfg = load_pretrain_config("pretrain_conv4_omniglot_small1", common + [
-                f"episodes.n_way={args.way}", f"train.epochs={args.pretrain_epochs}"])
+            rot = ["data.options.rotations=true", f"train.epochs={args.pretrain_rot_epochs}"] if "rot" in cell else \
+                [f"train.epochs={args.pretrain_epochs}"]
+            cfg = load_pretrain_config("pretrain_conv4_omniglot_small1", common + [f"episodes.n_way={args.way}", *rot])
             tic = time.perf_counter()
             run_pretrain(cfg, work, resume=(work / "last.pt").is_file(), progress=False)
             (work / "train_seconds.txt").write_text(f"{time.perf_counter() - tic:.1f}\n")
         out["train_seconds"] = float((work / "train_seconds.txt").read_text()) if (work / "train_seconds.txt").is_file() else None
-        learner = "protonet" if cell == "pretrain_nc" else "linear_probe"
+        learner = PRETRAIN_LEARNERS[cell]
         out["val_acc"] = _val(work, args, learner=learner, overrides=[f"episodes.n_way={args.way}"])
         out["runs"] = _runs(work, args, learner=learner, overrides=[f"episodes.n_way={args.way}"])
     if args.scenarios and not cell.endswith("_tuned"):
@@ -258,8 +272,8 @@ def piece(cell: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
 def _cell_scenarios(cell: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
     """The 5-way validation scenarios of a trained cell's model (``_tuned`` cells have none: their models are
     their base cell's, tuned at 20-way)."""
-    work = Path(args.work) / "runs" / f"{cell if not cell.startswith('pretrain') else 'pretrain'}_s{seed}"
-    learner = {"pretrain_nc": "protonet", "pretrain_lp": "linear_probe"}.get(cell)
+    work = _run_dir(cell, seed, args)
+    learner = PRETRAIN_LEARNERS.get(cell)
     extra = {"learner": learner, "overrides": ["episodes.n_way=5"]} if learner else {}
     return _scenarios(work, args, **extra)
 
@@ -322,6 +336,7 @@ def report(work: Path, args: argparse.Namespace) -> Dict[str, Any]:
             "comparisons": comparisons, "published_full_track": PUBLISHED, "budget": {
                 "protonet_iterations": args.protonet_iterations, "maml_iterations": args.maml_iterations,
                 "maml_meta_batch": args.maml_meta_batch, "pretrain_epochs": args.pretrain_epochs,
+                "pretrain_rot_epochs": args.pretrain_rot_epochs,
                 "maml20_iterations": args.maml20_iterations, "maml20_meta_batch": args.maml20_meta_batch,
                 "grad_ratio_every": args.grad_ratio_every,
                 "teacher": (args.teacher or "protonet20_s0") if any(c in pieces for c in DISTILL) else None,
@@ -399,6 +414,8 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     ap.add_argument("--maml20-iterations", type=int, default=300)
     ap.add_argument("--maml20-meta-batch", type=int, default=4, help="maml20 (the MAML repository's 20-way: 16)")
     ap.add_argument("--pretrain-epochs", type=int, default=30)
+    ap.add_argument("--pretrain-rot-epochs", type=int, default=15, help="pretrain_rot_nc (4x the images per epoch: "
+                    "15 epochs are 2x pretrain_nc's steps)")
     ap.add_argument("--teacher", help="kd5 / kd_rank5: the frozen teacher's run folder or checkpoint (default: "
                     "the protonet20 run of seed 0 in --work)")
     ap.add_argument("--grad-ratio-every", type=int, default=50, help="MSD cells: log the consistency term's "

@@ -171,6 +171,11 @@ def test_omniglot_study_on_small_official_zips(tmp_path):
     assert fam == {("kd5", "maml5"), ("kd_rank5", "maml5"), ("kd_rank5", "kd5")} and rep["budget"]["teacher"]
     piece = json.loads((work / "pieces" / "kd_rank5_s1.json").read_text())
     assert piece["runs"]["learner_options"]["rank_weight"] == 1.0 and piece["head_rule"] in ("prototype", "zero")
+    # pre-training with rotated characters as new classes: its own backbone, chosen on the unrotated validation
+    script("omniglot_study.py", *args, "--cells", "pretrain_rot_nc", "--seeds", 0, "--pretrain-rot-epochs", 1)
+    rot = json.loads((work / "runs" / "pretrain_rot_s0" / "summary.json").read_text())
+    assert rot["finished"] and (work / "runs" / "pretrain_s0").is_dir()
+    assert "pretrain_rot_nc" in {r["cell"] for r in json.loads(out.read_text())["rows"]}
     # scenarios asked of a study begun without them: added to the finished piece, nothing retrained
     before = json.loads((work / "pieces" / "pretrain_nc_s0.json").read_text())
     added = script("omniglot_study.py", *args, "--cells", "pretrain_nc", "--seeds", 0, "--scenarios",
