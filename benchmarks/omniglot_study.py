@@ -54,7 +54,8 @@ Wilson 95% interval over the 400 items, and the validation accuracy; the paired 
 cell to protonet20 at seed level (t test over the per-seed mean differences, n_seeds - 1 dof) with Holm's
 correction over the comparisons; the MSD cells' contrasts (each to protomaml5, the host at equal compute, to
 msd5_l0, the same views without the consistency term, and to msd5_plain) as a second family with its own Holm
-correction; and the published anchors of the full (30-alphabet) track.
+correction, and the distilled students' (kd5, kd_rank5 to maml5, kd_rank5 to kd5) as a third; the MSD cells'
+gradient ratio early / middle / late; and the published anchors of the full (30-alphabet) track.
 
 A finished piece without scenarios gets them added (the piece rewritten) when --scenarios asks for them.
 
