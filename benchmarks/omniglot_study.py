@@ -87,7 +87,7 @@ from metakd.engine.evaluation.episodes import evaluate_episodes  # noqa: E402
 from metakd.engine.evaluation.fixed import fixed_episodes_for, items_fingerprint, predict_fixed, summarise_items  # noqa: E402
 from metakd.engine.training.job_config import load_pretrain_config  # noqa: E402
 from metakd.engine.training.pretrain import run_pretrain  # noqa: E402
-from metakd.stats import holm_adjust, seed_level_paired, t_interval  # noqa: E402
+from metakd.stats import holm_adjust, seed_level_paired, seed_level_test, t_interval  # noqa: E402
 from benchlib.results import add_study_flags, load_pieces, run_study, write_atomic  # noqa: E402
 from benchlib.short_runs import grad_phases, train_resumable  # noqa: E402
 
@@ -329,7 +329,14 @@ def report(work: Path, args: argparse.Namespace) -> Dict[str, Any]:
         if common:
             d = seed_level_paired({s: a[s] for s in common}, {s: b[s] for s in common})
             comparisons.append({"cell": cell, "vs": ref, "family": family, "seed_level": d["seed_level"]})
-    for family in ("baseline", "msd", "distill"):  # Holm within each family of comparisons
+    # the MSD family under perturbation: seed-level differences of the scenario accuracies (same episodes)
+    for cell, ref in MSD_CONTRASTS:
+        a, b = pieces.get(cell, {}), pieces.get(ref, {})
+        common = [s for s in a if s in b and a[s].get("scenarios") and b[s].get("scenarios")]
+        for key in (("standard", "strong/both") if common else ()):
+            d = seed_level_test([a[s]["scenarios"][key]["acc"] - b[s]["scenarios"][key]["acc"] for s in common])
+            comparisons.append({"cell": cell, "vs": ref, "family": "msd_scenarios", "scenario": key, "seed_level": d})
+    for family in ("baseline", "msd", "distill", "msd_scenarios"):  # Holm within each family of comparisons
         fam = [c for c in comparisons if c["family"] == family]
         for c, p in zip(fam, holm_adjust([c["seed_level"]["p"] for c in fam]) if fam else []):
             c["holm_p"] = p
@@ -374,6 +381,16 @@ def markdown(rep: Dict[str, Any]) -> str:
             s = c["seed_level"]
             ci = "n/a" if s["ci"] != s["ci"] else pct(s["ci"])
             lines.append(f"| {c['cell']} − {c['vs']} | {pct(s['mean'])} ± {ci} | {s['p']:.3g} | {c['holm_p']:.3g} |")
+    fam = [c for c in rep["comparisons"] if c.get("family") == "msd_scenarios"]
+    if fam:
+        lines += ["", "The MSD family on the 5-way validation episodes, standard and strong/both: difference in accuracy "
+                  "(points; seed level; Holm over these comparisons):", "",
+                  "| cell − reference | scenario | difference ± t95 | p (seed level) | Holm p |", "|---|---|---|---|---|"]
+        for c in fam:
+            s = c["seed_level"]
+            ci = "n/a" if s["ci"] != s["ci"] else pct(s["ci"])
+            lines.append(f"| {c['cell']} − {c['vs']} | {c['scenario']} | {pct(s['mean'])} ± {ci} | {s['p']:.3g} | "
+                         f"{c['holm_p']:.3g} |")
     grads = [r for r in rep["rows"] if r.get("grad_ratio")]
     if grads:
         lines += ["", "The consistency term's meta-gradient norm over the query CE's (λ-scaled; mean ± t95 over seeds):", "",

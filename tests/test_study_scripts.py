@@ -152,13 +152,15 @@ def test_omniglot_study_on_small_official_zips(tmp_path):
     assert piece["runs"]["learner_options"]["inner_lr"] == chosen["inner_lr"]
     # MSD on the ProtoMAML host with its controls, compared as their own Holm family
     script("omniglot_study.py", *args, "--cells", "protomaml5", "msd5_l0", "msd5_l0.3", "msd5_plain",
-           "--grad-ratio-every", 1)
+           "--grad-ratio-every", 1, "--scenarios", "--scenario-episodes", 2)
     rep = json.loads(out.read_text())
     fam = [c for c in rep["comparisons"] if c["family"] == "msd"]
     assert {(c["cell"], c["vs"]) for c in fam} == {("msd5_l0.3", "protomaml5"), ("msd5_l0.3", "msd5_l0"),
                                                    ("msd5_l0.3", "msd5_plain"), ("msd5_l0", "protomaml5"),
                                                    ("msd5_plain", "protomaml5")}
     assert all(c["seed_level"]["df"] == 1 and c["holm_p"] >= c["seed_level"]["p"] for c in fam)
+    scen = [c for c in rep["comparisons"] if c["family"] == "msd_scenarios"]
+    assert {c["scenario"] for c in scen} == {"standard", "strong/both"} and len(scen) == 2 * len(fam)
     rows = {r["cell"]: r for r in rep["rows"]}
     assert rows["msd5_l0.3"]["grad_ratio"]["early"]["mean"] > 0 and "grad_ratio" not in rows["msd5_plain"]
     for cell, views, lam in (("msd5_l0.3", 2, 0.3), ("msd5_plain", 1, 0.0)):
