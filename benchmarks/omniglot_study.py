@@ -314,9 +314,10 @@ def report(work: Path, args: argparse.Namespace) -> Dict[str, Any]:
             rows[-1]["scenarios"] = {k: t_interval([x[k]["acc"] for x in scen]) for k in scen[0]}
             cons = [x["standard"]["consistency"] for x in scen if x["standard"].get("consistency") is not None]
             rows[-1]["consistency"] = t_interval(cons) if cons else None
-        grads = [got[s]["grad_ratio"] for s in sorted(got) if got[s].get("grad_ratio")]
-        if grads:
-            rows[-1]["grad_ratio"] = {ph: t_interval([g[ph] for g in grads if g[ph] is not None]) for ph in grads[0]}
+        for part in ("grad_ratio", "grad_cos"):
+            grads = [got[s][part] for s in sorted(got) if got[s].get(part)]
+            if grads:
+                rows[-1][part] = {ph: t_interval([g[ph] for g in grads if g[ph] is not None]) for ph in grads[0]}
     pairs = [(c, BASELINE, "baseline") for c in CELLS if c != BASELINE] + [(c, r, "msd") for c, r in MSD_CONTRASTS] + \
         [(c, r, "distill") for c, r in DISTILL_CONTRASTS]
     comparisons = []
@@ -393,12 +394,13 @@ def markdown(rep: Dict[str, Any]) -> str:
                          f"{c['holm_p']:.3g} |")
     grads = [r for r in rep["rows"] if r.get("grad_ratio")]
     if grads:
-        lines += ["", "The consistency term's meta-gradient norm over the query CE's (λ-scaled; mean ± t95 over seeds):", "",
-                  "| cell | early | middle | late |", "|---|---|---|---|"]
+        lines += ["", "The consistency term's meta-gradient against the query CE's: norm ratio (λ-scaled) and cosine, "
+                  "early / middle / late thirds of training (mean ± t95 over seeds):", "",
+                  "| cell | ratio early | middle | late | cosine early | middle | late |", "|---|---|---|---|---|---|---|"]
         for r in grads:
-            g = r["grad_ratio"]
-            lines.append(f"| {r['cell']} | " + " | ".join(f"{g[ph]['mean']:.3f} ± {g[ph]['ci']:.3f}" if ph in g else "–"
-                                                          for ph in ("early", "middle", "late")) + " |")
+            g, c = r["grad_ratio"], r.get("grad_cos") or {}
+            lines.append(f"| {r['cell']} | " + " | ".join(f"{d[ph]['mean']:.3f} ± {d[ph]['ci']:.3f}" if ph in d else "–"
+                                                          for d in (g, c) for ph in ("early", "middle", "late")) + " |")
     scen_rows = [r for r in rep["rows"] if r.get("scenarios")]
     if scen_rows:
         names = list(scen_rows[0]["scenarios"])
