@@ -260,7 +260,7 @@ def piece(cell: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
             cfg = load_pretrain_config("pretrain_conv4_omniglot_small1", common + [f"episodes.n_way={args.way}", *rot])
             tic = time.perf_counter()
             run_pretrain(cfg, work, resume=(work / "last.pt").is_file(), progress=False)
-            (work / "train_seconds.txt").write_text(f"{time.perf_counter() - tic:.1f}\n")
+            write_atomic(work / "train_seconds.txt", f"{time.perf_counter() - tic:.1f}\n")
         out["train_seconds"] = float((work / "train_seconds.txt").read_text()) if (work / "train_seconds.txt").is_file() else None
         learner = PRETRAIN_LEARNERS[cell]
         out["val_acc"] = _val(work, args, learner=learner, overrides=[f"episodes.n_way={args.way}"])
