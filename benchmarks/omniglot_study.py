@@ -319,23 +319,22 @@ def report(work: Path, args: argparse.Namespace) -> Dict[str, Any]:
             if grads:
                 rows[-1][part] = {ph: t_interval([g[ph] for g in grads if g[ph] is not None]) for ph in grads[0]}
     # each cell against protonet20, except the MSD and distilled cells: they answer their own questions
-    pairs = [(c, BASELINE, "baseline") for c in CELLS if c != BASELINE and c not in MSD_LAMS and c not in DISTILL] + [(c, r, "msd") for c, r in MSD_CONTRASTS] + \
-        [(c, r, "distill") for c, r in DISTILL_CONTRASTS]
+    pairs = [(c, BASELINE, "baseline") for c in CELLS if c != BASELINE and c not in MSD_LAMS and c not in DISTILL]
+    pairs += [(c, r, "msd") for c, r in MSD_CONTRASTS] + [(c, r, "distill") for c, r in DISTILL_CONTRASTS]
+    errors = {cell: {s: [1.0 - c for c in p["runs"]["per_item_correct"]] for s, p in got.items()}
+              for cell, got in pieces.items()}
     comparisons = []
     for cell, ref, family in pairs:
-        if cell not in pieces or ref not in pieces:
-            continue
-        a = {s: [1.0 - c for c in pieces[cell][s]["runs"]["per_item_correct"]] for s in pieces[cell]}
-        b = {s: [1.0 - c for c in pieces[ref][s]["runs"]["per_item_correct"]] for s in pieces[ref]}
-        common = [s for s in a if s in b]
-        if common:
-            d = seed_level_paired({s: a[s] for s in common}, {s: b[s] for s in common})
+        if set(errors.get(cell, {})) & set(errors.get(ref, {})):  # seeds missing from either side are left out
+            d = seed_level_paired(errors[cell], errors[ref])
             comparisons.append({"cell": cell, "vs": ref, "family": family, "seed_level": d["seed_level"]})
     # the MSD family under perturbation: seed-level differences of the scenario accuracies (same episodes)
     for cell, ref in MSD_CONTRASTS:
         a, b = pieces.get(cell, {}), pieces.get(ref, {})
         common = [s for s in a if s in b and a[s].get("scenarios") and b[s].get("scenarios")]
-        for key in (("standard", "strong/both") if common else ()):
+        if not common:
+            continue
+        for key in ("standard", "strong/both"):
             d = seed_level_test([a[s]["scenarios"][key]["acc"] - b[s]["scenarios"][key]["acc"] for s in common])
             comparisons.append({"cell": cell, "vs": ref, "family": "msd_scenarios", "scenario": key, "seed_level": d})
     for family in ("baseline", "msd", "distill", "msd_scenarios"):  # Holm within each family of comparisons
