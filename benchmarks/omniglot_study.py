@@ -29,12 +29,14 @@ training and the five Vinyals validation alphabets held out), 28x28, white strok
                norm relative to the query CE's is logged every 50 iterations (learner.options.grad_ratio_every)
   msd5_plain   the control without consistency or extra views: ProtoMAML on one augmented view of each support
                set (MSD with views 1, lam 0), 8 tasks: protomaml5's compute
-  kd5, kd_rank5
+  kd5, kd_rank5, mkd5
                teacher -> student meta-learning: maml5's student (same config, seed, initialisation and task order)
                whose outer (query) loss adds KD (T 4, CE 1 + KD 1) or KD + the Kendall rank loss (tanh, k 3 per row
                std, weight 1) against a frozen teacher adapted on the same support set: --teacher, by default
-               the protonet20 model of seed 0 (trained once, shared by every seed). Compared with maml5 (the
-               student alone) and with each other; the 20-way head by the head rule chosen as for maml5
+               the protonet20 model of seed 0 (trained once, shared by every seed). mkd5: MKD as shipped
+               (distill_meta_glyphs_mkd): KD also in the inner loop on the support set, one temperature for
+               teacher and student learned through the query loss (start 4; the learned value is reported).
+               Compared with maml5 (the student alone) and kd5; the 20-way head by the head rule as for maml5
   unicorn5_tuned, maml5_tuned
                no training: the unicorn5 / maml5 model of the same seed with its test-time inner loop (inner lr x
                test steps over --tuned-lrs x --tuned-steps) chosen on 20-way validation episodes. At 20-way the
@@ -54,7 +56,7 @@ Wilson 95% interval over the 400 items, and the validation accuracy; the paired 
 cell to protonet20 at seed level (t test over the per-seed mean differences, n_seeds - 1 dof) with Holm's
 correction over the comparisons; the MSD cells' contrasts (each to protomaml5, the host at equal compute, to
 msd5_l0, the same views without the consistency term, and to msd5_plain) as a second family with its own Holm
-correction, and the distilled students' (kd5, kd_rank5 to maml5, kd_rank5 to kd5) as a third; the MSD cells'
+correction, and the distilled students' (kd5, kd_rank5, mkd5 to maml5; kd_rank5, mkd5 to kd5) as a third; the MSD cells'
 gradient ratio early / middle / late; and the published anchors of the full (30-alphabet) track.
 
 A finished piece without scenarios gets them added (the piece rewritten) when --scenarios asks for them.
@@ -97,7 +99,11 @@ DISTILL = {"kd5": ["meta_teacher.options.ce_weight=1.0", "meta_teacher.options.k
                    "meta_teacher.options.temperature=4.0", "meta_teacher.options.kd_on=query"]}
 DISTILL["kd_rank5"] = DISTILL["kd5"] + ["meta_teacher.options.rank_weight=1.0", "meta_teacher.options.rank_form=tanh",
                                         "meta_teacher.options.rank_k=3.0", "meta_teacher.options.rank_k_scale=std"]
-DISTILL_CONTRASTS = [("kd5", "maml5"), ("kd_rank5", "maml5"), ("kd_rank5", "kd5")]
+# MKD as shipped (distill_meta_glyphs_mkd): KD also in the inner loop, one learned temperature for both sides
+DISTILL["mkd5"] = DISTILL["kd5"] + ["meta_teacher.options.kd_on=both", "meta_teacher.options.support_kd_weight=1.0",
+                                    "meta_teacher.options.learn_temperature=true",
+                                    "meta_teacher.options.shared_temperature=true"]
+DISTILL_CONTRASTS = [("kd5", "maml5"), ("kd_rank5", "maml5"), ("kd_rank5", "kd5"), ("mkd5", "maml5"), ("mkd5", "kd5")]
 CELLS = ("protonet20", "maml5", "pretrain_nc", "pretrain_lp", "pretrain_rot_nc", "unicorn5", "protomaml5", "unicorn5_tuned", "maml5_tuned",
          "maml20", *MSD_LAMS, *DISTILL)
 MSD_HOST = "protomaml5"
@@ -252,6 +258,9 @@ def piece(cell: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
         rule = max(HEAD_RULES, key=lambda r: vals[r])
         out.update(val_acc_by_head_rule=vals, head_rule=rule, val_acc=vals[rule])
         out["runs"] = _runs(work, args, head_rule=rule)
+        if cell == "mkd5":  # the learned temperatures of the model scored
+            t_teacher, t_student = _load(work)[0].temperatures()
+            out["temperatures"] = {"teacher": float(t_teacher), "student": float(t_student)}
     else:  # pretrain_nc / pretrain_lp share one pre-trained backbone per seed; pretrain_rot_nc has its own
         if not (work / "best.pt").is_file() or not (work / "summary.json").is_file() or \
                 not json.loads((work / "summary.json").read_text()).get("finished"):
@@ -307,7 +316,7 @@ def report(work: Path, args: argparse.Namespace) -> Dict[str, Any]:
                      "per_seed": {s: {"error": got[s]["runs"]["error_rate"], "wilson95": got[s]["runs"]["error_wilson95"],
                                       "val_acc": got[s].get("val_acc"), "train_seconds": got[s].get("train_seconds"),
                                       "seconds": got[s].get("seconds"), "head_rule": got[s].get("head_rule"),
-                                      "chosen": got[s].get("chosen")}
+                                      "chosen": got[s].get("chosen"), "temperatures": got[s].get("temperatures")}
                                   for s in sorted(got)}})
         scen = [got[s]["scenarios"] for s in sorted(got) if got[s].get("scenarios")]
         if scen:
@@ -364,6 +373,7 @@ def markdown(rep: Dict[str, Any]) -> str:
         per = "; ".join(f"{pct(v['error'])} [{pct(v['wilson95'][0])}–{pct(v['wilson95'][1])}]"
                         + (f" ({v['head_rule']})" if v.get("head_rule") else "")
                         + (f" (lr {v['chosen']['inner_lr']}, {v['chosen']['test_steps']} steps)" if v.get("chosen") else "")
+                        + (f" (T {v['temperatures']['student']:.2f})" if v.get("temperatures") else "")
                         for v in r["per_seed"].values())
         val = ", ".join(pct(v["val_acc"]) for v in r["per_seed"].values() if v["val_acc"] is not None)
         secs = ", ".join(f"{v['train_seconds']:.0f}" for v in r["per_seed"].values() if v.get("train_seconds"))

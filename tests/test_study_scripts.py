@@ -167,12 +167,18 @@ def test_omniglot_study_on_small_official_zips(tmp_path):
         opts = json.loads((work / "pieces" / f"{cell}_s1.json").read_text())["runs"]["learner_options"]
         assert (opts["host"], opts["views"], opts["lam"], opts["budget"]) == ("protomaml", views, lam, "in_place_of_tasks")
     # teacher -> student meta-learning: maml5's student with KD / KD + rank from the seed-0 protonet20 model
-    script("omniglot_study.py", *args, "--cells", "kd5", "kd_rank5")
+    script("omniglot_study.py", *args, "--cells", "kd5", "kd_rank5", "mkd5")
     rep = json.loads(out.read_text())
     fam = {(c["cell"], c["vs"]) for c in rep["comparisons"] if c["family"] == "distill"}
-    assert fam == {("kd5", "maml5"), ("kd_rank5", "maml5"), ("kd_rank5", "kd5")} and rep["budget"]["teacher"]
+    assert fam == {("kd5", "maml5"), ("kd_rank5", "maml5"), ("kd_rank5", "kd5"), ("mkd5", "maml5"),
+                   ("mkd5", "kd5")} and rep["budget"]["teacher"]
     piece = json.loads((work / "pieces" / "kd_rank5_s1.json").read_text())
     assert piece["runs"]["learner_options"]["rank_weight"] == 1.0 and piece["head_rule"] in ("prototype", "zero")
+    mkd = json.loads((work / "pieces" / "mkd5_s1.json").read_text())
+    opts = mkd["runs"]["learner_options"]
+    assert (opts["kd_on"], opts["learn_temperature"], opts["shared_temperature"]) == ("both", True, True)
+    assert mkd["temperatures"]["teacher"] == mkd["temperatures"]["student"] > 1.0  # shared, within its bounds
+    assert f"(T {mkd['temperatures']['student']:.2f})" in out.with_suffix(".md").read_text()
     # pre-training with rotated characters as new classes: its own backbone, chosen on the unrotated validation
     script("omniglot_study.py", *args, "--cells", "pretrain_rot_nc", "--seeds", 0, "--pretrain-rot-epochs", 1)
     rot = json.loads((work / "runs" / "pretrain_rot_s0" / "summary.json").read_text())
