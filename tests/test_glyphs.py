@@ -117,7 +117,6 @@ def test_known_homoglyphs_merged(glyph_cache):
 def test_near_pair_search_matches_brute_force(monkeypatch):
     """The banded, blocked homoglyph search finds exactly the pairs an all-pairs loop finds."""
     rng = np.random.default_rng(1)
-    size = glyph_fonts.CATALOG_SIZE
     bitmaps = []
     for _ in range(150):
         h, w = rng.integers(4, 20, size=2)

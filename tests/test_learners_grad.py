@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from learner_helpers import TinyNet, random_batch, reference_forward, reference_meta_grads
+from learner_helpers import TinyNet, random_batch, reference_meta_grads
 from metakd.errors import ConfigError
 from metakd.learners import GradientLearner, build_learner
 from metakd.learners.functional import select_names

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import zipfile
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from metakd.cli import main
 from metakd.data import load_split
 from metakd.data import omniglot
 from metakd.data.inspect import detect_format, format_report, inspect_root
-from metakd.data.strokes import StrokePreprocess, stroke_image
+from metakd.data.strokes import stroke_image
 from metakd.errors import ConfigError, DataError
 
 

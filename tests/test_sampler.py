@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections import Counter
 
 import numpy as np
 import pytest

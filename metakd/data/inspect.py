@@ -176,7 +176,7 @@ def format_report(info: Dict[str, Any]) -> str:
         for split, s in per_split:
             names = s["alphabets"]
             shown = ", ".join(names[:8]) + (f", ... ({len(names) - 8} more)" if len(names) > 8 else "")
-            extra = f"; rotations x4" if s.get("rotations") else ""
+            extra = "; rotations x4" if s.get("rotations") else ""
             lines.append(f"  {split}: {len(names)} alphabets{extra}: {shown}")
         first = per_split[0][1]
         lines.append(f"  images: {'x'.join(map(str, first['image_shape']))} uint8, {first.get('polarity', '')}"
