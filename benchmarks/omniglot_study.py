@@ -138,9 +138,10 @@ def _load(run: Path, learner: Any = None, overrides: List[str] = (), head_rule: 
     _, model, ckpt = load_for_evaluation(run, CPU, learner=learner, overrides=list(overrides))
     if head_rule is not None:  # a distilled learner's head is its student's
         getattr(model, "student", model).options["head_rule"] = head_rule
-    if inner is not None:
-        model.lr, model.test_steps = float(inner[0]), int(inner[1])
-        model.options.update(inner_lr=model.lr, test_steps=model.test_steps)
+    if inner is not None:  # an MSD / distilled learner evaluates through its host's / student's inner loop
+        loop = getattr(model, "host", getattr(model, "student", model))
+        loop.lr, loop.test_steps = float(inner[0]), int(inner[1])
+        loop.options.update(inner_lr=loop.lr, test_steps=loop.test_steps)
     return model, ckpt
 
 
