@@ -166,6 +166,29 @@ def test_omniglot_study_on_small_official_zips(tmp_path):
     for cell, views, lam in (("msd5_l0.3", 2, 0.3), ("msd5_plain", 1, 0.0)):
         opts = json.loads((work / "pieces" / f"{cell}_s1.json").read_text())["runs"]["learner_options"]
         assert (opts["host"], opts["views"], opts["lam"], opts["budget"]) == ("protomaml", views, lam, "in_place_of_tasks")
+    # the test-time inner loop, chosen on within-alphabet validation episodes (nothing trains)
+    il = tmp_path / "il.json"
+    script("omniglot_inner_loop.py", "--root", data, "--study-work", work, "--work", tmp_path / "il", "--cells",
+           "protomaml5", "msd5_l0.3", "--seeds", 0, 1, "--way", 2, "--val-episodes", 2, "--across-episodes", 1,
+           "--grid", "0.1:1", "0.4:0", "--out", il)
+    rep = json.loads(il.read_text())
+    rows = {r["cell"]: r for r in rep["rows"]}
+    piece = json.loads((tmp_path / "il" / "pieces" / "msd5_l0.3_s1.json").read_text())
+    trained = f"{piece['trained'][0]}:{piece['trained'][1]}"
+    assert set(rows) == {"protomaml5", "msd5_l0.3"} and set(piece["settings"]) == {trained, "0.1:1", "0.4:0"}
+    assert piece["chosen"] in piece["settings"] and len(piece["settings"]["0.4:0"]["per_item_correct"]) == 6
+    assert [(c["cell"], c["vs"]) for c in rep["comparisons"]] == [("msd5_l0.3", "protomaml5")]
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import omniglot_inner_loop as inner_loop
+    import omniglot_study
+
+    model, ckpt = omniglot_study._load(work / "runs" / "msd5_l0.3_s1", inner=(0.1, 1))
+    assert (model.host.lr, model.host.test_steps) == (0.1, 1)  # the MSD host's loop is the one evaluated
+    sampler = omniglot_study._val_sampler(ckpt, 2)
+    names = sampler.split.class_names
+    for ep in inner_loop.within_alphabet_episodes(sampler, 4, 2):
+        assert len({names[c].split("/")[0] for c in ep.classes}) == 1 and ep.support.shape == ep.query.shape == (2, 1)
+        assert not set(ep.support.ravel()) & set(ep.query.ravel())
     # teacher -> student meta-learning: maml5's student with KD / KD + rank from the seed-0 protonet20 model
     script("omniglot_study.py", *args, "--cells", "kd5", "kd_rank5", "mkd5")
     rep = json.loads(out.read_text())
