@@ -96,7 +96,9 @@ def piece(cell: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
     within = within_alphabet_episodes(sampler, args.val_episodes, args.way)
     across = sampler.fixed_episodes(args.across_episodes, 1) if args.across_episodes else []
     runs = fixed_episodes_for("omniglot-runs", ckpt, args.root)
-    out: Dict[str, Any] = {"cell": cell, "seed": seed, "head_rule": rule, "trained": list(trained), "settings": {}}
+    out: Dict[str, Any] = {"cell": cell, "seed": seed, "head_rule": rule, "trained": list(trained), "settings": {},
+                           "protocol": {"grid": args.grid, "val_episodes": args.val_episodes, "way": args.way,
+                                        "across_episodes": args.across_episodes}}
     for lr, steps in grid:
         model, _ = study._load(run, head_rule=rule, inner=(lr, steps))
         rows = predict_fixed(model, runs, study.CPU)
@@ -141,7 +143,11 @@ def report(work: Path, args: argparse.Namespace) -> Dict[str, Any]:
             comparisons.append({"cell": cell, "vs": ref, "seed_level": seed_level_paired(errors[cell], errors[ref])["seed_level"]})
     for c, p in zip(comparisons, holm_adjust([c["seed_level"]["p"] for c in comparisons]) if comparisons else []):
         c["holm_p"] = p
-    return {"background": args.background, "grid": args.grid, "val_episodes": args.val_episodes, "way": args.way,
+    # the protocol the pieces were scored with (pieces from before it was recorded: this invocation's flags)
+    first = next((p for got in pieces.values() for p in got.values() if p.get("protocol")), None)
+    proto = first["protocol"] if first else {"grid": args.grid, "val_episodes": args.val_episodes, "way": args.way,
+                                             "across_episodes": args.across_episodes}
+    return {"background": args.background, **proto,
             "device": study.describe_device(study.resolve_device("cpu")), "rows": rows, "comparisons": comparisons}
 
 

@@ -178,6 +178,7 @@ def test_omniglot_study_on_small_official_zips(tmp_path):
     assert set(rows) == {"protomaml5", "msd5_l0.3"} and set(piece["settings"]) == {trained, "0.1:1", "0.4:0"}
     assert piece["chosen"] in piece["settings"] and len(piece["settings"]["0.4:0"]["per_item_correct"]) == 6
     assert [(c["cell"], c["vs"]) for c in rep["comparisons"]] == [("msd5_l0.3", "protomaml5")]
+    assert (rep["val_episodes"], rep["grid"], rep["way"]) == (2, ["0.1:1", "0.4:0"], 2)
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import omniglot_inner_loop as inner_loop
     import omniglot_study
