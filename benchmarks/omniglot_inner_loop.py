@@ -15,7 +15,7 @@ prototype rows) is scored on
            the validation alphabets, 15 queries each),
   runs     the 20 official runs (error, and runs "collapsed": one class predicted for half the queries or more).
 The setting is chosen per model on ``within`` (ties keep the earlier setting of the grid, the trained one
-first); the runs are read for the trained and the chosen setting only.
+first); the runs are scored at every setting but only read, never used to choose.
 
 Reported: per cell, the runs' error at the trained and at the chosen setting (mean ± Student-t 95% over seeds),
 collapsed runs, the validation accuracies per setting; the MSD family's paired per-item differences at the
@@ -75,10 +75,16 @@ def _collapsed(rows: List[Dict[str, Any]]) -> int:
 
 
 def _settings(args: argparse.Namespace) -> List[tuple]:
+    """--grid as [(inner lr, test steps)]; a one-line error naming the bad item."""
     out = []
     for item in args.grid:
         lr, _, steps = item.partition(":")
-        out.append((float(lr), int(steps)))
+        try:
+            out.append((float(lr), int(steps)))
+        except ValueError:
+            raise SystemExit(f"--grid {item!r}: expected inner lr:test steps, e.g. 0.1:3") from None
+        if out[-1][0] <= 0 or out[-1][1] < 0:
+            raise SystemExit(f"--grid {item!r}: the inner lr must be > 0 and the steps >= 0")
     return out
 
 
@@ -199,6 +205,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     ap.add_argument("--way", type=int, default=20)
     add_study_flags(ap, "omniglot_inner_loop_<background>_cpu.json")
     args = ap.parse_args(argv)
+    _settings(args)  # a bad --grid fails before any piece starts
     return run_study(args, piece, report, markdown, f"omniglot_inner_loop_{args.background}_cpu.json")
 
 

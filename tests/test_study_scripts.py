@@ -179,6 +179,9 @@ def test_omniglot_study_on_small_official_zips(tmp_path):
     assert piece["chosen"] in piece["settings"] and len(piece["settings"]["0.4:0"]["per_item_correct"]) == 6
     assert [(c["cell"], c["vs"]) for c in rep["comparisons"]] == [("msd5_l0.3", "protomaml5")]
     assert (rep["val_episodes"], rep["grid"], rep["way"]) == (2, ["0.1:1", "0.4:0"], 2)
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "omniglot_inner_loop.py"), "--grid", "0.1"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode != 0 and "--grid '0.1': expected inner lr:test steps" in bad.stderr
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import omniglot_inner_loop as inner_loop
     import omniglot_study
