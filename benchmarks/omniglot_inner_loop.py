@@ -41,7 +41,7 @@ import omniglot_study as study  # noqa: E402
 from metakd.data.sampler import Episode  # noqa: E402
 from metakd.engine.evaluation.episodes import evaluate_episodes  # noqa: E402
 from metakd.engine.evaluation.fixed import fixed_episodes_for, predict_fixed, summarise_items  # noqa: E402
-from metakd.stats import holm_adjust, seed_level_paired, t_interval  # noqa: E402
+from metakd.stats import t_interval  # noqa: E402
 from benchlib.results import add_study_flags, load_pieces, run_study  # noqa: E402
 
 MAML_FAMILY = ("maml5", "protomaml5", "unicorn5", "maml20", *study.MSD_LAMS, *study.DISTILL)
@@ -143,12 +143,8 @@ def report(work: Path, args: argparse.Namespace) -> Dict[str, Any]:
                                         for part in ("within", "across", "runs_error")} for k in keys}})
     errors = {cell: {s: [1 - c for c in p["settings"][p["chosen"]]["per_item_correct"]] for s, p in got.items()}
               for cell, got in pieces.items()}
-    comparisons = []
-    for cell, ref in study.MSD_CONTRASTS:
-        if set(errors.get(cell, {})) & set(errors.get(ref, {})):
-            comparisons.append({"cell": cell, "vs": ref, "seed_level": seed_level_paired(errors[cell], errors[ref])["seed_level"]})
-    for c, p in zip(comparisons, holm_adjust([c["seed_level"]["p"] for c in comparisons]) if comparisons else []):
-        c["holm_p"] = p
+    comparisons = study.paired_items(errors, [(c, r, "msd") for c, r in study.MSD_CONTRASTS])
+    study.holm_within_families(comparisons)
     # the protocol the pieces were scored with (pieces from before it was recorded: this invocation's flags)
     first = next((p for got in pieces.values() for p in got.values() if p.get("protocol")), None)
     proto = first["protocol"] if first else {"grid": args.grid, "val_episodes": args.val_episodes, "way": args.way,

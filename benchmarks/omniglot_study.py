@@ -304,6 +304,25 @@ def add_missing_scenarios(args: argparse.Namespace) -> None:
                 write_atomic(path, json.dumps(got))
 
 
+def paired_items(errors: Dict[str, Dict[int, List[float]]], pairs: List[tuple]) -> List[Dict[str, Any]]:
+    """Seed-level paired comparisons of per-item errors ({cell: {seed: [0/1 per item]}}) for each (cell, ref,
+    family) of ``pairs``; seeds missing from either side are left out, pairs with no shared seed skipped."""
+    out = []
+    for cell, ref, family in pairs:
+        if set(errors.get(cell, {})) & set(errors.get(ref, {})):
+            d = seed_level_paired(errors[cell], errors[ref])
+            out.append({"cell": cell, "vs": ref, "family": family, "seed_level": d["seed_level"]})
+    return out
+
+
+def holm_within_families(comparisons: List[Dict[str, Any]]) -> None:
+    """Holm's correction within each ``family`` of ``comparisons``, written as ``holm_p``."""
+    for family in dict.fromkeys(c["family"] for c in comparisons):
+        fam = [c for c in comparisons if c["family"] == family]
+        for c, p in zip(fam, holm_adjust([c["seed_level"]["p"] for c in fam])):
+            c["holm_p"] = p
+
+
 def report(work: Path, args: argparse.Namespace) -> Dict[str, Any]:
     pieces: Dict[str, Dict[int, Dict[str, Any]]] = load_pieces(work)
     rows = []
@@ -333,11 +352,7 @@ def report(work: Path, args: argparse.Namespace) -> Dict[str, Any]:
     pairs += [(c, r, "msd") for c, r in MSD_CONTRASTS] + [(c, r, "distill") for c, r in DISTILL_CONTRASTS]
     errors = {cell: {s: [1.0 - c for c in p["runs"]["per_item_correct"]] for s, p in got.items()}
               for cell, got in pieces.items()}
-    comparisons = []
-    for cell, ref, family in pairs:
-        if set(errors.get(cell, {})) & set(errors.get(ref, {})):  # seeds missing from either side are left out
-            d = seed_level_paired(errors[cell], errors[ref])
-            comparisons.append({"cell": cell, "vs": ref, "family": family, "seed_level": d["seed_level"]})
+    comparisons = paired_items(errors, pairs)
     # the MSD family under perturbation: seed-level differences of the scenario accuracies (same episodes)
     for cell, ref in MSD_CONTRASTS:
         a, b = pieces.get(cell, {}), pieces.get(ref, {})
@@ -347,10 +362,7 @@ def report(work: Path, args: argparse.Namespace) -> Dict[str, Any]:
         for key in ("standard", "strong/both"):
             d = seed_level_test([a[s]["scenarios"][key]["acc"] - b[s]["scenarios"][key]["acc"] for s in common])
             comparisons.append({"cell": cell, "vs": ref, "family": "msd_scenarios", "scenario": key, "seed_level": d})
-    for family in ("baseline", "msd", "distill", "msd_scenarios"):  # Holm within each family of comparisons
-        fam = [c for c in comparisons if c["family"] == family]
-        for c, p in zip(fam, holm_adjust([c["seed_level"]["p"] for c in fam]) if fam else []):
-            c["holm_p"] = p
+    holm_within_families(comparisons)
     return {"background": args.background, "device": describe_device(resolve_device("cpu")), "rows": rows,
             "comparisons": comparisons, "published_full_track": PUBLISHED, "budget": {
                 "protonet_iterations": args.protonet_iterations, "maml_iterations": args.maml_iterations,
