@@ -8,14 +8,16 @@ almost every query) with their trained inner loop (lr 0.4, 3 steps), none with a
 
 For each trained model of a study (``--study-work``: its ``runs/<cell>_s<seed>``, no training here), every
 setting of ``--grid`` (inner lr : test steps; 0 steps = the learner's initial head, e.g. ProtoMAML's
-prototype rows) is scored on
+prototype rows; a third field ``min``: the learner's ``test_stop: min_support_loss``, which keeps per episode
+the fast weights of the update count with the lowest support loss) is scored on
   within   --val-episodes fixed 20-way 1-shot episodes, each inside one validation alphabet (the runs' protocol;
            1 query per class, alphabets in turn, the same episodes for every model),
   across   the first --across-episodes of the study's own validation episodes (20 characters drawn from all
            the validation alphabets, 15 queries each),
   runs     the 20 official runs (error, and runs "collapsed": one class predicted for half the queries or more).
 The setting is chosen per model on ``within`` (ties keep the earlier setting of the grid, the trained one
-first); the runs are scored at every setting but only read, never used to choose.
+first); the runs are scored at every setting but only read, never used to choose. Settings added to --grid
+later are scored into the finished pieces (resumable) and the choice is redone over all of them.
 
 Reported: per cell, the runs' error at the trained and at the chosen setting (mean ± Student-t 95% over seeds),
 collapsed runs, the validation accuracies per setting; the MSD family's paired per-item differences at the
@@ -42,8 +44,9 @@ from metakd.data.sampler import Episode  # noqa: E402
 from metakd.engine.evaluation.episodes import evaluate_episodes  # noqa: E402
 from metakd.engine.evaluation.fixed import fixed_episodes_for, predict_fixed, summarise_items  # noqa: E402
 from metakd.stats import t_interval  # noqa: E402
-from benchlib.results import add_study_flags, load_pieces, run_study  # noqa: E402
+from benchlib.results import add_study_flags, load_pieces, run_study, write_atomic  # noqa: E402
 
+STOPS = {"": "none", "min": "min_support_loss"}  # the third field of a --grid item: the learner's test_stop
 MAML_FAMILY = ("maml5", "protomaml5", "unicorn5", "maml20", *study.MSD_LAMS, *study.DISTILL)
 
 
@@ -75,46 +78,93 @@ def _collapsed(rows: List[Dict[str, Any]]) -> int:
 
 
 def _settings(args: argparse.Namespace) -> List[tuple]:
-    """--grid as [(inner lr, test steps)]; a one-line error naming the bad item."""
+    """--grid as [(inner lr, test steps, test_stop)]; a one-line error naming the bad item."""
     out = []
     for item in args.grid:
-        lr, _, steps = item.partition(":")
+        lr, _, rest = item.partition(":")
+        steps, _, stop = rest.partition(":")
         try:
-            out.append((float(lr), int(steps)))
-        except ValueError:
-            raise SystemExit(f"--grid {item!r}: expected inner lr:test steps, e.g. 0.1:3") from None
+            out.append((float(lr), int(steps), STOPS[stop]))
+        except (ValueError, KeyError):
+            raise SystemExit(f"--grid {item!r}: expected inner lr:test steps[:min], e.g. 0.1:3 or 0.4:3:min") from None
         if out[-1][0] <= 0 or out[-1][1] < 0:
             raise SystemExit(f"--grid {item!r}: the inner lr must be > 0 and the steps >= 0")
     return out
 
 
+def _key(setting: tuple) -> str:
+    """The name of a setting in pieces and tables: "lr:steps", with ":min" under test_stop min_support_loss."""
+    lr, steps, stop = setting
+    return f"{lr}:{steps}" + (":min" if stop != "none" else "")
+
+
+class _Scorer:
+    """One trained model of the study and the fixed episodes it is scored on (within, across, the runs)."""
+
+    def __init__(self, cell: str, seed: int, args: argparse.Namespace):
+        self.run = Path(args.study_work) / "runs" / f"{cell}_s{seed}"
+        done = Path(args.study_work) / "pieces" / f"{cell}_s{seed}.json"
+        if not done.is_file():
+            raise SystemExit(f"{cell} seed {seed}: no finished study piece at {done}")
+        self.rule = json.loads(done.read_text()).get("head_rule")
+        model, ckpt = study._load(self.run, head_rule=self.rule)
+        inner = getattr(model, "host", getattr(model, "student", model))
+        self.trained = (float(inner.lr), int(inner.test_steps), inner.options.get("test_stop", "none"))
+        self.sampler = study._val_sampler(ckpt, args.way)
+        self.within = within_alphabet_episodes(self.sampler, args.val_episodes, args.way)
+        self.across = self.sampler.fixed_episodes(args.across_episodes, 1) if args.across_episodes else []
+        self.runs = fixed_episodes_for("omniglot-runs", ckpt, args.root)
+
+    def score(self, setting: tuple) -> Dict[str, Any]:
+        model, _ = study._load(self.run, head_rule=self.rule, inner=setting)
+        rows = predict_fixed(model, self.runs, study.CPU)
+        return {"within": evaluate_episodes(model, self.sampler, self.within, progress=False)["acc"],
+                "across": evaluate_episodes(model, self.sampler, self.across, progress=False)["acc"]
+                if self.across else None,
+                "runs_error": summarise_items(rows)["error_rate"], "collapsed": _collapsed(rows),
+                "per_item_correct": [r["correct"] for r in rows]}
+
+
+def _choose(settings: Dict[str, Any]) -> str:
+    """The setting with the best within-alphabet validation accuracy (first of ties: the trained one)."""
+    return max(settings, key=lambda k: settings[k]["within"])
+
+
 def piece(cell: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
-    run = Path(args.study_work) / "runs" / f"{cell}_s{seed}"
-    done = Path(args.study_work) / "pieces" / f"{cell}_s{seed}.json"
-    if not done.is_file():
-        raise SystemExit(f"{cell} seed {seed}: no finished study piece at {done}")
-    rule = json.loads(done.read_text()).get("head_rule")
-    model, ckpt = study._load(run, head_rule=rule)
-    inner = getattr(model, "host", getattr(model, "student", model))
-    trained = (float(inner.lr), int(inner.test_steps))
-    grid = [trained] + [g for g in _settings(args) if g != trained]
-    sampler = study._val_sampler(ckpt, args.way)
-    within = within_alphabet_episodes(sampler, args.val_episodes, args.way)
-    across = sampler.fixed_episodes(args.across_episodes, 1) if args.across_episodes else []
-    runs = fixed_episodes_for("omniglot-runs", ckpt, args.root)
-    out: Dict[str, Any] = {"cell": cell, "seed": seed, "head_rule": rule, "trained": list(trained), "settings": {},
+    scorer = _Scorer(cell, seed, args)
+    grid = [scorer.trained] + [g for g in _settings(args) if g != scorer.trained]
+    out: Dict[str, Any] = {"cell": cell, "seed": seed, "head_rule": scorer.rule, "trained": list(scorer.trained),
+                           "settings": {_key(g): scorer.score(g) for g in grid},
                            "protocol": {"grid": args.grid, "val_episodes": args.val_episodes, "way": args.way,
                                         "across_episodes": args.across_episodes}}
-    for lr, steps in grid:
-        model, _ = study._load(run, head_rule=rule, inner=(lr, steps))
-        rows = predict_fixed(model, runs, study.CPU)
-        out["settings"][f"{lr}:{steps}"] = {
-            "within": evaluate_episodes(model, sampler, within, progress=False)["acc"],
-            "across": evaluate_episodes(model, sampler, across, progress=False)["acc"] if across else None,
-            "runs_error": summarise_items(rows)["error_rate"], "collapsed": _collapsed(rows),
-            "per_item_correct": [r["correct"] for r in rows]}
-    out["chosen"] = max(out["settings"], key=lambda k: out["settings"][k]["within"])  # first of ties: trained
+    out["chosen"] = _choose(out["settings"])
     return out
+
+
+def add_missing_settings(args: argparse.Namespace) -> None:
+    """A finished piece of --cells x --seeds that lacks settings of --grid gets them scored (on the same
+    episodes: --val-episodes, --way and --across-episodes must be the piece's), its choice redone over all its
+    settings and the piece rewritten atomically (a piece from before the protocol was recorded: these flags)."""
+    for seed in args.seeds:
+        for cell in args.cells:
+            path = Path(args.work) / "pieces" / f"{cell}_s{seed}.json"
+            if not path.is_file():
+                continue
+            got = json.loads(path.read_text())
+            missing = [g for g in _settings(args) if _key(g) not in got["settings"]]
+            if not missing:
+                continue
+            episodes = {"val_episodes": args.val_episodes, "way": args.way, "across_episodes": args.across_episodes}
+            proto = got.get("protocol") or {"grid": list(got["settings"]), **episodes}
+            differ = [f"--{k.replace('_', '-')} {proto[k]}" for k in episodes if proto[k] != episodes[k]]
+            if differ:
+                raise SystemExit(f"{path}: scored with {', '.join(differ)}; rerun with the same to add settings")
+            print(f"[settings] {cell}_s{seed}: {' '.join(map(_key, missing))}", flush=True)
+            scorer = _Scorer(cell, seed, args)
+            got["settings"].update({_key(g): scorer.score(g) for g in missing})
+            got["chosen"] = _choose(got["settings"])
+            got["protocol"] = {**proto, "grid": list(dict.fromkeys([*proto["grid"], *args.grid]))}
+            write_atomic(path, json.dumps(got))
 
 
 def _over_seeds(values: List[Any]) -> Any:
@@ -131,7 +181,7 @@ def report(work: Path, args: argparse.Namespace) -> Dict[str, Any]:
         if not got:
             continue
         seeds = sorted(got)
-        trained = [got[s]["settings"][f"{got[s]['trained'][0]}:{got[s]['trained'][1]}"] for s in seeds]
+        trained = [got[s]["settings"][_key((*got[s]["trained"], "none")[:3])] for s in seeds]
         chosen = [got[s]["settings"][got[s]["chosen"]] for s in seeds]
         keys = list(got[seeds[0]]["settings"])
         rows.append({"cell": cell, "seeds": seeds, "chosen": [got[s]["chosen"] for s in seeds],
@@ -193,8 +243,9 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     ap.add_argument("--background", default="small1", choices=("small1", "small2", "full"), help="for the report")
     ap.add_argument("--cells", nargs="+", default=["protomaml5", "msd5_l0", "msd5_l0.3"], choices=MAML_FAMILY)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--grid", nargs="+", default=["0.4:3", "0.4:1", "0.1:3", "0.4:0"],
-                    help="test-time inner loops lr:steps (the trained one is always included)")
+    ap.add_argument("--grid", nargs="+", default=["0.4:3", "0.4:1", "0.1:3", "0.4:0", "0.4:3:min"],
+                    help="test-time inner loops lr:steps, or lr:steps:min with test_stop min_support_loss (the "
+                    "trained one is always included; settings a finished piece lacks are added to it)")
     ap.add_argument("--val-episodes", type=int, default=100)
     ap.add_argument("--across-episodes", type=int, default=30, help="the study's across-alphabet validation episodes "
                     "(the first of its list; 0: not scored)")
@@ -202,6 +253,8 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     add_study_flags(ap, "omniglot_inner_loop_<background>_cpu.json")
     args = ap.parse_args(argv)
     _settings(args)  # a bad --grid fails before any piece starts
+    if not args.report_only:
+        add_missing_settings(args)
     return run_study(args, piece, report, markdown, f"omniglot_inner_loop_{args.background}_cpu.json")
 
 

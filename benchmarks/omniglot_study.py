@@ -134,14 +134,15 @@ def _train(config: str, run: Path, overrides: List[str]) -> float:
 def _load(run: Path, learner: Any = None, overrides: List[str] = (), head_rule: Any = None, inner: Any = None):
     """(learner in eval mode, checkpoint dict) of a run; ``head_rule``: the rule a MAML-family head uses at
     another way, ``inner``: (inner lr, test steps) (the trained learner's options, changed for this evaluation
-    only)."""
+    only), or (inner lr, test steps, test_stop)."""
     _, model, ckpt = load_for_evaluation(run, CPU, learner=learner, overrides=list(overrides))
     if head_rule is not None:  # a distilled learner's head is its student's
         getattr(model, "student", model).options["head_rule"] = head_rule
     if inner is not None:  # an MSD / distilled learner evaluates through its host's / student's inner loop
         loop = getattr(model, "host", getattr(model, "student", model))
         loop.lr, loop.test_steps = float(inner[0]), int(inner[1])
-        loop.options.update(inner_lr=loop.lr, test_steps=loop.test_steps)
+        loop.test_stop = inner[2] if len(inner) > 2 else loop.test_stop
+        loop.options.update(inner_lr=loop.lr, test_steps=loop.test_steps, test_stop=loop.test_stop)
     return model, ckpt
 
 

@@ -179,15 +179,28 @@ def test_omniglot_study_on_small_official_zips(tmp_path):
     assert piece["chosen"] in piece["settings"] and len(piece["settings"]["0.4:0"]["per_item_correct"]) == 6
     assert [(c["cell"], c["vs"]) for c in rep["comparisons"]] == [("msd5_l0.3", "protomaml5")]
     assert (rep["val_episodes"], rep["grid"], rep["way"]) == (2, ["0.1:1", "0.4:0"], 2)
-    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "omniglot_inner_loop.py"), "--grid", "0.1"],
-                         capture_output=True, text=True, cwd=tmp_path)
-    assert bad.returncode != 0 and "--grid '0.1': expected inner lr:test steps" in bad.stderr
+    # a setting added to --grid later (here the trained loop under test_stop min) is scored into the pieces
+    script("omniglot_inner_loop.py", "--root", data, "--study-work", work, "--work", tmp_path / "il", "--cells",
+           "msd5_l0.3", "--seeds", 1, "--way", 2, "--val-episodes", 2, "--across-episodes", 1,
+           "--grid", "0.1:1", "0.4:0", f"{trained}:min", "--out", il)
+    again = json.loads((tmp_path / "il" / "pieces" / "msd5_l0.3_s1.json").read_text())
+    assert set(again["settings"]) == {trained, "0.1:1", "0.4:0", f"{trained}:min"}
+    assert all(again["settings"][k] == piece["settings"][k] for k in piece["settings"])  # the old ones kept
+    assert again["protocol"]["grid"] == ["0.1:1", "0.4:0", f"{trained}:min"]
+    other = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "omniglot_inner_loop.py"), "--root", str(data),
+                            "--study-work", str(work), "--work", str(tmp_path / "il"), "--cells", "msd5_l0.3", "--seeds",
+                            "1", "--way", "2", "--val-episodes", "3", "--grid", "0.1:2"], capture_output=True, text=True)
+    assert other.returncode != 0 and "scored with --val-episodes 2, --across-episodes 1; rerun with the same" in other.stderr
+    for item, why in (("0.1", "expected inner lr:test steps"), ("0.1:3:max", "expected inner lr:test steps")):
+        bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "omniglot_inner_loop.py"), "--grid", item],
+                             capture_output=True, text=True, cwd=tmp_path)
+        assert bad.returncode != 0 and f"--grid {item!r}: {why}" in bad.stderr
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import omniglot_inner_loop as inner_loop
     import omniglot_study
 
-    model, ckpt = omniglot_study._load(work / "runs" / "msd5_l0.3_s1", inner=(0.1, 1))
-    assert (model.host.lr, model.host.test_steps) == (0.1, 1)  # the MSD host's loop is the one evaluated
+    model, ckpt = omniglot_study._load(work / "runs" / "msd5_l0.3_s1", inner=(0.1, 1, "min_support_loss"))
+    assert (model.host.lr, model.host.test_steps, model.host.test_stop) == (0.1, 1, "min_support_loss")
     sampler = omniglot_study._val_sampler(ckpt, 2)
     names = sampler.split.class_names
     for ep in inner_loop.within_alphabet_episodes(sampler, 4, 2):

@@ -24,13 +24,14 @@ class ANIL(GradientLearner):
     def feature_head(self) -> Optional[Tuple[Callable[[Tensor], Tensor], FeatureLogits]]:
         """The test-time inner loop on cached features: the sequential executor run on the Linear head alone
         (``test_steps`` steps of ``support_loss``), when the model is ``head(features(x))`` with a Linear head,
-        nothing but the head adapts, and no amp, per-step state, initialisation or own adapt/predict applies."""
+        nothing but the head adapts, and no amp, per-step state, initialisation, own adapt/predict or
+        test_stop applies."""
         model, name = self.model, self.head_name
         head = getattr(model, name, None)
         names = [f"{name}.weight", f"{name}.bias"]
         if (not isinstance(head, nn.Linear) or head.bias is None or sorted(self.adapted_names()) != sorted(names)
                 or not isinstance(getattr(model, "features", None), nn.Module) or self.amp != "off"
-                or self._plan["custom"] or self._has_state or self._has_init):
+                or self._plan["custom"] or self._has_state or self._has_init or self.test_stop != "none"):
             return None
 
         def logits(support_f: Tensor, support_y: Tensor, query_f: Tensor, n_way: int) -> Tensor:

@@ -59,6 +59,7 @@ from .heads import class_means
 
 TASK_BATCHING = ("off", "vmap", "auto")
 HEAD_RULES = ("prototype", "copy_row", "zero", "error")
+TEST_STOPS = ("none", "min_support_loss")
 SEQUENTIAL, VECTORISED, FIRST_ORDER = "sequential", "vectorised", "first_order"  # the executors
 AMP = ("off", "bf16")
 
@@ -106,6 +107,11 @@ class GradientLearner(MetaLearner):
         warning when "vmap" was asked for).
     head_rule ("prototype"): the head of an episode whose way differs from the model's head, at
         evaluation: "prototype", "copy_row", "zero" or "error" (see the module docstring).
+    test_stop ("none"): at evaluation, "min_support_loss" keeps, per task, the fast weights after the
+        number of updates (0..test_steps) with the lowest support loss instead of the last: a guard, using
+        nothing but the support set, against a test-time inner loop that diverges (models meta-trained on
+        augmented supports did on some Omniglot runs; docs/benchmarks-and-studies.md). Costs a second
+        inner loop per task.
     task_chunk (None): tasks vectorised at once; None: all on the CPU, on CUDA what fits in free memory.
     amp ("off"): "bf16" runs forward computations under torch.autocast(bfloat16) (CUDA; CPU for tests).
     checkpoint_inner (False): recompute the activations of each inner step's forward in the backward
@@ -131,6 +137,7 @@ class GradientLearner(MetaLearner):
         "compile": Opt(False, "bool"),
         "compile_mode": Opt("default", choices=COMPILE_MODES),
         "head_rule": Opt("prototype", choices=HEAD_RULES),
+        "test_stop": Opt("none", choices=TEST_STOPS),
     }
     ADAPT: ClassVar[Any] = "all"  # used when "adapt" is not among a subclass's OPTIONS
     FIRST_ORDER: ClassVar[bool] = False  # used when "first_order" is not among a subclass's OPTIONS
@@ -153,6 +160,7 @@ class GradientLearner(MetaLearner):
         self.checkpoint_inner: bool = o["checkpoint_inner"]
         self.compile: bool = o["compile"]
         self.compile_mode: str = o["compile_mode"]
+        self.test_stop: str = o.get("test_stop", "none")
         if self.checkpoint_inner and self.task_batching == "vmap":
             raise ConfigError(f"learner {self.NAME!r}: checkpoint_inner=true works on the sequential path only; "
                               "set task_batching to 'off' or 'auto'")
@@ -368,17 +376,19 @@ class GradientLearner(MetaLearner):
         return contextlib.nullcontext()
 
     def run_tasks(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, training: bool,
-                  steps: Optional[int] = None, need_fast: bool = False, n_way: Optional[int] = None) -> TaskRun:
+                  steps: Optional[int] = None, need_fast: bool = False, n_way: Optional[int] = None,
+                  query_after: Optional[Tuple[int, ...]] = None) -> TaskRun:
         """Run the inner loops of T tasks on the chosen executor. support_x (T, S, C, H, W), support_y (T, S),
         query_x (T, Q, C, H, W). training=True: meta-training (train_steps; differentiable, first or second
         order); training=False: evaluation (test_steps; detached; call under no_grad). n_way: the episodes' way
-        (None: the head's); an episode at another way runs task by task (``head_rule``)."""
+        (None: the head's); an episode at another way runs task by task (``head_rule``). query_after: the update
+        counts whose logits are returned (None: ``query_steps``)."""
         if steps is None:
             steps = self.train_steps if training else self.test_steps
         need_fast = need_fast or self.NEEDS_FAST
         first_order = self.first_order_now() or not training
-        loop, params = self.inner_loop(steps, training, first_order, query_after=self.query_steps(steps, training),
-                                       n_way=n_way)
+        loop, params = self.inner_loop(steps, training, first_order,
+                                       query_after=query_after or self.query_steps(steps, training), n_way=n_way)
         other_way = n_way is not None and n_way != self.head_rows() and self.head_rows() is not None
         buffers = dict(self.model.named_buffers())
         device = support_x.device
@@ -445,6 +455,9 @@ class GradientLearner(MetaLearner):
         if n_way is None and rows is not None and support_y.numel():  # labels beyond the head: another way
             top = int(support_y.max()) + 1
             n_way = top if top > rows else None
+        if not training and loss is None and self.test_stop != "none" and steps > 0:
+            with torch.no_grad():
+                steps = int(self.best_updates(support_x[None], support_y[None], steps, n_way)[0])
         first_order = self.first_order_now() or not training
         loop, params = self.inner_loop(steps, training, first_order, loss, n_way=n_way)
         buffers = dict(self.model.named_buffers())
@@ -474,6 +487,17 @@ class GradientLearner(MetaLearner):
             else:
                 logits = forward(self.model, params, buffers, x)
         return logits.float() if self.amp != "off" else logits
+
+    def best_updates(self, support_x: Tensor, support_y: Tensor, steps: int, n_way: Optional[int] = None) -> Tensor:
+        """``test_stop: min_support_loss``: per task (T,), the number of updates in 0..steps whose fast weights
+        give the lowest support loss (a NaN loss counts as the highest; ties: the fewest updates). support_x
+        (T, S, C, H, W), support_y (T, S); evaluation only (call under no_grad)."""
+        every = tuple(range(steps + 1))
+        logits = self.run_tasks(support_x, support_y, support_x, training=False, steps=steps, n_way=n_way,
+                                query_after=every).logits  # (T, steps + 1, S, N)
+        losses = torch.stack([torch.stack([self.support_loss(logits[t, u], support_y[t]) for u in every])
+                              for t in range(logits.shape[0])])
+        return losses.float().nan_to_num(nan=float("inf")).argmin(1)
 
     def batched_task_logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, training: bool) -> Tensor:
         """Query logits (T, Q, n_way) after the last step of every task (see ``run_tasks``)."""
@@ -507,9 +531,16 @@ class GradientLearner(MetaLearner):
         self.eval()
         try:
             with torch.no_grad():
-                run = self.run_tasks(batch.support_x, batch.support_y, batch.query_x, training=False,
-                                     n_way=batch.n_way)
-            logits = check_query_logits(self.NAME, run.logits[:, -1], batch, per_task=False)
+                steps = self.test_steps
+                if self.test_stop != "none" and steps > 0:
+                    best = self.best_updates(batch.support_x, batch.support_y, steps, batch.n_way)
+                    run = self.run_tasks(batch.support_x, batch.support_y, batch.query_x, training=False,
+                                         n_way=batch.n_way, query_after=tuple(range(steps + 1)))
+                    final = run.logits[torch.arange(len(best), device=best.device), best]
+                else:
+                    final = self.run_tasks(batch.support_x, batch.support_y, batch.query_x, training=False,
+                                           n_way=batch.n_way).logits[:, -1]
+            logits = check_query_logits(self.NAME, final, batch, per_task=False)
             return (logits.argmax(-1) == batch.query_y).float().mean(1)
         finally:
             self.train(was_training)
