@@ -20,8 +20,9 @@ first); the runs are scored at every setting but only read, never used to choose
 later are scored into the finished pieces (resumable) and the choice is redone over all of them.
 
 Reported: per cell, the runs' error at the trained and at the chosen setting (mean ± Student-t 95% over seeds),
-collapsed runs, the validation accuracies per setting; the MSD family's paired per-item differences at the
-chosen settings (seed level, Holm), as in ``omniglot_study.py``.
+and at the trained loop with ``:min`` when scored (a fixed rule: nothing chosen), collapsed runs, the validation
+accuracies per setting; the MSD family's paired per-item differences at the chosen settings and at the trained
+loop with ``:min`` (seed level, Holm within each), as in ``omniglot_study.py``.
 
     python benchmarks/omniglot_inner_loop.py --root data/omniglot --study-work runs/omniglot_study \\
         --work runs/omniglot_inner_loop --cells protomaml5 msd5_l0 msd5_l0.3 --seeds 0 1 2
@@ -167,10 +168,26 @@ def add_missing_settings(args: argparse.Namespace) -> None:
             write_atomic(path, json.dumps(got))
 
 
+def _guarded_columns(pieces: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The runs' error and collapsed runs at the trained loop under test_stop min, when every seed has it."""
+    keys = [_guarded(p) for p in pieces]
+    if not all(keys):
+        return {}
+    got = [p["settings"][k] for p, k in zip(pieces, keys)]
+    return {"guarded_error": t_interval([g["runs_error"] for g in got]), "guarded_collapsed": [g["collapsed"] for g in got]}
+
+
 def _over_seeds(values: List[Any]) -> Any:
     """t_interval of the values present (None when none is)."""
     got = [v for v in values if v is not None]
     return t_interval(got) if got else None
+
+
+def _guarded(piece: Dict[str, Any]) -> Any:
+    """The key of the piece's trained loop under test_stop min_support_loss (None if not scored): a fixed rule,
+    nothing chosen."""
+    key = _key((*piece["trained"][:2], "min_support_loss"))
+    return key if key in piece["settings"] else None
 
 
 def report(work: Path, args: argparse.Namespace) -> Dict[str, Any]:
@@ -189,11 +206,15 @@ def report(work: Path, args: argparse.Namespace) -> Dict[str, Any]:
                      "chosen_error": t_interval([c["runs_error"] for c in chosen]),
                      "trained_collapsed": [t["collapsed"] for t in trained],
                      "chosen_collapsed": [c["collapsed"] for c in chosen],
+                     **_guarded_columns([got[s] for s in seeds]),
                      "by_setting": {k: {part: _over_seeds([got[s]["settings"].get(k, {}).get(part) for s in seeds])
                                         for part in ("within", "across", "runs_error")} for k in keys}})
     errors = {cell: {s: [1 - c for c in p["settings"][p["chosen"]]["per_item_correct"]] for s, p in got.items()}
               for cell, got in pieces.items()}
+    guarded = {cell: {s: [1 - c for c in p["settings"][_guarded(p)]["per_item_correct"]] for s, p in got.items()
+                      if _guarded(p)} for cell, got in pieces.items()}
     comparisons = study.paired_items(errors, [(c, r, "msd") for c, r in study.MSD_CONTRASTS])
+    comparisons += study.paired_items(guarded, [(c, r, "msd_guarded") for c, r in study.MSD_CONTRASTS])
     study.holm_within_families(comparisons)
     # the protocol the pieces were scored with (pieces from before it was recorded: this invocation's flags)
     first = next((p for got in pieces.values() for p in got.values() if p.get("protocol")), None)
@@ -215,21 +236,26 @@ def markdown(rep: Dict[str, Any]) -> str:
              f"on {rep['val_episodes']} within-alphabet validation episodes (grid lr:steps {' '.join(rep['grid'])}); "
              f"{rep['device']}", "",
              "| cell | seeds | runs error %, trained loop | collapsed runs | chosen (per seed) | runs error %, chosen | "
-             "collapsed runs |", "|---|---|---|---|---|---|---|"]
+             "collapsed runs | runs error %, trained loop + test_stop min | collapsed runs |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rep["rows"]:
         lines.append(f"| {r['cell']} | {len(r['seeds'])} | {_pct(r['trained_error'])} | {r['trained_collapsed']} | "
-                     f"{', '.join(r['chosen'])} | {_pct(r['chosen_error'])} | {r['chosen_collapsed']} |")
+                     f"{', '.join(r['chosen'])} | {_pct(r['chosen_error'])} | {r['chosen_collapsed']} | "
+                     f"{_pct(r.get('guarded_error'))} | {r.get('guarded_collapsed', '–')} |")
     lines += ["", "Per setting (mean ± t95 over seeds): validation accuracy % within one alphabet / across alphabets, "
               "and the runs' error % (read, not chosen on):", "",
               "| cell | lr:steps | within-alphabet val | across-alphabet val | runs error |", "|---|---|---|---|---|"]
     for r in rep["rows"]:
         for k, d in r["by_setting"].items():
             lines.append(f"| {r['cell']} | {k} | {_pct(d['within'])} | {_pct(d['across'])} | {_pct(d['runs_error'])} |")
-    if rep["comparisons"]:
-        lines += ["", "MSD family at the chosen settings: paired per-item difference in the runs' error (points; seed "
-                  "level; Holm over these comparisons):", "",
-                  "| cell − reference | difference ± t95 | p (seed level) | Holm p |", "|---|---|---|---|"]
-        for c in rep["comparisons"]:
+    for family, where in (("msd", "at the chosen settings"), ("msd_guarded", "at the trained loop with test_stop min")):
+        got = [c for c in rep["comparisons"] if c.get("family", "msd") == family]
+        if not got:
+            continue
+        lines += ["", f"MSD family {where}: paired per-item difference in the runs' error (points; seed level; Holm "
+                  "over these comparisons):", "", "| cell − reference | difference ± t95 | p (seed level) | Holm p |",
+                  "|---|---|---|---|"]
+        for c in got:
             s = c["seed_level"]
             lines.append(f"| {c['cell']} − {c['vs']} | {_pct(s)} | {s['p']:.3g} | {c['holm_p']:.3g} |")
     return "\n".join(lines) + "\n"

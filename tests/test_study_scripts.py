@@ -181,12 +181,20 @@ def test_omniglot_study_on_small_official_zips(tmp_path):
     assert (rep["val_episodes"], rep["grid"], rep["way"]) == (2, ["0.1:1", "0.4:0"], 2)
     # a setting added to --grid later (here the trained loop under test_stop min) is scored into the pieces
     script("omniglot_inner_loop.py", "--root", data, "--study-work", work, "--work", tmp_path / "il", "--cells",
-           "msd5_l0.3", "--seeds", 1, "--way", 2, "--val-episodes", 2, "--across-episodes", 1,
+           "protomaml5", "msd5_l0.3", "--seeds", 0, 1, "--way", 2, "--val-episodes", 2, "--across-episodes", 1,
            "--grid", "0.1:1", "0.4:0", f"{trained}:min", "--out", il)
     again = json.loads((tmp_path / "il" / "pieces" / "msd5_l0.3_s1.json").read_text())
     assert set(again["settings"]) == {trained, "0.1:1", "0.4:0", f"{trained}:min"}
     assert all(again["settings"][k] == piece["settings"][k] for k in piece["settings"])  # the old ones kept
     assert again["protocol"]["grid"] == ["0.1:1", "0.4:0", f"{trained}:min"]
+    rep = json.loads(il.read_text())  # the guarded trained loop: its own columns and comparison family
+    guarded = {r["cell"]: r for r in rep["rows"]}["msd5_l0.3"]
+    assert guarded["guarded_error"]["mean"] == sum(again["settings"][f"{trained}:min"]["runs_error"] if s == 1 else
+                                                   json.loads((tmp_path / "il" / "pieces" / "msd5_l0.3_s0.json")
+                                                              .read_text())["settings"][f"{trained}:min"]["runs_error"]
+                                                   for s in (0, 1)) / 2
+    assert [(c["cell"], c["vs"], c["family"]) for c in rep["comparisons"]] == [
+        ("msd5_l0.3", "protomaml5", "msd"), ("msd5_l0.3", "protomaml5", "msd_guarded")]
     other = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "omniglot_inner_loop.py"), "--root", str(data),
                             "--study-work", str(work), "--work", str(tmp_path / "il"), "--cells", "msd5_l0.3", "--seeds",
                             "1", "--way", "2", "--val-episodes", "3", "--grid", "0.1:2"], capture_output=True, text=True)
