@@ -189,10 +189,9 @@ def test_omniglot_study_on_small_official_zips(tmp_path):
     assert again["protocol"]["grid"] == ["0.1:1", "0.4:0", f"{trained}:min"]
     rep = json.loads(il.read_text())  # the guarded trained loop: its own columns and comparison family
     guarded = {r["cell"]: r for r in rep["rows"]}["msd5_l0.3"]
-    assert guarded["guarded_error"]["mean"] == sum(again["settings"][f"{trained}:min"]["runs_error"] if s == 1 else
-                                                   json.loads((tmp_path / "il" / "pieces" / "msd5_l0.3_s0.json")
-                                                              .read_text())["settings"][f"{trained}:min"]["runs_error"]
-                                                   for s in (0, 1)) / 2
+    errs = [json.loads((tmp_path / "il" / "pieces" / f"msd5_l0.3_s{s}.json").read_text())["settings"][f"{trained}:min"]
+            ["runs_error"] for s in (0, 1)]
+    assert guarded["guarded_error"]["mean"] == pytest.approx(sum(errs) / 2)
     assert [(c["cell"], c["vs"], c["family"]) for c in rep["comparisons"]] == [
         ("msd5_l0.3", "protomaml5", "msd"), ("msd5_l0.3", "protomaml5", "msd_guarded")]
     other = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "omniglot_inner_loop.py"), "--root", str(data),
