@@ -196,8 +196,9 @@ def test_omniglot_study_on_small_official_zips(tmp_path):
         ("msd5_l0.3", "protomaml5", "msd"), ("msd5_l0.3", "protomaml5", "msd_guarded")]
     other = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "omniglot_inner_loop.py"), "--root", str(data),
                             "--study-work", str(work), "--work", str(tmp_path / "il"), "--cells", "msd5_l0.3", "--seeds",
-                            "1", "--way", "2", "--val-episodes", "3", "--grid", "0.1:2"], capture_output=True, text=True)
-    assert other.returncode != 0 and "scored with --val-episodes 2, --across-episodes 1; rerun with the same" in other.stderr
+                            "1", "--way", "2", "--val-episodes", "3", "--across-episodes", "1", "--grid", "0.1:2"],
+                           capture_output=True, text=True)
+    assert other.returncode != 0 and "msd5_l0.3_s1.json: scored with --val-episodes 2; rerun with the same" in other.stderr
     for item, why in (("0.1", "expected inner lr:test steps"), ("0.1:3:max", "expected inner lr:test steps")):
         bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "omniglot_inner_loop.py"), "--grid", item],
                              capture_output=True, text=True, cwd=tmp_path)
