@@ -168,6 +168,13 @@ def add_missing_settings(args: argparse.Namespace) -> None:
             write_atomic(path, json.dumps(got))
 
 
+def _guarded(piece: Dict[str, Any]) -> Any:
+    """The key of the piece's trained loop under test_stop min_support_loss (None if not scored): a fixed rule,
+    nothing chosen."""
+    key = _key((*piece["trained"][:2], "min_support_loss"))
+    return key if key in piece["settings"] else None
+
+
 def _guarded_columns(pieces: List[Dict[str, Any]]) -> Dict[str, Any]:
     """The runs' error and collapsed runs at the trained loop under test_stop min, when every seed has it."""
     keys = [_guarded(p) for p in pieces]
@@ -181,13 +188,6 @@ def _over_seeds(values: List[Any]) -> Any:
     """t_interval of the values present (None when none is)."""
     got = [v for v in values if v is not None]
     return t_interval(got) if got else None
-
-
-def _guarded(piece: Dict[str, Any]) -> Any:
-    """The key of the piece's trained loop under test_stop min_support_loss (None if not scored): a fixed rule,
-    nothing chosen."""
-    key = _key((*piece["trained"][:2], "min_support_loss"))
-    return key if key in piece["settings"] else None
 
 
 def report(work: Path, args: argparse.Namespace) -> Dict[str, Any]:
@@ -249,7 +249,7 @@ def markdown(rep: Dict[str, Any]) -> str:
         for k, d in r["by_setting"].items():
             lines.append(f"| {r['cell']} | {k} | {_pct(d['within'])} | {_pct(d['across'])} | {_pct(d['runs_error'])} |")
     for family, where in (("msd", "at the chosen settings"), ("msd_guarded", "at the trained loop with test_stop min")):
-        got = [c for c in rep["comparisons"] if c.get("family", "msd") == family]
+        got = [c for c in rep["comparisons"] if c["family"] == family]
         if not got:
             continue
         lines += ["", f"MSD family {where}: paired per-item difference in the runs' error (points; seed level; Holm "

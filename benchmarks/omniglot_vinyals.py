@@ -137,7 +137,8 @@ def markdown(rep: Dict[str, Any]) -> str:
         lines += ["", f"{c['a']} − {c['b']}, {c['way']}-way, paired over the shared episodes: {pct(s['mean'])} ± {ci} "
                   f"points (seed level, p {s['p']:.3g}); within each seed: "
                   + "; ".join(f"seed {k}: {pct(v['mean'])} ± {pct(v['ci'])}" for k, v in c["within_seed"].items())]
-    lines += ["", "Validation curves (step: val acc % at the cell's training way (maml20: 20-way, the others 5-way), validation alphabets):", ""]
+    lines += ["", "Validation curves (step: val acc % at the cell's training way (maml20: 20-way, the others 5-way), "
+              "validation alphabets):", ""]
     for r in rep["rows"]:
         if r["way"] != min(CELLS[r["cell"]][1]):
             continue
