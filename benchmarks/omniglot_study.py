@@ -16,6 +16,12 @@ training and the five Vinyals validation alphabets held out), 28x28, white strok
                pretrain_nc with every background character also rotated by 90, 180 and 270 degrees as three new
                classes (data.options.rotations, as in the Vinyals protocol: 4x the classes), --pretrain-rot-epochs
                epochs; validation and scenarios on the unrotated validation alphabets, as every other cell
+  pretrain_rot_long_nc, pretrain_rot_wide_nc, pretrain_rot_protonet20
+               how close the minimal track gets, chosen on validation (their own Holm family against
+               pretrain_rot_nc): pretrain_rot_nc trained twice as long (2 x --pretrain-rot-epochs), or wider
+               (Conv4 with --wide-hidden channels), or meta-trained after it (ProtoNet as protonet20, its backbone
+               started from the pretrain_rot_nc model of the same seed by model.init: pre-training then
+               meta-training); nearest centroid on the features for the first two
   unicorn5     Unicorn-MAML trained as maml5 (one learned head row copied into every row: any way as it is)
   protomaml5   ProtoMAML trained as maml5 (head rows from the support prototypes: any way as it is)
   maml20       second-order MAML trained --way-way (20) 1-shot with the MAML repository's 20-way settings (inner lr 0.1,
@@ -104,10 +110,17 @@ DISTILL["mkd5"] = DISTILL["kd5"] + ["meta_teacher.options.kd_on=both", "meta_tea
                                     "meta_teacher.options.learn_temperature=true",
                                     "meta_teacher.options.shared_temperature=true"]
 DISTILL_CONTRASTS = [("kd5", "maml5"), ("kd_rank5", "maml5"), ("kd_rank5", "kd5"), ("mkd5", "maml5"), ("mkd5", "kd5")]
+# how close the minimal track gets: variants of the best recipe (pretrain_rot_nc), chosen on validation
+PROBES = ("pretrain_rot_long_nc", "pretrain_rot_wide_nc", "pretrain_rot_protonet20")
+PROBE_REFERENCE = "pretrain_rot_nc"
 CELLS = ("protonet20", "maml5", "pretrain_nc", "pretrain_lp", "pretrain_rot_nc", "unicorn5", "protomaml5", "unicorn5_tuned", "maml5_tuned",
-         "maml20", *MSD_LAMS, *DISTILL)
+         "maml20", *MSD_LAMS, *DISTILL, *PROBES)
 MSD_HOST = "protomaml5"
-PRETRAIN_LEARNERS = {"pretrain_nc": "protonet", "pretrain_lp": "linear_probe", "pretrain_rot_nc": "protonet"}
+PRETRAIN_LEARNERS = {"pretrain_nc": "protonet", "pretrain_lp": "linear_probe", "pretrain_rot_nc": "protonet",
+                     "pretrain_rot_long_nc": "protonet", "pretrain_rot_wide_nc": "protonet"}
+# the run folder of each pre-training cell (pretrain_nc and pretrain_lp share one backbone)
+PRETRAIN_RUNS = {"pretrain_nc": "pretrain", "pretrain_lp": "pretrain", "pretrain_rot_nc": "pretrain_rot",
+                 "pretrain_rot_long_nc": "pretrain_rot_long", "pretrain_rot_wide_nc": "pretrain_rot_wide"}
 # the MSD family: each MSD cell against the host at equal compute, the same views without consistency, plain views
 MSD_CONTRASTS = [(c, ref) for c in ("msd5_l0.3", "msd5_l3") for ref in (MSD_HOST, "msd5_l0", "msd5_plain")] + \
     [("msd5_l0", MSD_HOST), ("msd5_plain", MSD_HOST)]
@@ -205,8 +218,7 @@ def _tuned(cell: str, seed: int, work: Path, args: argparse.Namespace) -> Dict[s
 
 def _run_dir(cell: str, seed: int, args: argparse.Namespace) -> Path:
     """The run folder of a cell's model: pretrain_nc / pretrain_lp share one, a _tuned cell uses its base's."""
-    folder = {"pretrain_nc": "pretrain", "pretrain_lp": "pretrain", "pretrain_rot_nc": "pretrain_rot"}.get(
-        cell, cell.removesuffix("_tuned"))
+    folder = PRETRAIN_RUNS.get(cell, cell.removesuffix("_tuned"))
     return Path(args.work) / "runs" / f"{folder}_s{seed}"
 
 
@@ -216,8 +228,15 @@ def piece(cell: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
     out: Dict[str, Any] = {"cell": cell, "seed": seed}
     if cell.endswith("_tuned"):
         out.update(_tuned(cell, seed, work, args))
-    elif cell == "protonet20":
-        out["train_seconds"] = _train("protonet_omniglot_small1_20w1s", work, common + [
+    elif cell in ("protonet20", "pretrain_rot_protonet20"):
+        init = []
+        if cell == "pretrain_rot_protonet20":  # meta-training from the rotated pre-training of the same seed
+            start = _run_dir("pretrain_rot_nc", seed, args)
+            if not (start / "best.pt").is_file():
+                raise SystemExit(f"{cell}: run the pretrain_rot_nc cell of seed {seed} first ({start / 'best.pt'} "
+                                 "is missing)")
+            init = [f"model.init={start}"]
+        out["train_seconds"] = _train("protonet_omniglot_small1_20w1s", work, common + init + [
             f"episodes.n_way={args.way}", "tensorboard=false",
             f"train.iterations={args.protonet_iterations}", f"train.val_every={args.protonet_iterations // 3}",
             f"train.checkpoint_every={args.protonet_iterations // 3}"])
@@ -268,6 +287,10 @@ def piece(cell: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
                 not json.loads((work / "summary.json").read_text()).get("finished"):
             rot = ["data.options.rotations=true", f"train.epochs={args.pretrain_rot_epochs}"] if "rot" in cell else \
                 [f"train.epochs={args.pretrain_epochs}"]
+            if cell == "pretrain_rot_long_nc":
+                rot[-1] = f"train.epochs={2 * args.pretrain_rot_epochs}"
+            elif cell == "pretrain_rot_wide_nc":
+                rot.append(f"model.options.hidden={args.wide_hidden}")
             cfg = load_pretrain_config("pretrain_conv4_omniglot_small1", common + [f"episodes.n_way={args.way}", *rot])
             tic = time.perf_counter()
             run_pretrain(cfg, work, resume=(work / "last.pt").is_file(), progress=False)
@@ -349,8 +372,9 @@ def report(work: Path, args: argparse.Namespace) -> Dict[str, Any]:
             if grads:
                 rows[-1][part] = {ph: t_interval([g[ph] for g in grads if g[ph] is not None]) for ph in grads[0]}
     # each cell against protonet20, except the MSD and distilled cells: they answer their own questions
-    pairs = [(c, BASELINE, "baseline") for c in CELLS if c != BASELINE and c not in MSD_LAMS and c not in DISTILL]
+    pairs = [(c, BASELINE, "baseline") for c in CELLS if c != BASELINE and c not in (*MSD_LAMS, *DISTILL, *PROBES)]
     pairs += [(c, r, "msd") for c, r in MSD_CONTRASTS] + [(c, r, "distill") for c, r in DISTILL_CONTRASTS]
+    pairs += [(c, PROBE_REFERENCE, "probe") for c in PROBES]
     errors = {cell: {s: [1.0 - c for c in p["runs"]["per_item_correct"]] for s, p in got.items()}
               for cell, got in pieces.items()}
     comparisons = paired_items(errors, pairs)
@@ -364,11 +388,15 @@ def report(work: Path, args: argparse.Namespace) -> Dict[str, Any]:
             d = seed_level_test([a[s]["scenarios"][key]["acc"] - b[s]["scenarios"][key]["acc"] for s in common])
             comparisons.append({"cell": cell, "vs": ref, "family": "msd_scenarios", "scenario": key, "seed_level": d})
     holm_within_families(comparisons)
-    return {"background": args.background, "device": describe_device(resolve_device("cpu")), "rows": rows,
+    # the recipe a user would take from the probes: the highest mean validation accuracy (the runs unread)
+    probed = [r for r in rows if r["cell"] in (PROBE_REFERENCE, *PROBES)]
+    val = lambda r: sum(v["val_acc"] for v in r["per_seed"].values()) / len(r["per_seed"])  # noqa: E731
+    chosen = max(probed, key=val)["cell"] if len(probed) > 1 else None
+    return {"background": args.background, "probe_chosen_on_validation": chosen, "device": describe_device(resolve_device("cpu")), "rows": rows,
             "comparisons": comparisons, "published_full_track": PUBLISHED, "budget": {
                 "protonet_iterations": args.protonet_iterations, "maml_iterations": args.maml_iterations,
                 "maml_meta_batch": args.maml_meta_batch, "pretrain_epochs": args.pretrain_epochs,
-                "pretrain_rot_epochs": args.pretrain_rot_epochs,
+                "pretrain_rot_epochs": args.pretrain_rot_epochs, "wide_hidden": args.wide_hidden,
                 "maml20_iterations": args.maml20_iterations, "maml20_meta_batch": args.maml20_meta_batch,
                 "grad_ratio_every": args.grad_ratio_every,
                 "teacher": (args.teacher or "protonet20_s0") if any(c in pieces for c in DISTILL) else None,
@@ -397,7 +425,10 @@ def markdown(rep: Dict[str, Any]) -> str:
                           ("msd", "MSD on ProtoMAML, every cell at protomaml5's compute: paired per-item difference in "
                                   "error (points; seed level; Holm over these comparisons):"),
                           ("distill", "Teacher -> student meta-learning (the student is maml5): paired per-item difference "
-                                      "in error (points; seed level; Holm over these comparisons):")):
+                                      "in error (points; seed level; Holm over these comparisons):"),
+                          ("probe", f"Variants of {PROBE_REFERENCE} (how close the minimal track gets): paired per-item "
+                                    f"difference in error (points; seed level; Holm over these comparisons); chosen on "
+                                    f"validation: {rep.get('probe_chosen_on_validation')}:")):
         fam = [c for c in rep["comparisons"] if c.get("family", "baseline") == family]
         if not fam:
             continue
@@ -460,6 +491,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     ap.add_argument("--pretrain-epochs", type=int, default=30)
     ap.add_argument("--pretrain-rot-epochs", type=int, default=15, help="pretrain_rot_nc (4x the images per epoch: "
                     "15 epochs are 2x pretrain_nc's steps)")
+    ap.add_argument("--wide-hidden", type=int, default=128, help="pretrain_rot_wide_nc: Conv4 channels (others: 64)")
     ap.add_argument("--teacher", help="kd5 / kd_rank5: the frozen teacher's run folder or checkpoint (default: "
                     "the protonet20 run of seed 0 in --work)")
     ap.add_argument("--grad-ratio-every", type=int, default=50, help="MSD cells: log the consistency term's "

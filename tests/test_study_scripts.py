@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -239,6 +240,40 @@ def test_omniglot_study_on_small_official_zips(tmp_path):
     after = json.loads((work / "pieces" / "pretrain_nc_s0.json").read_text())
     assert "[scenarios] pretrain_nc_s0" in added and "[running]" not in added
     assert "weak/query" in after["scenarios"] and after["runs"] == before["runs"]
+
+
+
+def test_omniglot_study_probes_of_the_minimal_track(tmp_path):
+    """Longer, wider, and meta-training after the rotated pre-training: their own Holm family against
+    pretrain_rot_nc, the recipe chosen on validation."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _omniglot_fixtures as ofx
+
+    data = tmp_path / "omniglot"
+    ofx.write_sets(data, ["images_background_small1", "images_background_small2", "images_evaluation"])
+    ofx.write_zip(data / "all_runs.zip", ofx.runs_members(runs=2, way=3))
+    work, out = tmp_path / "work", tmp_path / "omni.json"
+    probes = ("pretrain_rot_long_nc", "pretrain_rot_wide_nc", "pretrain_rot_protonet20")
+    args = ["--root", data, "--work", work, "--seeds", 0, 1, "--way", 3, "--protonet-iterations", 3,
+            "--pretrain-rot-epochs", 1, "--wide-hidden", 6, "--val-episodes", 3, "--override", "model.options.hidden=4",
+            "episodes.q_query=2", "episodes.test_q_query=2", "--out", out]
+    early = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "omniglot_study.py"), *map(str, args),
+                            "--cells", "pretrain_rot_protonet20"], capture_output=True, text=True, env=ENV)
+    assert early.returncode != 0 and "run the pretrain_rot_nc cell of seed 0 first" in early.stderr
+    script("omniglot_study.py", *args, "--cells", "pretrain_rot_nc", *probes)
+    rep = json.loads(out.read_text())
+    assert {(c["cell"], c["vs"]) for c in rep["comparisons"] if c["family"] == "probe"} == {
+        (c, "pretrain_rot_nc") for c in probes}
+    assert not {c["cell"] for c in rep["comparisons"] if c["family"] == "baseline"} & set(probes)
+    rows = {r["cell"]: r for r in rep["rows"]}
+    mean_val = {c: sum(v["val_acc"] for v in rows[c]["per_seed"].values()) / 2 for c in ("pretrain_rot_nc", *probes)}
+    assert mean_val[rep["probe_chosen_on_validation"]] == max(mean_val.values())
+    runs = work / "runs"
+    assert json.loads((runs / "pretrain_rot_long_s1" / "summary.json").read_text())["epochs"] == 2
+    wide = yaml.safe_load((runs / "pretrain_rot_wide_s1" / "config.yaml").read_text())
+    assert wide["model"]["options"]["hidden"] == 6 and wide["data"]["options"]["rotations"]
+    init = json.loads((runs / "pretrain_rot_protonet20_s1" / "init.json").read_text())
+    assert Path(init["source"]).resolve().parent == (runs / "pretrain_rot_s1").resolve() and init["loaded"]
 
 
 def test_msd_sweep_logs_the_gradient_ratio_and_compares_at_seed_level(tmp_path):
