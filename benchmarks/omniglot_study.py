@@ -392,8 +392,8 @@ def report(work: Path, args: argparse.Namespace) -> Dict[str, Any]:
     probed = [r for r in rows if r["cell"] in (PROBE_REFERENCE, *PROBES)]
     val = lambda r: sum(v["val_acc"] for v in r["per_seed"].values()) / len(r["per_seed"])  # noqa: E731
     chosen = max(probed, key=val)["cell"] if len(probed) > 1 else None
-    return {"background": args.background, "probe_chosen_on_validation": chosen, "device": describe_device(resolve_device("cpu")), "rows": rows,
-            "comparisons": comparisons, "published_full_track": PUBLISHED, "budget": {
+    return {"background": args.background, "device": describe_device(resolve_device("cpu")), "rows": rows,
+            "probe_chosen_on_validation": chosen, "comparisons": comparisons, "published_full_track": PUBLISHED, "budget": {
                 "protonet_iterations": args.protonet_iterations, "maml_iterations": args.maml_iterations,
                 "maml_meta_batch": args.maml_meta_batch, "pretrain_epochs": args.pretrain_epochs,
                 "pretrain_rot_epochs": args.pretrain_rot_epochs, "wide_hidden": args.wide_hidden,
