@@ -201,12 +201,17 @@ def _scenarios(run: Path, args: argparse.Namespace, **kwargs: Any) -> Dict[str, 
     return out
 
 
+def _required(cell: str, base: str, seed: int, path: Path) -> Path:
+    """``path``, the output of ``base``'s seed ``seed`` that ``cell`` builds on; a one-line error when missing."""
+    if not path.is_file():
+        raise SystemExit(f"{cell}: run the {base} cell of seed {seed} first ({path} is missing)")
+    return path
+
+
 def _tuned(cell: str, seed: int, work: Path, args: argparse.Namespace) -> Dict[str, Any]:
     """The trained model of ``cell`` without its "_tuned" with inner lr x test steps chosen on validation."""
     base = cell[:-len("_tuned")]
-    done = Path(args.work) / "pieces" / f"{base}_s{seed}.json"
-    if not done.is_file():
-        raise SystemExit(f"{cell}: run the {base} cell of seed {seed} first ({done} is missing)")
+    done = _required(cell, base, seed, Path(args.work) / "pieces" / f"{base}_s{seed}.json")
     rule = json.loads(done.read_text()).get("head_rule")
     grid = [(lr, steps) for lr in args.tuned_lrs for steps in args.tuned_steps]
     vals = {f"lr{lr}_steps{steps}": _val(work, args, inner=(lr, steps), head_rule=rule) for lr, steps in grid}
@@ -214,6 +219,15 @@ def _tuned(cell: str, seed: int, work: Path, args: argparse.Namespace) -> Dict[s
     return {"train_seconds": 0.0, "val_acc_by_setting": vals, "chosen": {"inner_lr": lr, "test_steps": steps},
             "head_rule": rule, "val_acc": vals[f"lr{lr}_steps{steps}"],
             "runs": _runs(work, args, inner=(lr, steps), head_rule=rule)}
+
+
+def _pretrain_overrides(cell: str, args: argparse.Namespace) -> List[str]:
+    """The pre-training config overrides of a pre-training cell (its recipe beyond the shared ones)."""
+    if "rot" not in cell:
+        return [f"train.epochs={args.pretrain_epochs}"]
+    epochs = 2 * args.pretrain_rot_epochs if cell == "pretrain_rot_long_nc" else args.pretrain_rot_epochs
+    wide = [f"model.options.hidden={args.wide_hidden}"] if cell == "pretrain_rot_wide_nc" else []
+    return ["data.options.rotations=true", f"train.epochs={epochs}", *wide]
 
 
 def _run_dir(cell: str, seed: int, args: argparse.Namespace) -> Path:
@@ -231,11 +245,8 @@ def piece(cell: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
     elif cell in ("protonet20", "pretrain_rot_protonet20"):
         init = []
         if cell == "pretrain_rot_protonet20":  # meta-training from the rotated pre-training of the same seed
-            start = _run_dir("pretrain_rot_nc", seed, args)
-            if not (start / "best.pt").is_file():
-                raise SystemExit(f"{cell}: run the pretrain_rot_nc cell of seed {seed} first ({start / 'best.pt'} "
-                                 "is missing)")
-            init = [f"model.init={start}"]
+            start = _required(cell, "pretrain_rot_nc", seed, _run_dir("pretrain_rot_nc", seed, args) / "best.pt")
+            init = [f"model.init={start.parent}"]
         out["train_seconds"] = _train("protonet_omniglot_small1_20w1s", work, common + init + [
             f"episodes.n_way={args.way}", "tensorboard=false",
             f"train.iterations={args.protonet_iterations}", f"train.val_every={args.protonet_iterations // 3}",
@@ -282,16 +293,11 @@ def piece(cell: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
         if cell == "mkd5":  # the learned temperatures of the model scored
             t_teacher, t_student = _load(work)[0].temperatures()
             out["temperatures"] = {"teacher": float(t_teacher), "student": float(t_student)}
-    else:  # pretrain_nc / pretrain_lp share one pre-trained backbone per seed; pretrain_rot_nc has its own
+    else:  # pretrain_nc / pretrain_lp share one pre-trained backbone per seed; each rotated cell has its own
         if not (work / "best.pt").is_file() or not (work / "summary.json").is_file() or \
                 not json.loads((work / "summary.json").read_text()).get("finished"):
-            rot = ["data.options.rotations=true", f"train.epochs={args.pretrain_rot_epochs}"] if "rot" in cell else \
-                [f"train.epochs={args.pretrain_epochs}"]
-            if cell == "pretrain_rot_long_nc":
-                rot[-1] = f"train.epochs={2 * args.pretrain_rot_epochs}"
-            elif cell == "pretrain_rot_wide_nc":
-                rot.append(f"model.options.hidden={args.wide_hidden}")
-            cfg = load_pretrain_config("pretrain_conv4_omniglot_small1", common + [f"episodes.n_way={args.way}", *rot])
+            cfg = load_pretrain_config("pretrain_conv4_omniglot_small1", common + [f"episodes.n_way={args.way}",
+                                                                                   *_pretrain_overrides(cell, args)])
             tic = time.perf_counter()
             run_pretrain(cfg, work, resume=(work / "last.pt").is_file(), progress=False)
             write_atomic(work / "train_seconds.txt", f"{time.perf_counter() - tic:.1f}\n")
